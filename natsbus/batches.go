@@ -1,0 +1,390 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/autoif/autoif/proto"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PublisherOptions tune a Publisher.
+type PublisherOptions struct {
+	// MaxPending is how many batches may await their JetStream ack (default 64).
+	MaxPending int
+	// Retries is how often a batch whose ack failed or timed out is published again, with
+	// the same message id so JetStream keeps one copy (default 5).
+	Retries int
+	// AckTimeout bounds the wait for one ack (default 10s).
+	AckTimeout time.Duration
+}
+
+// Publisher publishes row batches to a JetStream subject asynchronously: Publish returns once
+// the batch is handed to the connection; Flush waits until every batch is stored.
+type Publisher[T any] struct {
+	js      jetstream.JetStream
+	codec   *proto.Codec[T]
+	subject string
+	o       PublisherOptions
+	pending []jetstream.PubAckFuture
+}
+
+// NewPublisher publishes batches of codec's rows to subject.
+func NewPublisher[T any](js jetstream.JetStream, codec *proto.Codec[T], subject string, o PublisherOptions) *Publisher[T] {
+	if o.MaxPending <= 0 {
+		o.MaxPending = 64
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 10 * time.Second
+	}
+	return &Publisher[T]{js: js, codec: codec, subject: subject, o: o}
+}
+
+// Publish encodes rows and publishes them as one message. msgID must identify the batch's
+// content (see proto.BatchID): a batch published twice under one id is stored once.
+// header adds headers (may be nil).
+func (p *Publisher[T]) Publish(ctx context.Context, msgID string, rows []T, header nats.Header) error {
+	m, err := p.codec.Msg(p.subject, msgID, rows)
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		m.Header[k] = v
+	}
+	m.Header.Set(proto.HeaderSentAt, strconv.FormatInt(time.Now().UnixNano(), 10))
+	for len(p.pending) >= p.o.MaxPending {
+		if err := p.settleOldest(ctx); err != nil {
+			return err
+		}
+	}
+	f, err := p.js.PublishMsgAsync(m)
+	if err != nil {
+		return fmt.Errorf("publish %s batch %s: %w", p.codec.Name(), msgID, err)
+	}
+	p.pending = append(p.pending, f)
+	return nil
+}
+
+// Flush waits until every published batch is acknowledged (stored) by JetStream.
+func (p *Publisher[T]) Flush(ctx context.Context) error {
+	for len(p.pending) > 0 {
+		if err := p.settleOldest(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pending is the number of batches not yet acknowledged.
+func (p *Publisher[T]) Pending() int { return len(p.pending) }
+
+func (p *Publisher[T]) settleOldest(ctx context.Context) error {
+	f := p.pending[0]
+	timer := time.NewTimer(p.o.AckTimeout)
+	defer timer.Stop()
+	var cause error
+	select {
+	case <-f.Ok():
+		p.pending = p.pending[1:]
+		return nil
+	case cause = <-f.Err():
+	case <-timer.C:
+		cause = fmt.Errorf("no ack after %s", p.o.AckTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Publish again, synchronously: the message id makes a late first copy harmless.
+	m := f.Msg()
+	var err error
+	for attempt := 1; attempt <= p.o.Retries; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, p.o.AckTimeout)
+		_, err = p.js.PublishMsg(actx, m)
+		cancel()
+		if err == nil {
+			p.pending = p.pending[1:]
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		slog.Warn("batch publish retry", "subject", m.Subject, "msg_id", m.Header.Get(proto.HeaderMsgID), "attempt", attempt, "err", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
+	return fmt.Errorf("publish %s batch %s: %v; %d retries failed: %w", p.codec.Name(), m.Header.Get(proto.HeaderMsgID), cause, p.o.Retries, err)
+}
+
+// ConsumerOptions tune a Consumer.
+type ConsumerOptions struct {
+	// Durable names the consumer; a restarted process with the same name resumes where the
+	// last one acknowledged. Required.
+	Durable string
+	// AckWait is how long a delivered batch may stay unacknowledged before JetStream gives it
+	// to another consumer (default 30s). Keep it short so a dead consumer's batches come
+	// back soon; call Batch.InProgress while working on one for longer.
+	AckWait time.Duration
+	// MaxAckPending caps delivered-but-unacknowledged batches (default 64).
+	MaxAckPending int
+	// PullBatch is how many messages one pull asks for (default 8).
+	PullBatch int
+	// SeenCapacity bounds the remembered ids (default 1,000,000); the oldest are forgotten.
+	SeenCapacity int
+	// Logger receives warnings about poison messages; default slog.Default().
+	Logger *slog.Logger
+}
+
+// ConsumerStats count what a Consumer has seen.
+type ConsumerStats struct {
+	Batches       int64 // batches handed to the caller
+	Rows          int64 // rows handed to the caller
+	DuplicateRows int64 // rows dropped because their id was already acknowledged
+	Redelivered   int64 // batches delivered more than once
+	Poison        int64 // messages that failed to decode and were terminated
+}
+
+// Consumer is a durable pull consumer of row batches: a batch is acknowledged only when the
+// caller says it is done with it, so a consumer that dies mid-batch loses nothing.
+type Consumer[T any] struct {
+	codec *proto.Codec[T]
+	cons  jetstream.Consumer
+	iter  jetstream.MessagesContext
+	o     ConsumerOptions
+	rowID func(*T) string
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	seen  *idSet
+	stats ConsumerStats
+}
+
+// NewConsumer creates or attaches to the durable consumer o.Durable on stream. With rowID
+// (may be nil) the consumer drops rows whose id it has already seen acknowledged, so
+// redeliveries and re-published rows are applied once.
+func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *proto.Codec[T], o ConsumerOptions, rowID func(*T) string) (*Consumer[T], error) {
+	if o.Durable == "" {
+		return nil, errors.New("consumer: a durable name is required")
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxAckPending <= 0 {
+		o.MaxAckPending = 64
+	}
+	if o.PullBatch <= 0 {
+		o.PullBatch = 8
+	}
+	if o.SeenCapacity <= 0 {
+		o.SeenCapacity = 1_000_000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxAckPending: o.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch))
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
+	}
+	return &Consumer[T]{codec: codec, cons: cons, iter: iter, o: o, rowID: rowID, log: o.Logger, seen: newIDSet(o.SeenCapacity)}, nil
+}
+
+// Batch is one delivered message's rows. Ack it once its rows are applied.
+type Batch[T any] struct {
+	Rows []T
+	// Seq is the message's stream sequence; Delivered counts its deliveries (1 = first).
+	Seq       uint64
+	Delivered uint64
+	MsgID     string
+	Header    nats.Header
+	// SentAt is when it was published (zero if the publisher did not say).
+	SentAt time.Time
+	// Duplicates is how many of its rows were dropped as already seen.
+	Duplicates int
+
+	msg jetstream.Msg
+	c   *Consumer[T]
+}
+
+// Next blocks until a batch arrives or ctx ends. Batches whose rows were all seen before are
+// acknowledged and skipped; undecodable messages are terminated, logged and skipped.
+func (c *Consumer[T]) Next(ctx context.Context) (*Batch[T], error) {
+	for {
+		m, err := c.iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("consumer %s: %w", c.o.Durable, err)
+		}
+		b, err := c.batch(m)
+		if err != nil {
+			c.mu.Lock()
+			c.stats.Poison++
+			c.mu.Unlock()
+			c.log.Error("dropping undecodable batch", "consumer", c.o.Durable, "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		if len(b.Rows) == 0 && b.Duplicates > 0 {
+			if err := m.Ack(); err != nil {
+				return nil, fmt.Errorf("consumer %s: ack duplicate batch: %w", c.o.Durable, err)
+			}
+			continue
+		}
+		return b, nil
+	}
+}
+
+func (c *Consumer[T]) batch(m jetstream.Msg) (*Batch[T], error) {
+	rows, err := c.codec.DecodeMsg(m.Headers(), m.Data())
+	if err != nil {
+		return nil, err
+	}
+	b := &Batch[T]{Rows: rows, Header: m.Headers(), MsgID: m.Headers().Get(proto.HeaderMsgID), msg: m, c: c}
+	if md, err := m.Metadata(); err == nil {
+		b.Seq, b.Delivered = md.Sequence.Stream, md.NumDelivered
+	}
+	if ns, err := strconv.ParseInt(m.Headers().Get(proto.HeaderSentAt), 10, 64); err == nil {
+		b.SentAt = time.Unix(0, ns)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rowID != nil {
+		kept := rows[:0]
+		for i := range rows {
+			if !c.seen.has(c.rowID(&rows[i])) {
+				kept = append(kept, rows[i])
+			}
+		}
+		b.Duplicates = len(rows) - len(kept)
+		b.Rows = kept
+		c.stats.DuplicateRows += int64(b.Duplicates)
+	}
+	c.stats.Batches++
+	c.stats.Rows += int64(len(b.Rows))
+	if b.Delivered > 1 {
+		c.stats.Redelivered++
+	}
+	return b, nil
+}
+
+// Ack tells JetStream the batch is applied, without waiting for the server's confirmation:
+// an ack lost on the way only means a redelivery, whose rows the seen set then drops. Its row
+// ids join the seen set.
+func (b *Batch[T]) Ack() error {
+	if err := b.msg.Ack(); err != nil {
+		return fmt.Errorf("ack batch %d: %w", b.Seq, err)
+	}
+	b.c.markSeen(b.Rows)
+	return nil
+}
+
+// AckSync acknowledges the batch and waits until the server confirms, after which it is
+// never delivered again (e.g. before a checkpoint records the consumer's position).
+func (b *Batch[T]) AckSync(ctx context.Context) error {
+	if err := b.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack batch %d: %w", b.Seq, err)
+	}
+	b.c.markSeen(b.Rows)
+	return nil
+}
+
+// Nak hands the batch back for redelivery now (e.g. on shutdown before it was applied).
+func (b *Batch[T]) Nak() error { return b.msg.Nak() }
+
+// InProgress resets the batch's ack timer while it is still being worked on.
+func (b *Batch[T]) InProgress() error { return b.msg.InProgress() }
+
+func (c *Consumer[T]) markSeen(rows []T) {
+	if c.rowID == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range rows {
+		c.seen.add(c.rowID(&rows[i]))
+	}
+}
+
+// MarkSeen records ids already applied elsewhere (e.g. restored from a checkpoint), so their
+// redelivery is dropped.
+func (c *Consumer[T]) MarkSeen(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		c.seen.add(id)
+	}
+}
+
+// Stats returns the counts so far.
+func (c *Consumer[T]) Stats() ConsumerStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// Close stops pulling and hands back every message pulled but not yet given to the caller,
+// so a restarted consumer gets them at once instead of after the ack wait.
+func (c *Consumer[T]) Close() {
+	c.iter.Drain()
+	for {
+		m, err := c.iter.Next()
+		if err != nil {
+			return
+		}
+		_ = m.Nak()
+	}
+}
+
+// idSet is a set of ids that forgets the oldest beyond its capacity.
+type idSet struct {
+	cap   int
+	ids   map[string]struct{}
+	order []string
+	head  int
+}
+
+func newIDSet(capacity int) *idSet { return &idSet{cap: capacity, ids: make(map[string]struct{})} }
+
+func (s *idSet) has(id string) bool { _, ok := s.ids[id]; return ok }
+
+func (s *idSet) add(id string) {
+	if _, ok := s.ids[id]; ok {
+		return
+	}
+	if len(s.order) < s.cap {
+		s.order = append(s.order, id)
+	} else {
+		delete(s.ids, s.order[s.head])
+		s.order[s.head] = id
+		s.head = (s.head + 1) % s.cap
+	}
+	s.ids[id] = struct{}{}
+}
+
+// NewPairConsumer is the trainer's consumer of a run's preference pairs, de-duplicated by
+// pair id.
+func NewPairConsumer(ctx context.Context, r *RunResources, o ConsumerOptions) (*Consumer[proto.Pair], error) {
+	return NewConsumer(ctx, r.Pairs, proto.Pairs, o, func(p *proto.Pair) string { return p.PairID })
+}
+
+// NewPairPublisher publishes preference-pair batches to a run.
+func NewPairPublisher(js jetstream.JetStream, run proto.Run, o PublisherOptions) *Publisher[proto.Pair] {
+	return NewPublisher(js, proto.Pairs, run.Pairs(), o)
+}

@@ -1,0 +1,165 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options say how to reach NATS.
+type Options struct {
+	// URL of the server or cluster (comma-separated seeds). Empty starts an embedded server
+	// whose store lives in StoreDir.
+	URL string
+	// Name identifies this connection in server monitoring.
+	Name string
+	// User and Password, Token, or CredsFile (JWT + nkey seed) authenticate.
+	User, Password string
+	Token          string
+	CredsFile      string
+	// TLSCA verifies the server; TLSCert and TLSKey present a client certificate.
+	TLSCA, TLSCert, TLSKey string
+	// StoreDir is the embedded server's JetStream store (only when URL is empty).
+	StoreDir string
+	// Server configures the embedded server (only when URL is empty); StoreDir above wins.
+	Server ServerOptions
+	// Logger receives connection events; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Bus is a NATS connection with JetStream, and the embedded server when it started one.
+type Bus struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	server *server.Server
+	log    *slog.Logger
+}
+
+// Connect connects to o.URL, or starts an embedded server and connects to it over loopback
+// TCP, so every component uses the same code path either way.
+func Connect(ctx context.Context, o Options) (*Bus, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Bus{log: log}
+	url := o.URL
+	if url == "" {
+		so := o.Server
+		if o.StoreDir != "" {
+			so.StoreDir = o.StoreDir
+		}
+		if so.StoreDir == "" {
+			return nil, errors.New("embedded nats: no store directory (set the run directory)")
+		}
+		if so.User == "" && so.Token == "" {
+			so.User, so.Password, so.Token = o.User, o.Password, o.Token
+		}
+		s, err := StartServer(so)
+		if err != nil {
+			return nil, err
+		}
+		b.server = s
+		url = s.ClientURL()
+		log.Debug("embedded nats server started", "url", url, "store", so.StoreDir)
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// Large batches: a bigger reconnect buffer keeps publishes across a short outage.
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("nats async error", "subject", subject, "err", err)
+		}),
+	}
+	switch {
+	case o.CredsFile != "":
+		if _, err := os.Stat(o.CredsFile); err != nil {
+			b.shutdownServer()
+			return nil, fmt.Errorf("nats creds: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(deadline)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("connect to nats at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		nc.Close()
+		b.shutdownServer()
+		return nil, fmt.Errorf("jetstream at %s: %w", url, err)
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		nc.Close()
+		b.shutdownServer()
+		return nil, fmt.Errorf("jetstream at %s: %w (is JetStream enabled on the server?)", url, err)
+	}
+	b.NC, b.JS = nc, js
+	return b, nil
+}
+
+// URL is the server URL the bus is connected to.
+func (b *Bus) URL() string { return b.NC.ConnectedUrl() }
+
+// Embedded is the embedded server, or nil when connected to an external one.
+func (b *Bus) Embedded() *server.Server { return b.server }
+
+// Close drains the connection (pending publishes go out, subscriptions finish) and stops the
+// embedded server if there is one.
+func (b *Bus) Close() {
+	if b.NC != nil {
+		if err := b.NC.Drain(); err != nil {
+			b.NC.Close()
+		}
+		for i := 0; i < 100 && !b.NC.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		b.NC.Close()
+	}
+	b.shutdownServer()
+}
+
+func (b *Bus) shutdownServer() {
+	if b.server != nil {
+		b.server.Shutdown()
+		b.server.WaitForShutdown()
+		b.server = nil
+	}
+}
+
+// DefaultStoreDir is where an embedded server of a run keeps JetStream data.
+func DefaultStoreDir(runDir string) string { return filepath.Join(runDir, "jetstream") }
