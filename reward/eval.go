@@ -1,0 +1,119 @@
+package reward
+
+import "fmt"
+
+// Outcome is what one function did on one response.
+type Outcome uint8
+
+const (
+	// Fail: evaluate returned False (or 0).
+	Fail Outcome = iota
+	// Pass: evaluate returned True (or 1).
+	Pass
+	// Error: the function did not produce a verdict; Kind says why.
+	Error
+	// Timeout: the evaluation ran past the per-call deadline and its worker was killed.
+	Timeout
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Pass:
+		return "pass"
+	case Fail:
+		return "fail"
+	case Error:
+		return "error"
+	case Timeout:
+		return "timeout"
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// MarshalText makes outcomes readable in JSON.
+func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// Kind classifies an Error outcome.
+type Kind string
+
+const (
+	KindNone Kind = ""
+	// KindException: evaluate (or the source's top level) raised.
+	KindException Kind = "exception"
+	// KindBadReturn: evaluate returned something other than a bool or the ints 0/1.
+	KindBadReturn Kind = "bad_return_type"
+	// KindImportDenied: the function imported a module the sandbox forbids (socket, ctypes, ...).
+	KindImportDenied Kind = "import_denied"
+	// KindModuleUnavailable: the module is not installed for the sandbox's interpreter.
+	KindModuleUnavailable Kind = "module_unavailable"
+	// KindDenied: the sandbox refused an operation (file write, process, signal, ...).
+	KindDenied Kind = "denied"
+	// KindOutputTooLarge: the function printed more than Options.MaxOutput.
+	KindOutputTooLarge Kind = "output_too_large"
+	// KindMemory: the function ran out of the sandbox's address space (MemoryError).
+	KindMemory Kind = "memory"
+	// KindCompile: the source does not compile, its top level fails to define evaluate.
+	KindCompile Kind = "compile"
+	// KindCrash: the worker process died while running the function (os._exit, segfault).
+	KindCrash Kind = "crash"
+)
+
+// Eval is the result of one function on one response.
+type Eval struct {
+	Outcome Outcome `json:"outcome"`
+	Kind    Kind    `json:"kind,omitempty"`
+	Message string  `json:"message,omitempty"`
+}
+
+// Ran reports whether the function gave a verdict (pass or fail).
+func (e Eval) Ran() bool { return e.Outcome == Pass || e.Outcome == Fail }
+
+// ResponseScore is one response's AutoIF score.
+type ResponseScore struct {
+	// Score is the mean pass rate over the functions that ran without error; 0 when none ran.
+	Score float64 `json:"score"`
+	// Passed and Ran count functions that passed and that gave a verdict.
+	Passed int `json:"passed"`
+	Ran    int `json:"ran"`
+	// Errors counts functions that gave no verdict, timeouts included; Timeouts counts those.
+	Errors   int `json:"errors"`
+	Timeouts int `json:"timeouts"`
+}
+
+// Result holds every outcome of a Score call.
+type Result struct {
+	// Evals[f][r] is function f on response r.
+	Evals [][]Eval `json:"evals"`
+	// Scores[r] is response r's score.
+	Scores []ResponseScore `json:"scores"`
+}
+
+// ScoreResponses applies AutoIF's rule to a function × response matrix of outcomes: a
+// response's score is passes / (functions that ran); errors and timeouts are excluded from the
+// denominator and never count as passes.
+func ScoreResponses(evals [][]Eval, responses int) []ResponseScore {
+	scores := make([]ResponseScore, responses)
+	for _, row := range evals {
+		for r := 0; r < responses && r < len(row); r++ {
+			s := &scores[r]
+			switch row[r].Outcome {
+			case Pass:
+				s.Passed++
+				s.Ran++
+			case Fail:
+				s.Ran++
+			case Timeout:
+				s.Timeouts++
+				s.Errors++
+			default:
+				s.Errors++
+			}
+		}
+	}
+	for i := range scores {
+		if scores[i].Ran > 0 {
+			scores[i].Score = float64(scores[i].Passed) / float64(scores[i].Ran)
+		}
+	}
+	return scores
+}

@@ -1,0 +1,90 @@
+package reward
+
+import (
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+)
+
+// Options configure a Pool. The zero value of every field means its default.
+type Options struct {
+	// Python is the interpreter to run. Empty resolves one with ResolvePython: the real
+	// executable behind `python3` on PATH if the sandbox uid can run it, else /usr/bin/python3.
+	Python string
+	// Workers is the number of long-lived workers. Default: the number of CPUs.
+	Workers int
+	// Deadline bounds one evaluation (one function on one response), and separately the
+	// source's top level. Default 2s.
+	Deadline time.Duration
+	// MemoryLimit is each worker's address-space limit (RLIMIT_AS) in bytes. Default 1 GiB.
+	MemoryLimit uint64
+	// CPULimit is each worker's lifetime CPU limit (RLIMIT_CPU); a worker is replaced once it
+	// has used 80% of it. Default 10 minutes.
+	CPULimit time.Duration
+	// OpenFiles is each worker's RLIMIT_NOFILE. Default 64.
+	OpenFiles uint64
+	// MaxOutput caps the characters one evaluation may print. Default 1 MiB.
+	MaxOutput int
+	// CacheSize is how many compiled functions a worker keeps. Default 512.
+	CacheSize int
+	// UID and GID run the workers when the pool is started as root. Default 65534 (nobody).
+	UID, GID int
+	// StartTimeout bounds starting one worker. Default 20s.
+	StartTimeout time.Duration
+	// MaxTimeouts is how many of one call's evaluations may time out before the function's
+	// remaining responses are given up as timeouts without running: a function that hangs on
+	// every response would otherwise cost a deadline and a worker restart per response.
+	// Default 3.
+	MaxTimeouts int
+	// FlushInterval is how long a worker batches results before it sends them. Default 2ms.
+	FlushInterval time.Duration
+	// NoNamespaces runs workers without new namespaces, for hosts that forbid them. Weaker:
+	// the worker can reach the network namespace of the host.
+	NoNamespaces bool
+	// Logger receives worker lifecycle events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.Deadline <= 0 {
+		o.Deadline = 2 * time.Second
+	}
+	if o.MemoryLimit == 0 {
+		o.MemoryLimit = 1 << 30
+	}
+	if o.CPULimit <= 0 {
+		o.CPULimit = 10 * time.Minute
+	}
+	if o.OpenFiles == 0 {
+		o.OpenFiles = 64
+	}
+	if o.MaxOutput <= 0 {
+		o.MaxOutput = 1 << 20
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 512
+	}
+	if o.UID == 0 && o.GID == 0 {
+		o.UID, o.GID = 65534, 65534
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 20 * time.Second
+	}
+	if o.MaxTimeouts <= 0 {
+		o.MaxTimeouts = 3
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 2 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// dropPrivileges reports whether workers change uid: only a root parent can, and must.
+func dropPrivileges() bool { return os.Geteuid() == 0 }

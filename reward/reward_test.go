@@ -1,0 +1,310 @@
+package reward
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestScoreResponsesAppliesAutoIFRule(t *testing.T) {
+	p, f := Eval{Outcome: Pass}, Eval{Outcome: Fail}
+	e := Eval{Outcome: Error, Kind: KindException}
+	to := Eval{Outcome: Timeout}
+	cases := []struct {
+		name  string
+		evals [][]Eval // [function][response]
+		want  []ResponseScore
+	}{
+		{"all pass scores one", [][]Eval{{p}, {p}, {p}}, []ResponseScore{{Score: 1, Passed: 3, Ran: 3}}},
+		{"mean pass rate over functions", [][]Eval{{p}, {f}, {p}, {f}}, []ResponseScore{{Score: 0.5, Passed: 2, Ran: 4}}},
+		{"errors leave the denominator", [][]Eval{{p}, {e}, {f}, {e}}, []ResponseScore{{Score: 0.5, Passed: 1, Ran: 2, Errors: 2}}},
+		{"timeouts count as errors", [][]Eval{{p}, {to}}, []ResponseScore{{Score: 1, Passed: 1, Ran: 1, Errors: 1, Timeouts: 1}}},
+		{"no function ran scores zero", [][]Eval{{e}, {to}}, []ResponseScore{{Score: 0, Errors: 2, Timeouts: 1}}},
+		{"no functions scores zero", nil, []ResponseScore{{}}},
+		{"responses are scored independently", [][]Eval{{p, f}, {p, e}}, []ResponseScore{{Score: 1, Passed: 2, Ran: 2}, {Score: 0, Ran: 1, Errors: 1}}},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			if got := ScoreResponses(tc.evals, len(tc.want)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReturnTypeRules(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1})
+	cases := []struct {
+		ret  string
+		want Outcome
+		kind Kind
+	}{
+		{"True", Pass, ""},
+		{"False", Fail, ""},
+		{"1", Pass, ""},
+		{"0", Fail, ""},
+		{"2", Error, KindBadReturn},
+		{"-1", Error, KindBadReturn},
+		{"None", Error, KindBadReturn},
+		{"'True'", Error, KindBadReturn},
+		{"1.0", Error, KindBadReturn},
+		{"[True]", Error, KindBadReturn},
+		{"type('B', (int,), {})(1)", Error, KindBadReturn}, // int subclasses are not ints
+	}
+	for _, tc := range cases {
+		t.Run(tc.ret, func(t *testing.T) {
+			got, err := p.Evaluate(context.Background(), "def evaluate(response):\n    return "+tc.ret+"\n", []string{"x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Outcome != tc.want || got[0].Kind != tc.kind {
+				t.Errorf("return %s gave %+v, want %v %q", tc.ret, got[0], tc.want, tc.kind)
+			}
+		})
+	}
+}
+
+func TestFunctionSources(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1})
+	cases := []struct {
+		name string
+		src  string
+		want Outcome
+		kind Kind
+	}{
+		{"top-level helper is visible to evaluate",
+			"def count_words(s):\n    return len(s.split())\n\ndef evaluate(response):\n    return count_words(response) == 2\n", Pass, ""},
+		{"top-level import is visible to evaluate",
+			"import string\nVOWELS = set('aeiou')\ndef evaluate(response):\n    return response[0] in string.ascii_lowercase and response[0] not in VOWELS\n", Pass, ""},
+		{"helper defined after evaluate is visible", "def evaluate(response):\n    return helper(response)\ndef helper(s):\n    return s == 'hi there'\n", Pass, ""},
+		{"syntax error is a compile error", "def evaluate(response)\n    return True\n", Error, KindCompile},
+		{"missing evaluate is a compile error", "def check(response):\n    return True\n", Error, KindCompile},
+		{"top-level exception is an exception", "raise ValueError('boom')\ndef evaluate(response):\n    return True\n", Error, KindException},
+		{"missing optional module is unavailable", "import langdetect\ndef evaluate(response):\n    return langdetect.detect(response) == 'en'\n", Error, KindModuleUnavailable},
+		{"missing module inside evaluate is unavailable", "def evaluate(response):\n    import no_such_module_autoif\n    return True\n", Error, KindModuleUnavailable},
+		{"exception inside evaluate", "def evaluate(response):\n    return response[100] == 'x'\n", Error, KindException},
+		{"standard library works", "import re, json, collections, unicodedata, datetime\ndef evaluate(response):\n    return bool(re.match(r'hi', response)) and json.loads('[1]') == [1] and collections.Counter(response)['i'] == 1 and unicodedata.category('a') == 'Ll' and datetime.date(2024, 1, 1).year == 2024\n", Pass, ""},
+		{"printing a little is fine", "def evaluate(response):\n    print('checking', response)\n    return True\n", Pass, ""},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			got, err := p.Evaluate(context.Background(), tc.src, []string{"hi there"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Outcome != tc.want || got[0].Kind != tc.kind {
+				t.Errorf("got %+v, want %v %q", got[0], tc.want, tc.kind)
+			}
+		})
+	}
+}
+
+func TestSandboxEnvironment(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1})
+	cases := []struct{ name, expr string }{
+		{"own PID namespace", "os.getpid() == 1"},
+		{"empty environment", "len(os.environ) == 0 or set(os.environ) <= {'LC_CTYPE'}"},
+		{"unprivileged uid", unprivilegedExpr()},
+		{"empty working directory", "'autoif-reward-' in os.getcwd()"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			got, err := p.Evaluate(context.Background(), "import os\ndef evaluate(response):\n    return "+tc.expr+"\n", []string{""})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Outcome != Pass {
+				t.Errorf("%s: got %+v", tc.expr, got[0])
+			}
+		})
+	}
+}
+
+// unprivilegedExpr: started as root, workers run as nobody; otherwise they are root only
+// inside a user namespace owned by the unprivileged caller.
+func unprivilegedExpr() string {
+	if os.Geteuid() == 0 {
+		return "os.getuid() == 65534 and os.geteuid() == 65534"
+	}
+	return "os.getuid() == 0" // the caller's non-zero uid, seen from inside its user namespace
+}
+
+// The workers' namespaces are checked from the host side, where a function cannot lie.
+func TestWorkersRunInTheirOwnNamespaces(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 2})
+	me := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil || !strings.Contains(string(b), fmt.Sprintf("\nPPid:\t%d\n", me)) {
+			continue
+		}
+		workers++
+		if !strings.Contains(string(b), fmt.Sprintf("\nUid:\t%d\t", p.Options().UID)) && os.Geteuid() == 0 {
+			t.Errorf("worker %s does not run as uid %d", e.Name(), p.Options().UID)
+		}
+		for _, ns := range []string{"pid", "net", "ipc", "uts"} {
+			mine, err1 := os.Readlink("/proc/self/ns/" + ns)
+			theirs, err2 := os.Readlink(filepath.Join("/proc", e.Name(), "ns", ns))
+			if err1 != nil || err2 != nil {
+				t.Fatalf("read %s namespace: %v %v", ns, err1, err2)
+			}
+			if mine == theirs {
+				t.Errorf("worker %s shares the %s namespace %s", e.Name(), ns, mine)
+			}
+		}
+	}
+	if workers != 2 {
+		t.Errorf("found %d workers, want 2", workers)
+	}
+}
+
+func TestCompileCacheIsKeyedByContent(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1})
+	ctx := context.Background()
+	a := "def evaluate(response):\n    return response == 'a'\n"
+	b := "def evaluate(response):\n    return response == 'b'\n"
+	steps := []struct {
+		src          string
+		wantCompiles int64
+		want         Outcome
+	}{
+		{a, 1, Pass},
+		{a, 1, Pass},
+		{b, 2, Fail},
+		{a, 2, Pass},
+		{a + " ", 3, Pass}, // one byte differs: a different function
+	}
+	for i, s := range steps {
+		got, err := p.Evaluate(ctx, s.src, []string{"a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Outcome != s.want {
+			t.Errorf("step %d: got %+v, want %v", i, got[0], s.want)
+		}
+		if c := p.Stats().Compiles; c != s.wantCompiles {
+			t.Errorf("step %d: %d compiles, want %d", i, c, s.wantCompiles)
+		}
+	}
+}
+
+// Cached code still runs its top level in fresh globals each call, so state a function keeps
+// in globals cannot make the same inputs score differently.
+func TestScoreIsDeterministic(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 2})
+	funcs := []string{
+		"calls = 0\ndef evaluate(response):\n    global calls\n    calls += 1\n    return calls <= 2\n",
+		"import random\ndef evaluate(response):\n    return len(response) > 3\n",
+		"def evaluate(response):\n    return response.count('a') >= 2\n",
+		"def evaluate(response):\n    return 1 / (len(response) - 4) > 0\n",
+	}
+	responses := []string{"banana", "abc", "aaaa", "xyzzy", "four"}
+	var first []byte
+	for run := range 4 {
+		res, err := p.Score(context.Background(), funcs, responses)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(res)
+		if run == 0 {
+			first = b
+			if res.Scores[0].Ran != 4 || res.Scores[4].Errors != 1 {
+				t.Errorf("unexpected scores %+v", res.Scores)
+			}
+			continue
+		}
+		if string(b) != string(first) {
+			t.Fatalf("run %d differs:\n%s\n%s", run, b, first)
+		}
+	}
+}
+
+func TestScoreMatchesEvaluate(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 2})
+	funcs := []string{
+		"def evaluate(response):\n    return 'e' not in response.lower()\n",
+		"def evaluate(response):\n    return len(response.split()) <= 3\n",
+		"def evaluate(response):\n    return response.undefined()\n",
+	}
+	responses := []string{"My cat is big", "Every cloud", "Hi"}
+	res, err := p.Score(context.Background(), funcs, responses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ResponseScore{
+		{Score: 0.5, Passed: 1, Ran: 2, Errors: 1},
+		{Score: 0.5, Passed: 1, Ran: 2, Errors: 1},
+		{Score: 1, Passed: 2, Ran: 2, Errors: 1},
+	}
+	if !reflect.DeepEqual(res.Scores, want) {
+		t.Errorf("scores %+v, want %+v", res.Scores, want)
+	}
+	if res.Evals[2][0].Kind != KindException {
+		t.Errorf("broken function gave %+v", res.Evals[2][0])
+	}
+}
+
+func TestTimeoutCostsOnlyItsResponse(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1, Deadline: 400 * time.Millisecond})
+	fn := "def evaluate(response):\n    while response == 'hang':\n        pass\n    return response == 'yes'\n"
+	responses := []string{"yes", "no", "hang", "yes", "hang", "no"}
+	got, err := p.Evaluate(context.Background(), fn, responses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Outcome{Pass, Fail, Timeout, Pass, Timeout, Fail}
+	for i := range want {
+		if got[i].Outcome != want[i] {
+			t.Errorf("response %d (%q): %v, want %v", i, responses[i], got[i].Outcome, want[i])
+		}
+	}
+	if s := p.Stats(); s.Timeouts != 2 || s.WorkersRestarted != 2 {
+		t.Errorf("stats %+v, want 2 timeouts and 2 restarts", s)
+	}
+}
+
+func TestAFunctionThatAlwaysHangsIsGivenUp(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1, Deadline: 300 * time.Millisecond, MaxTimeouts: 2})
+	responses := make([]string, 20)
+	start := time.Now()
+	got, err := p.Evaluate(context.Background(), "def evaluate(response):\n    while True:\n        pass\n", responses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range got {
+		if e.Outcome != Timeout {
+			t.Errorf("response %d: %+v, want timeout", i, e)
+		}
+	}
+	if elapsed := time.Since(start); elapsed > 3*time.Second {
+		t.Errorf("took %v: each response paid the deadline", elapsed)
+	}
+	if s := p.Stats(); s.WorkersRestarted != 2 {
+		t.Errorf("%d restarts, want 2", s.WorkersRestarted)
+	}
+}
+
+func TestContextCancellationStopsACall(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1, Deadline: 30 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := p.Evaluate(ctx, "def evaluate(response):\n    while True:\n        pass\n", []string{"x"})
+	if err == nil {
+		t.Fatal("want an error from a cancelled call")
+	}
+	got, err := p.Evaluate(context.Background(), benign, []string{"ok"})
+	if err != nil || got[0].Outcome != Pass {
+		t.Fatalf("pool unusable after cancellation: %+v %v", got, err)
+	}
+}

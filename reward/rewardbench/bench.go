@@ -1,0 +1,281 @@
+// Package rewardbench measures the reward sandbox against the two obvious alternatives on the
+// same workload of real AutoIF verification functions and responses: in-process exec in one
+// Python process (the reference scripts' way, unsandboxed) and one fresh Python process per
+// evaluation.
+package rewardbench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/autoif/autoif/reward"
+)
+
+//go:embed inprocess.py
+var inprocessScript string
+
+//go:embed oneshot.py
+var oneshotScript string
+
+// Workload is every function run on every response.
+type Workload struct {
+	Funcs     []string
+	Responses []string
+}
+
+// LoadWorkload collects the distinct verification functions and sampled responses of the
+// AutoIF reference data: query_rft.jsonl and dpo_query_w_funcs.jsonl (functions and
+// responses) and back_trans.jsonl (cross-validated functions).
+func LoadWorkload(dir string) (*Workload, error) {
+	w := &Workload{}
+	seenF, seenR := map[string]bool{}, map[string]bool{}
+	addF := func(s string) {
+		if s != "" && !seenF[s] {
+			seenF[s] = true
+			w.Funcs = append(w.Funcs, s)
+		}
+	}
+	addR := func(s string) {
+		if !seenR[s] {
+			seenR[s] = true
+			w.Responses = append(w.Responses, s)
+		}
+	}
+	for _, name := range []string{"query_rft.jsonl", "dpo_query_w_funcs.jsonl", "back_trans.jsonl"} {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("workload: %w", err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var row struct {
+				EvalFunc json.RawMessage `json:"eval_func"`
+				Answers  []string        `json:"gpt-answer"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("workload %s: %w", name, err)
+			}
+			var entries []json.RawMessage
+			_ = json.Unmarshal(row.EvalFunc, &entries)
+			for _, e := range entries {
+				var s string
+				if json.Unmarshal(e, &s) == nil {
+					addF(s)
+					continue
+				}
+				var pair []json.RawMessage
+				if json.Unmarshal(e, &pair) == nil && len(pair) > 0 && json.Unmarshal(pair[0], &s) == nil {
+					addF(s)
+				}
+			}
+			for _, a := range row.Answers {
+				addR(a)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", name, err)
+		}
+	}
+	if len(w.Funcs) == 0 || len(w.Responses) == 0 {
+		return nil, fmt.Errorf("workload in %s: %d functions, %d responses", dir, len(w.Funcs), len(w.Responses))
+	}
+	return w, nil
+}
+
+// Options configure a run.
+type Options struct {
+	Pool reward.Options
+	// ProcessSample is how many evaluations the process-per-evaluation baseline runs. Default 64.
+	ProcessSample int
+	// Rounds repeats the whole workload for the sandbox and in-process runs, so that they
+	// last long enough to measure on a noisy machine. Default 10.
+	Rounds int
+	// Progress receives human-readable progress lines. Default io.Discard.
+	Progress io.Writer
+}
+
+// Figures are the run's results; the CLI prints them as its last line.
+type Figures struct {
+	Functions                 int          `json:"functions"`
+	Responses                 int          `json:"responses"`
+	Rounds                    int          `json:"rounds"`
+	Evals                     int          `json:"evals"` // per way, all rounds (process per eval: sampled)
+	Workers                   int          `json:"workers"`
+	Python                    string       `json:"python"`
+	SandboxSeconds            float64      `json:"sandbox_s"`
+	SandboxEvalsPerS          float64      `json:"sandbox_evals_per_s"`
+	InprocessSeconds          float64      `json:"inprocess_s"`
+	InprocessEvalsPerS        float64      `json:"inprocess_evals_per_s"`
+	ProcessPerEvalSampled     int          `json:"process_per_eval_sampled"`
+	ProcessPerEvalSeconds     float64      `json:"process_per_eval_s"`
+	ProcessPerEvalEvalsPerS   float64      `json:"process_per_eval_evals_per_s"`
+	SandboxOverInprocess      float64      `json:"sandbox_over_inprocess"`
+	SandboxOverProcessPerEval float64      `json:"sandbox_over_process_per_eval"`
+	VerdictAgreement          float64      `json:"verdict_agreement"` // sandbox vs in-process
+	SandboxStats              reward.Stats `json:"sandbox_stats"`
+}
+
+// Run measures the three ways on w.
+func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
+	if opts.ProcessSample <= 0 {
+		opts.ProcessSample = 64
+	}
+	if opts.Rounds <= 0 {
+		opts.Rounds = 10
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if opts.Pool.Deadline == 0 {
+		opts.Pool.Deadline = 5 * time.Second // the reference scripts' alarm
+	}
+	pool, err := reward.NewPool(ctx, opts.Pool)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	fig := &Figures{Functions: len(w.Funcs), Responses: len(w.Responses), Rounds: opts.Rounds,
+		Evals:   opts.Rounds * len(w.Funcs) * len(w.Responses),
+		Workers: pool.Options().Workers, Python: pool.Python()}
+
+	fmt.Fprintf(opts.Progress, "workload: %d functions × %d responses × %d rounds = %d evaluations, python %s\n",
+		fig.Functions, fig.Responses, fig.Rounds, fig.Evals, fig.Python)
+	// Warm the compile caches the way a long-running service is warm: one call per function.
+	if _, err := pool.Score(ctx, w.Funcs, w.Responses[:1]); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(opts.Progress, "sandbox: %d workers...\n", fig.Workers)
+	start := time.Now()
+	var res *reward.Result
+	for range opts.Rounds {
+		if res, err = pool.Score(ctx, w.Funcs, w.Responses); err != nil {
+			return nil, err
+		}
+	}
+	fig.SandboxSeconds = time.Since(start).Seconds()
+	fig.SandboxEvalsPerS = float64(fig.Evals) / fig.SandboxSeconds
+	fig.SandboxStats = pool.Stats()
+	fmt.Fprintf(opts.Progress, "sandbox: %.0f evals/s\n", fig.SandboxEvalsPerS)
+
+	fmt.Fprintf(opts.Progress, "in-process: one python, unsandboxed...\n")
+	verdicts, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds)
+	if err != nil {
+		return nil, err
+	}
+	fig.InprocessSeconds = secs
+	fig.InprocessEvalsPerS = float64(fig.Evals) / secs
+	fmt.Fprintf(opts.Progress, "in-process: %.0f evals/s\n", fig.InprocessEvalsPerS)
+	agree := 0
+	for f, row := range res.Evals {
+		for r, e := range row {
+			if f < len(verdicts) && r < len(verdicts[f]) && verdictChar(e) == verdicts[f][r] {
+				agree++
+			}
+		}
+	}
+	fig.VerdictAgreement = float64(agree) / float64(len(w.Funcs)*len(w.Responses))
+
+	fmt.Fprintf(opts.Progress, "process per evaluation: %d sampled evaluations...\n", opts.ProcessSample)
+	n, secs, err := runProcessPerEval(ctx, pool.Python(), w, opts.ProcessSample, fig.Workers)
+	if err != nil {
+		return nil, err
+	}
+	fig.ProcessPerEvalSampled = n
+	fig.ProcessPerEvalSeconds = secs
+	fig.ProcessPerEvalEvalsPerS = float64(n) / secs
+	fmt.Fprintf(opts.Progress, "process per evaluation: %.1f evals/s\n", fig.ProcessPerEvalEvalsPerS)
+	fig.SandboxOverInprocess = fig.SandboxEvalsPerS / fig.InprocessEvalsPerS
+	fig.SandboxOverProcessPerEval = fig.SandboxEvalsPerS / fig.ProcessPerEvalEvalsPerS
+	return fig, nil
+}
+
+func verdictChar(e reward.Eval) byte {
+	switch e.Outcome {
+	case reward.Pass:
+		return 'p'
+	case reward.Fail:
+		return 'f'
+	}
+	return 'e'
+}
+
+func runInprocess(ctx context.Context, python string, w *Workload, deadline time.Duration, rounds int) ([]string, float64, error) {
+	in, err := json.Marshal(map[string]any{"funcs": w.Funcs, "responses": w.Responses,
+		"timeout": max(1, int(deadline/time.Second)), "rounds": rounds})
+	if err != nil {
+		return nil, 0, err
+	}
+	cmd := exec.CommandContext(ctx, python, "-I", "-B", "-c", inprocessScript)
+	cmd.Stdin = bytes.NewReader(in)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Dir = os.TempDir()
+	if err := cmd.Run(); err != nil {
+		return nil, 0, fmt.Errorf("in-process baseline: %w: %s", err, stderr.String())
+	}
+	var out struct {
+		Elapsed  float64  `json:"elapsed_s"`
+		Verdicts []string `json:"verdicts"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		return nil, 0, fmt.Errorf("in-process baseline output: %w", err)
+	}
+	return out.Verdicts, out.Elapsed, nil
+}
+
+// runProcessPerEval runs n evaluations spread evenly over the workload, each in a fresh
+// interpreter, parallel across the same number of workers as the pool.
+func runProcessPerEval(ctx context.Context, python string, w *Workload, n, parallel int) (int, float64, error) {
+	total := len(w.Funcs) * len(w.Responses)
+	n = min(n, total)
+	jobs := make(chan int)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range jobs {
+				f, r := k/len(w.Responses), k%len(w.Responses)
+				in, _ := json.Marshal(map[string]string{"func": w.Funcs[f], "response": w.Responses[r]})
+				cmd := exec.CommandContext(ctx, python, "-I", "-B", "-c", oneshotScript)
+				cmd.Stdin = bytes.NewReader(in)
+				cmd.Dir = os.TempDir()
+				if err := cmd.Run(); err != nil {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("process-per-eval baseline: %w", err))
+				}
+			}
+		}()
+	}
+	for i := range n {
+		select {
+		case jobs <- i * total / n:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	return n, time.Since(start).Seconds(), nil
+}

@@ -1,0 +1,35 @@
+package rewardbench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/autoif/autoif/reward"
+)
+
+// A small run of the whole benchmark: every figure is measured and the sandbox agrees with
+// the in-process baseline on every verdict of the real functions.
+func TestBenchmarkOnRealData(t *testing.T) {
+	w, err := LoadWorkload("../../../shared/data/autoif")
+	if err != nil {
+		t.Skipf("reference data not present: %v", err)
+	}
+	if len(w.Funcs) < 20 || len(w.Responses) < 400 {
+		t.Errorf("workload %d functions × %d responses, want thousands of evaluations", len(w.Funcs), len(w.Responses))
+	}
+	w.Responses = w.Responses[:40]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fig, err := Run(ctx, w, Options{Pool: reward.Options{Workers: 2}, ProcessSample: 4, Rounds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fig.SandboxEvalsPerS <= 0 || fig.InprocessEvalsPerS <= 0 || fig.ProcessPerEvalEvalsPerS <= 0 {
+		t.Errorf("figures %+v", fig)
+	}
+	if fig.VerdictAgreement != 1 {
+		t.Errorf("sandbox and in-process verdicts agree on %.4f of evaluations, want all", fig.VerdictAgreement)
+	}
+	t.Logf("%+v", fig)
+}
