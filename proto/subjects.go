@@ -14,6 +14,10 @@ const RewardService = "autoif.reward"
 const RewardQueueGroup = "autoif-reward"
 
 // PolicyCurrentKey is the key, in a run's policy KV bucket, of the current policy version.
+// Its value is the version as a decimal integer ("7"). A trainer publishes version v by first
+// putting every file of the checkpoint into the run's CheckpointBucket under
+// CheckpointObject(v, file) — config.json, model.safetensors, generation_config.json and the
+// tokenizer files — and only then moving this key, so a reader that sees v finds it whole.
 const PolicyCurrentKey = "current"
 
 var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
