@@ -1,0 +1,57 @@
+# autoif — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/autoif
+# Seconds each fuzz target runs during `make test`.
+FUZZTIME ?= 5s
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build test run bench lint deps fuzz docs clean
+
+all: build
+
+# Debian packages the build and tests need: a system Python for the reward sandbox (its
+# workers run as an unprivileged user, who cannot read a Python installed under /root).
+# PyTorch is only needed by benchmarks and by the scripts that regenerate test goldens.
+DEB_PACKAGES := python3
+DEB_BENCH_PACKAGES := python3-torch python3-numpy
+
+deps:
+	@bash scripts/ensure_deps.sh $(DEB_PACKAGES)
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/autoif
+
+test: deps lint
+	$(GO) test -count=1 -timeout 12m ./...
+	$(MAKE) fuzz
+
+# Each fuzz target for a few seconds: the payload decoder, the safetensors header parser and
+# the tokenizer round trip.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
+	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
+
+# The main job on the embedded defaults: in-process NATS server, bundled data.
+run: deps build
+	./$(BIN) run
+
+bench: build
+	@bash scripts/ensure_deps.sh $(DEB_BENCH_PACKAGES)
+	./$(BIN) bench transport
+	./$(BIN) bench reward
+	./$(BIN) bench generate
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Regenerates docs/CLI.md from the command tree.
+docs: build
+	./$(BIN) docs > docs/CLI.md
+
+clean:
+	rm -rf bin

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+
+	"github.com/autoif/autoif/natsbus"
+	"github.com/urfave/cli/v2"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "benchmark whole paths against a baseline measured in the same run; the last line is JSON",
+		Subcommands: []*cli.Command{
+			benchTransportCommand(),
+			benchRewardCommand(),
+			benchGenerateCommand(),
+		},
+	}
+}
+
+func benchTransportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "transport",
+		Usage: "stream preference pairs through JetStream as Arrow batches, against one JSON message per pair",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "pairs", Value: 1_000_000, Usage: "pairs to stream"},
+			&cli.IntFlag{Name: "batch-size", Value: 1024, Usage: "pairs per Arrow batch"},
+			&cli.IntFlag{Name: "window", Value: 16, Usage: "batches published but not yet consumed, at most (the JSON baseline gets the same number of pairs)"},
+			&cli.IntFlag{Name: "baseline-pairs", Usage: "pairs for the JSON baseline (default: --pairs)"},
+			&cli.IntFlag{Name: "tokens", Value: 256, Usage: "token ids per chosen and per rejected response"},
+			&cli.IntFlag{Name: "text-bytes", Value: 1024, Usage: "bytes of text per pair"},
+			&cli.StringFlag{Name: "storage", Value: "memory", Usage: "JetStream store of the bench streams: memory (the transport alone) or file (adds the disk)"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (publisher, embedded server, consumer) to this file"},
+		},
+		Action: func(c *cli.Context) error {
+			ctx := c.Context
+			storage := c.String("storage")
+			if storage != "memory" && storage != "file" {
+				return fmt.Errorf("--storage %q: want memory or file", storage)
+			}
+			o := busOptions(c, "bench transport")
+			if o.URL == "" {
+				dir, err := os.MkdirTemp("", "autoif-bench-js-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				o.StoreDir = dir
+			}
+			bus, err := natsbus.Connect(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer bus.Close()
+			if stop, err := startCPUProfile(c.String("cpuprofile")); err != nil {
+				return err
+			} else {
+				defer stop()
+			}
+			slog.Info("bench transport", "nats", bus.URL(), "embedded", bus.Embedded() != nil, "pairs", c.Int("pairs"))
+			res, err := natsbus.BenchTransport(ctx, bus, natsbus.TransportBenchOptions{
+				Pairs:         c.Int("pairs"),
+				BatchSize:     c.Int("batch-size"),
+				Window:        c.Int("window"),
+				BaselinePairs: c.Int("baseline-pairs"),
+				Tokens:        c.Int("tokens"),
+				TextBytes:     c.Int("text-bytes"),
+				Memory:        storage == "memory",
+				Progress:      progressPrinter(c),
+			})
+			if err != nil {
+				return fmt.Errorf("bench transport: %w", err)
+			}
+			fmt.Fprintf(c.App.Writer, "arrow batches: %.0f pairs/s, %.0f MB/s, batch latency p50 %.1f ms p99 %.1f ms\n",
+				res.PairsPerS, res.MBPerS, res.P50BatchMs, res.P99BatchMs)
+			fmt.Fprintf(c.App.Writer, "json per pair: %.0f pairs/s, %.0f MB/s  (arrow is %.1fx)\n",
+				res.BaselinePairsPerS, res.BaselineMBPerS, res.SpeedupVsBaseline)
+			return printJSONLine(c, res)
+		},
+	}
+}
+
+// printJSONLine prints a bench's figures as the last output line, for scripts.
+func printJSONLine(c *cli.Context, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.App.Writer, string(data))
+	return err
+}
+
+// startCPUProfile profiles the process into path until the returned stop is called; an empty
+// path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}

@@ -1,0 +1,82 @@
+// Command autoif is the single binary of the autoif system: it runs the whole online DPO loop in
+// one process (embedded NATS) or any one component against a NATS cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newApp().RunContext(ctx, os.Args)
+	stop()
+	if err != nil {
+		var exit cli.ExitCoder
+		if errors.As(err, &exit) && exit.ExitCode() == 0 {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "autoif: %v\n", err)
+		code := 1
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		}
+		os.Exit(code)
+	}
+}
+
+func newApp() *cli.App {
+	return newAppWith([]*cli.Command{
+		runCommand(),
+		natsCommand(),
+		rewardCommand(),
+		rolloutCommand(),
+		modelCommand(),
+		generateCommand(),
+		benchCommand(),
+		versionCommand(),
+		docsCommand(),
+	})
+}
+
+// newAppWith builds the app around a command tree: global flags, logging, and every flag
+// wired to its AUTOIF_* variable and config-file key.
+func newAppWith(commands []*cli.Command) *cli.App {
+	app := &cli.App{
+		Name:                 "autoif",
+		Usage:                "instruction-following alignment by self-play with execution feedback (online DPO)",
+		Version:              version,
+		EnableBashCompletion: true,
+		Flags:                globalFlags(),
+		Commands:             commands,
+		Before: func(c *cli.Context) error {
+			if err := setupLogging(c.String(flagLogLevel)); err != nil {
+				return err
+			}
+			return loadConfig(c)
+		},
+		// Errors are printed once, by main, as one line.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	wireConfigAndEnv(app)
+	return app
+}
+
+func setupLogging(level string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
+	return nil
+}
