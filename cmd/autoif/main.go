@@ -43,6 +43,7 @@ func newApp() *cli.App {
 		rolloutCommand(),
 		modelCommand(),
 		generateCommand(),
+		curvesCommand(),
 		benchCommand(),
 		versionCommand(),
 		docsCommand(),
