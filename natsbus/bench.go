@@ -3,6 +3,7 @@ package natsbus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -266,9 +267,24 @@ func benchJSON(ctx context.Context, bus *Bus, run proto.Run, gen *pairGen, o Tra
 			m := nats.NewMsg(subject)
 			m.Data = data
 			m.Header.Set(proto.HeaderMsgID, p.PairID)
-			if _, err := bus.JS.PublishMsgAsync(m); err != nil {
-				fail(err)
-				return
+			// The client caps unacknowledged async publishes; on a loaded machine the cap
+			// is reached before the window is, so wait for acks and try again.
+			for {
+				_, err := bus.JS.PublishMsgAsync(m)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					fail(err)
+					return
+				}
+				select {
+				case <-bus.JS.PublishAsyncComplete():
+				case <-time.After(50 * time.Millisecond):
+				case <-ctx.Done():
+					pubErr <- ctx.Err()
+					return
+				}
 			}
 		}
 		select {
