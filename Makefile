@@ -6,25 +6,29 @@ BIN := bin/autoif
 FUZZTIME ?= 5s
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# The trainer's matrix products go through OpenBLAS (cgo, Debian libopenblas-dev), several
+# times faster than gonum's pure-Go kernels. `make GOTAGS=` builds without it.
+GOTAGS ?= openblas
 
 .PHONY: all build test run bench lint deps fuzz docs clean
 
 all: build
 
 # Debian packages the build and tests need: a system Python for the reward sandbox (its
-# workers run as an unprivileged user, who cannot read a Python installed under /root).
-# PyTorch is only needed by benchmarks and by the scripts that regenerate test goldens.
-DEB_PACKAGES := python3
+# workers run as an unprivileged user, who cannot read a Python installed under /root), and
+# OpenBLAS for the trainer. PyTorch is only needed by benchmarks and by the scripts that
+# regenerate test goldens.
+DEB_PACKAGES := python3 libopenblas-dev gcc
 DEB_BENCH_PACKAGES := python3-torch python3-numpy
 
 deps:
 	@bash scripts/ensure_deps.sh $(DEB_PACKAGES)
 
-build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/autoif
+build: deps
+	$(GO) build -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/autoif
 
 test: deps lint
-	$(GO) test -count=1 -timeout 12m ./...
+	$(GO) test -tags "$(GOTAGS)" -count=1 -timeout 12m ./...
 	$(MAKE) fuzz
 
 # Each fuzz target for a few seconds: the payload decoder, the safetensors header parser and
@@ -35,7 +39,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
 
 # The main job on the embedded defaults: in-process NATS server, bundled data.
-run: deps build
+run: build
 	./$(BIN) run
 
 bench: build
@@ -43,11 +47,12 @@ bench: build
 	./$(BIN) bench transport
 	./$(BIN) bench reward
 	./$(BIN) bench generate
+	./$(BIN) bench train
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet -tags "$(GOTAGS)" ./...
 
 # Regenerates docs/CLI.md from the command tree.
 docs: build

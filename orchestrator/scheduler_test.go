@@ -65,6 +65,9 @@ func TestSyncModeWaitsForANewPolicyVersionBeforeTheNextBatch(t *testing.T) {
 	r.publishVersion(1)
 	r.eventually("the second batch after version 1", func() bool { return r.depth() == 4 })
 	r.work(4, 1, func(int) float64 { return 1 }, 1)
+	// Acks reach the work queue asynchronously: until they land, the old batch would pass for
+	// the next one.
+	r.eventually("the second batch to be taken", func() bool { return r.depth() == 0 })
 	r.publishVersion(2)
 	r.eventually("the third batch after version 2", func() bool { return r.depth() == 4 })
 

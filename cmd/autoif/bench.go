@@ -19,6 +19,7 @@ func benchCommand() *cli.Command {
 			benchTransportCommand(),
 			benchRewardCommand(),
 			benchGenerateCommand(),
+			benchTrainCommand(),
 		},
 	}
 }

@@ -41,6 +41,7 @@ func newApp() *cli.App {
 		natsCommand(),
 		rewardCommand(),
 		rolloutCommand(),
+		trainCommand(),
 		modelCommand(),
 		generateCommand(),
 		curvesCommand(),

@@ -1,0 +1,429 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/natsbus"
+	"github.com/autoif/autoif/tokenizer"
+	"github.com/autoif/autoif/trainer"
+)
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "DPO and SFT training (offline files, or online from the run's pair stream)",
+		Subcommands: []*cli.Command{
+			trainDPOCommand(),
+			trainSFTCommand(),
+			trainStreamCommand(),
+		},
+	}
+}
+
+// optimFlags are shared by every training command.
+func optimFlags(defaultLR float64) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Usage: "starting policy checkpoint directory (Hugging Face layout; required)"},
+		&cli.StringFlag{Name: "out", Usage: "output directory: checkpoint-N/ directories and the final model (required)"},
+		&cli.StringFlag{Name: "optim", Value: "adamw", Usage: "adamw or sgd"},
+		&cli.Float64Flag{Name: "lr", Value: defaultLR, Usage: "peak learning rate"},
+		&cli.StringFlag{Name: "schedule", Value: "constant", Usage: "constant, linear or cosine (the last two decay to 0 at the last step)"},
+		&cli.IntFlag{Name: "warmup-steps", Usage: "linear warmup steps before the schedule"},
+		&cli.Float64Flag{Name: "weight-decay", Usage: "weight decay (decoupled for adamw)"},
+		&cli.Float64Flag{Name: "momentum", Usage: "sgd momentum"},
+		&cli.Float64Flag{Name: "max-grad-norm", Value: 1, Usage: "clip the global gradient norm to this (0 = no clipping)"},
+		&cli.IntFlag{Name: "batch-size", Value: 4, Usage: "pairs (sft: examples) per micro-batch"},
+		&cli.IntFlag{Name: "grad-accum", Value: 1, Usage: "micro-batches per optimiser step"},
+		&cli.IntFlag{Name: "steps", Usage: "optimiser steps in all (default: --epochs over the data)"},
+		&cli.IntFlag{Name: "epochs", Value: 1, Usage: "passes over the data when --steps is not given"},
+		&cli.IntFlag{Name: "max-len", Usage: "skip (and count) inputs longer than this many tokens (default: the model's max_position_embeddings)"},
+		&cli.IntFlag{Name: "save-every", Usage: "write a checkpoint every N steps (0: only at the end)"},
+		&cli.IntFlag{Name: "keep-last", Value: 3, Usage: "checkpoints kept (older ones are deleted; -1 keeps all)"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "data shuffle seed"},
+		&cli.BoolFlag{Name: "no-shuffle", Usage: "visit the data in file order"},
+		&cli.BoolFlag{Name: "no-resume", Usage: "start afresh even if --out holds checkpoints"},
+		&cli.BoolFlag{Name: "chat", Value: true, Usage: "render text prompts through the tokenizer's chat template (--chat=false: plain text)"},
+		&cli.BoolFlag{Name: "no-eos", Usage: "do not end text responses with the tokenizer's EOS token"},
+	}
+}
+
+func dpoFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "ref", Usage: "frozen reference checkpoint (default: --model)"},
+		&cli.StringFlag{Name: "loss", Value: trainer.LossSigmoid, Usage: "sigmoid (DPO), ipo or hinge"},
+		&cli.Float64Flag{Name: "beta", Value: 0.1, Usage: "DPO beta (IPO tau)"},
+		&cli.Float64Flag{Name: "label-smoothing", Usage: "conservative DPO label smoothing in [0, 0.5)"},
+		&cli.BoolFlag{Name: "length-normalize", Usage: "average completion log-probs over tokens instead of summing"},
+		&cli.Float64Flag{Name: "nll-alpha", Usage: "add alpha × the chosen response's mean token NLL (RPO)"},
+	}
+}
+
+func trainDPOCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dpo",
+		Usage: "DPO on a pairs file: AutoIF dpo_pairs.jsonl, TRL prompt/chosen/rejected JSONL, or the same with *_ids token ids",
+		Flags: append(append(optimFlags(1e-6), dpoFlags()...),
+			&cli.StringFlag{Name: "pairs", Usage: "pairs JSONL file (required)"}),
+		Action: func(c *cli.Context) error {
+			if err := requireModelFlags(c, "model", "pairs", "out"); err != nil {
+				return err
+			}
+			text, err := textOptions(c)
+			if err != nil {
+				return err
+			}
+			pairs, err := trainer.LoadPairs(c.String("pairs"), text)
+			if err != nil {
+				return err
+			}
+			ro, err := runOptions(c)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			tr, m, err := trainer.RunDPO(c.Context, ro, pairs)
+			if err != nil {
+				return err
+			}
+			return printTrainSummary(c, tr, m, start)
+		},
+	}
+}
+
+func trainSFTCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "sft",
+		Usage: "supervised fine-tuning (response NLL) on alpaca-style JSON, or JSONL prompt/response or *_ids",
+		Flags: append(optimFlags(1e-5), &cli.StringFlag{Name: "data", Usage: "SFT data file (required)"}),
+		Action: func(c *cli.Context) error {
+			if err := requireModelFlags(c, "model", "data", "out"); err != nil {
+				return err
+			}
+			text, err := textOptions(c)
+			if err != nil {
+				return err
+			}
+			examples, err := trainer.LoadSFT(c.String("data"), text)
+			if err != nil {
+				return err
+			}
+			ro, err := runOptions(c)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			tr, m, err := trainer.RunSFT(c.Context, ro, examples)
+			if err != nil {
+				return err
+			}
+			return printTrainSummary(c, tr, m, start)
+		},
+	}
+}
+
+func trainStreamCommand() *cli.Command {
+	flags := append(optimFlags(1e-6), dpoFlags()...)
+	flags = append(flags,
+		&cli.IntFlag{Name: "publish-every", Value: 1, Usage: "publish a new policy version every N steps"},
+		&cli.Int64Flag{Name: "max-policy-lag", Usage: "skip pairs sampled more than N versions ago (0 keeps all)"},
+		&cli.StringFlag{Name: "durable", Value: "trainer", Usage: "JetStream durable consumer name"},
+		&cli.DurationFlag{Name: "ack-wait", Value: 5 * time.Minute, Usage: "how long a pulled batch may wait for its checkpoint before redelivery"},
+		&cli.BoolFlag{Name: "memory", Usage: "the run's streams are in memory (as `autoif run --memory` makes them)"},
+	)
+	return &cli.Command{
+		Name:  "stream",
+		Usage: "online DPO: pull pairs from the run's JetStream stream, publish each new policy to its object store and KV",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if err := requireModelFlags(c, "model", "out"); err != nil {
+				return err
+			}
+			ro, err := runOptions(c)
+			if err != nil {
+				return err
+			}
+			run, err := runFromFlags(c)
+			if err != nil {
+				return err
+			}
+			bus, err := connectBus(c.Context, c, "trainer")
+			if err != nil {
+				return err
+			}
+			defer bus.Close()
+			res, err := natsbus.EnsureRun(c.Context, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory")})
+			if err != nil {
+				return err
+			}
+			return trainer.RunStream(c.Context, res, trainer.StreamOptions{
+				ModelDir: ro.ModelDir, RefDir: ro.RefDir, OutDir: ro.OutDir, KeepLast: ro.KeepLast,
+				Trainer: ro.Trainer, PairsPerStep: ro.Trainer.BatchSize * ro.GradAccum,
+				PublishEvery: c.Int("publish-every"), MaxPolicyLag: c.Int64("max-policy-lag"), Steps: ro.Steps,
+				Consumer: natsbus.ConsumerOptions{Durable: c.String("durable"), AckWait: c.Duration("ack-wait")},
+				OnStep: func(m trainer.Metrics, version, lag int64) {
+					slog.Info("step", "step", m.Step, "loss", m.Loss, "rewards/accuracies", m.Accuracy,
+						"rewards/margins", m.RewardsMargins, "grad_norm", m.GradNorm, "policy/version", version, "policy/lag", lag)
+				},
+			})
+		},
+	}
+}
+
+func textOptions(c *cli.Context) (trainer.TextOptions, error) {
+	o := trainer.TextOptions{Chat: c.Bool("chat"), NoEOS: c.Bool("no-eos")}
+	if _, err := os.Stat(filepath.Join(c.String("model"), "tokenizer.json")); err == nil {
+		tok, err := tokenizer.Load(c.String("model"))
+		if err != nil {
+			return o, err
+		}
+		o.Tokenizer = tok
+	}
+	return o, nil
+}
+
+// runOptions maps the shared flags onto trainer.RunOptions, with a progress bar on a
+// terminal and a plain line per step otherwise.
+func runOptions(c *cli.Context) (trainer.RunOptions, error) {
+	opts := trainer.DefaultOptions()
+	opts.Optim = trainer.OptimOptions{
+		Name: c.String("optim"), LR: c.Float64("lr"), Schedule: c.String("schedule"),
+		WarmupSteps: c.Int("warmup-steps"), WeightDecay: c.Float64("weight-decay"),
+		Momentum: c.Float64("momentum"), MaxGradNorm: c.Float64("max-grad-norm"),
+	}
+	if opts.Optim.LR <= 0 {
+		return trainer.RunOptions{}, fmt.Errorf("--lr %g: must be positive", opts.Optim.LR)
+	}
+	if c.Command.Name != "sft" {
+		opts.Loss = trainer.LossOptions{
+			Type: c.String("loss"), Beta: c.Float64("beta"), LabelSmoothing: c.Float64("label-smoothing"),
+			LengthNormalize: c.Bool("length-normalize"), NLLAlpha: c.Float64("nll-alpha"),
+		}
+		if opts.Loss.Beta <= 0 {
+			return trainer.RunOptions{}, fmt.Errorf("--beta %g: must be positive", opts.Loss.Beta)
+		}
+	}
+	opts.BatchSize = c.Int("batch-size")
+	opts.MaxLen = c.Int("max-len")
+	if opts.BatchSize <= 0 || c.Int("grad-accum") <= 0 {
+		return trainer.RunOptions{}, errors.New("--batch-size and --grad-accum must be positive")
+	}
+	ro := trainer.RunOptions{
+		ModelDir: c.String("model"), OutDir: c.String("out"), Trainer: opts,
+		GradAccum: c.Int("grad-accum"), Steps: c.Int("steps"), Epochs: c.Int("epochs"),
+		SaveEvery: c.Int("save-every"), KeepLast: c.Int("keep-last"), Seed: c.Uint64("seed"),
+		NoShuffle: c.Bool("no-shuffle"), NoResume: c.Bool("no-resume"),
+	}
+	if c.Command.Name != "sft" {
+		ro.RefDir = c.String("ref")
+	}
+	if ro.Steps > 0 && (opts.Optim.Schedule == "linear" || opts.Optim.Schedule == "cosine") {
+		ro.Trainer.Optim.TotalSteps = ro.Steps
+	}
+	bar := progressPrinter(c)
+	tty := isTerminal(os.Stderr)
+	ro.Progress = func(done, total int, m trainer.Metrics) {
+		if tty {
+			bar("train", done, total)
+			return
+		}
+		if m.SFT {
+			fmt.Fprintf(os.Stderr, "step %d/%d loss %.4f logps/response %.3f grad_norm %.4f lr %.3g\n",
+				done, total, m.Loss, m.LogpsChosen, m.GradNorm, m.LR)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "step %d/%d loss %.4f rewards/accuracies %.3f rewards/margins %.4f logps/chosen %.3f grad_norm %.4f lr %.3g\n",
+			done, total, m.Loss, m.Accuracy, m.RewardsMargins, m.LogpsChosen, m.GradNorm, m.LR)
+	}
+	return ro, nil
+}
+
+// printTrainSummary ends with a JSON line of the last step's metrics.
+func printTrainSummary(c *cli.Context, tr *trainer.Trainer, m trainer.Metrics, start time.Time) error {
+	res := map[string]any{}
+	for k, v := range m.Map() {
+		res[k] = v
+	}
+	res["steps"] = tr.StepCount()
+	res["seconds"] = roundFigure(time.Since(start).Seconds(), 2)
+	skipped := 0
+	for k, v := range tr.Skipped {
+		res["skipped/"+k] = v
+		skipped += v
+	}
+	res["skipped"] = skipped
+	res["out"] = c.String("out")
+	fmt.Fprintf(c.App.Writer, "trained %d steps in %s; model in %s\n", tr.StepCount(), time.Since(start).Round(time.Millisecond), c.String("out"))
+	return printModelJSON(c.App.Writer, res)
+}
+
+func benchTrainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "DPO steps on a ~28M-parameter model (reference forward, policy forward and backward, SGD update) against the same step in PyTorch CPU",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "pairs", Value: 8, Usage: "pairs per step"},
+			&cli.IntFlag{Name: "prompt-len", Value: 64, Usage: "prompt tokens per pair"},
+			&cli.IntFlag{Name: "response-len", Value: 64, Usage: "tokens per chosen and per rejected response"},
+			&cli.IntFlag{Name: "steps", Value: 2, Usage: "timed steps per round (after one warm-up step); the best counts"},
+			&cli.IntFlag{Name: "rounds", Value: 2, Usage: "alternating Go/torch rounds; the best of each is reported"},
+			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "threads for both Go and torch"},
+			&cli.StringFlag{Name: "model", Usage: "benchmark this checkpoint instead of a fresh ~28M-parameter one"},
+			&cli.StringFlag{Name: "python", Usage: "Python interpreter with torch (default: the first of /usr/bin/python3, python3 that imports torch)"},
+			&cli.BoolFlag{Name: "no-torch", Usage: "skip the PyTorch baseline"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and data seed"},
+		},
+		Action: runBenchTrain,
+	}
+}
+
+func runBenchTrain(c *cli.Context) error {
+	out := c.App.Writer
+	threads := c.Int("threads")
+	runtime.GOMAXPROCS(threads)
+	dir := c.String("model")
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "autoif-bench-train-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = filepath.Join(tmp, "model")
+		w, err := model.Init(model.BenchConfig(), c.Uint64("seed"))
+		if err != nil {
+			return err
+		}
+		if err := w.Save(dir, model.SaveOptions{}); err != nil {
+			return err
+		}
+	}
+	w, err := model.Load(dir)
+	if err != nil {
+		return err
+	}
+	cfg := w.Config
+	bo := trainer.BenchOptions{PairsPerStep: c.Int("pairs"), PromptLen: c.Int("prompt-len"), ResponseLen: c.Int("response-len"), Steps: c.Int("steps"), Seed: c.Uint64("seed")}
+	if bo.PairsPerStep < 1 || bo.PromptLen < 1 || bo.ResponseLen < 1 || bo.Steps < 1 {
+		return errors.New("--pairs, --prompt-len, --response-len and --steps must be positive")
+	}
+	rounds := c.Int("rounds")
+	if rounds < 1 {
+		return fmt.Errorf("--rounds %d: want at least 1", rounds)
+	}
+	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %d threads; BLAS %s\n",
+		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, threads, trainer.BLASName)
+	py, why := "", "--no-torch"
+	if !c.Bool("no-torch") {
+		py, why = findTorchPython(c.Context, c.String("python"))
+	}
+	bench, err := trainer.NewBench(w, bo)
+	if err != nil {
+		return err
+	}
+	var best trainer.BenchResult
+	bestCPU := 0.0
+	torchStep, torchCPU := 0.0, 0.0
+	// Go and torch alternate round by round and each keeps its best, so both meet the same
+	// background load on this shared machine.
+	for round := 1; round <= rounds; round++ {
+		r, err := bench.Run()
+		if err != nil {
+			return err
+		}
+		if best.StepSeconds == 0 || r.StepSeconds < best.StepSeconds {
+			best = r
+		}
+		if bestCPU == 0 || r.StepCPUSeconds < bestCPU {
+			bestCPU = r.StepCPUSeconds
+		}
+		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s\n",
+			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs)
+		if py == "" {
+			continue
+		}
+		ts, tc, err := runTorchTrainBench(c, py, dir, threads, bo)
+		if err != nil {
+			return fmt.Errorf("torch baseline: %w", err)
+		}
+		if torchStep == 0 || ts < torchStep {
+			torchStep = ts
+		}
+		if torchCPU == 0 || tc < torchCPU {
+			torchCPU = tc
+		}
+		fmt.Fprintf(out, "round %d torch: %.3fs/step (%.3f CPU-s), %.3f pairs/s\n", round, ts, tc, float64(bo.PairsPerStep)/ts)
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	peakRSS := float64(ru.Maxrss) / 1024 // KiB on Linux
+	peak := trainer.MatmulPeakGFLOPs(1024, time.Second)
+	res := map[string]any{
+		"threads": threads, "parameters": cfg.NumParams(), "pairs": bo.PairsPerStep, "prompt_len": bo.PromptLen,
+		"response_len": bo.ResponseLen, "blas": trainer.BLASName,
+		"step_s": roundFigure(best.StepSeconds, 3), "ref_forward_s": roundFigure(best.RefSeconds, 3),
+		"pairs_per_s": roundFigure(best.PairsPerS, 3), "tokens_per_s": roundFigure(best.TokensPerS, 1),
+		"gflops": roundFigure(best.GFLOPs, 2), "peak_gflops": roundFigure(peak, 2),
+		"gflops_vs_peak": roundFigure(best.GFLOPs/peak, 3), "peak_rss_mb": roundFigure(peakRSS, 1),
+		"step_gflop": roundFigure(best.StepFLOPs/1e9, 2), "step_cpu_s": roundFigure(bestCPU, 3),
+		"pairs_per_cpu_s": roundFigure(float64(bo.PairsPerStep)/bestCPU, 3),
+	}
+	fmt.Fprintf(out, "go: %.3f pairs/s, %.1f tokens/s, %.1f GFLOP/s of a %.1f GFLOP/s matmul peak (%s, n=1024); peak RSS %.0f MB\n",
+		best.PairsPerS, best.TokensPerS, best.GFLOPs, peak, trainer.BLASName, peakRSS)
+	if py == "" {
+		fmt.Fprintf(out, "torch baseline: skipped: %s\n", why)
+		res["torch"] = "skipped: " + why
+		res["torch_pairs_per_s"] = nil
+	} else {
+		tp := float64(bo.PairsPerStep) / torchStep
+		res["torch_step_s"] = roundFigure(torchStep, 3)
+		res["torch_pairs_per_s"] = roundFigure(tp, 3)
+		res["ratio"] = roundFigure(best.PairsPerS/tp, 3)
+		res["torch_step_cpu_s"] = roundFigure(torchCPU, 3)
+		res["torch_pairs_per_cpu_s"] = roundFigure(float64(bo.PairsPerStep)/torchCPU, 3)
+		res["cpu_ratio"] = roundFigure(torchCPU/bestCPU, 3)
+		fmt.Fprintf(out, "torch: %.3f pairs/s; go/torch %.2fx (per CPU-second %.2fx)\n", tp, best.PairsPerS/tp, torchCPU/bestCPU)
+	}
+	return printModelJSON(out, res)
+}
+
+// runTorchTrainBench runs scripts/torch_train_bench.py on the same checkpoint and shapes and
+// returns its best step time and best step CPU time.
+func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.BenchOptions) (float64, float64, error) {
+	script, err := findModelScript("torch_train_bench.py")
+	if err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.CommandContext(c.Context, py, script, "--model", dir, "--pairs", strconv.Itoa(bo.PairsPerStep),
+		"--prompt-len", strconv.Itoa(bo.PromptLen), "--response-len", strconv.Itoa(bo.ResponseLen),
+		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10))
+	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s %s: %w: %s", py, script, err, strings.TrimSpace(stderr.String()))
+	}
+	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	var r struct {
+		StepS    float64 `json:"step_s"`
+		StepCPUS float64 `json:"step_cpu_s"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.StepS <= 0 {
+		return 0, 0, fmt.Errorf("%s: last line %q: %v", script, lines[len(lines)-1], err)
+	}
+	return r.StepS, r.StepCPUS, nil
+}

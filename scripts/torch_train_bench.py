@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""PyTorch CPU baseline for `autoif bench train`: the same DPO step on the same weights.
+
+One step = reference forward (no grad) + policy forward and backward + SGD update, for
+--pairs pairs whose prompts and responses all have fixed lengths (so no padding: the strongest
+layout for torch). Batched over all 2·pairs sequences, lm_head only at the scored positions,
+like the Go trainer. Prints progress lines and, last, one JSON line.
+
+    OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 scripts/torch_train_bench.py --model DIR --threads 2
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
+
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_golden as tg  # noqa: E402
+
+torch.set_grad_enabled(True)
+
+
+def load(d):
+    with open(os.path.join(d, "config.json")) as f:
+        c = json.load(f)
+    cfg = dict(hidden=c["hidden_size"], inter=c["intermediate_size"], layers=c["num_hidden_layers"],
+               heads=c["num_attention_heads"], kv=c.get("num_key_value_heads") or c["num_attention_heads"],
+               vocab=c["vocab_size"], theta=c.get("rope_theta", 10000.0), tied=c.get("tie_word_embeddings", False),
+               eps=c.get("rms_norm_eps", 1e-6), rope_scaling=c.get("rope_scaling"))
+    cfg["head_dim"] = c.get("head_dim") or cfg["hidden"] // cfg["heads"]
+    return cfg, tg.read_safetensors(os.path.join(d, "model.safetensors"))
+
+
+def seq_logps(cfg, W, ids, prompt_len):
+    """Summed log-probs of ids[:, prompt_len:] given the rest; ids is [B, T] (no padding)."""
+    B, T = ids.shape
+    H, KV, d, eps = cfg["heads"], cfg["kv"], cfg["head_dim"], cfg["eps"]
+    inp = ids[:, :-1]
+    L = T - 1
+    x = W["model.embed_tokens.weight"][inp]
+    freqs = torch.outer(torch.arange(L).float(), tg.inv_freq(cfg))
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    mask = torch.full((L, L), float("-inf")).triu(1)
+
+    def lin(name, h):
+        y = h @ W[name + ".weight"].T
+        b = W.get(name + ".bias")
+        return y + b if b is not None else y
+
+    for i in range(cfg["layers"]):
+        p = f"model.layers.{i}."
+        h = tg.rms_norm(x, W[p + "input_layernorm.weight"], eps)
+        q = lin(p + "self_attn.q_proj", h).view(B, L, H, d).transpose(1, 2)
+        k = lin(p + "self_attn.k_proj", h).view(B, L, KV, d).transpose(1, 2)
+        v = lin(p + "self_attn.v_proj", h).view(B, L, KV, d).transpose(1, 2)
+        q = q * cos + tg.rotate_half(q) * sin
+        k = k * cos + tg.rotate_half(k) * sin
+        k = k.repeat_interleave(H // KV, dim=1)
+        v = v.repeat_interleave(H // KV, dim=1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(B, L, H * d)
+        x = x + lin(p + "self_attn.o_proj", o)
+        h = tg.rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
+        x = x + lin(p + "mlp.down_proj", torch.nn.functional.silu(lin(p + "mlp.gate_proj", h)) * lin(p + "mlp.up_proj", h))
+    x = tg.rms_norm(x, W["model.norm.weight"], eps)
+    head = W["model.embed_tokens.weight"] if cfg["tied"] else W["lm_head.weight"]
+    logits = x[:, prompt_len - 1:, :] @ head.T
+    lp = torch.log_softmax(logits, dim=-1)
+    return lp.gather(-1, ids[:, prompt_len:].unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--response-len", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--beta", type=float, default=0.1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg, W = load(a.model)
+    g = torch.Generator().manual_seed(a.seed)
+    n = a.pairs
+    prompt = torch.randint(3, cfg["vocab"], (n, a.prompt_len), generator=g)
+    chosen = torch.randint(3, cfg["vocab"], (n, a.response_len), generator=g)
+    rejected = torch.randint(3, cfg["vocab"], (n, a.response_len), generator=g)
+    ids = torch.cat((torch.cat((prompt, chosen), 1), torch.cat((prompt, rejected), 1)), 0)
+    ref = {k: v.clone() for k, v in W.items()}
+    params = {k: v.clone().requires_grad_(True) for k, v in W.items()}
+    opt = torch.optim.SGD(list(params.values()), lr=1e-6)
+    best = best_cpu = None
+    for step in range(a.steps + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch.no_grad():
+            r = seq_logps(cfg, ref, ids, a.prompt_len)
+        lp = seq_logps(cfg, params, ids, a.prompt_len)
+        logits = (lp[:n] - r[:n]) - (lp[n:] - r[n:])
+        loss = -torch.nn.functional.logsigmoid(a.beta * logits).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"torch step {step}: {sec:.3f}s ({cpu:.3f} CPU-s) loss {loss.item():.5f}", file=sys.stderr)
+        if step > 0:
+            best = sec if best is None else min(best, sec)
+            best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+    print(json.dumps({"step_s": best, "step_cpu_s": best_cpu, "pairs_per_s": n / best, "threads": a.threads,
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

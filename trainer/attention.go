@@ -1,0 +1,254 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// attnSpec is the shape of a fused causal self-attention: S sequences of T positions laid out
+// token-major ([S·T, heads·hd] rows, as the projections produce them), H query heads sharing
+// KV key/value heads (query head h reads kv head h/(H/KV)), RoPE at positions 0..T-1 applied
+// inside (HF's rotate_half pairing i with i+hd/2).
+type attnSpec struct {
+	S, T, H, KV, hd int
+	cos, sin        []float64 // [T, hd/2], float32-rounded like model.ropeTables
+}
+
+func newAttnSpec(S, T, H, KV, hd int, invFreq []float32) *attnSpec {
+	half := hd / 2
+	a := &attnSpec{S: S, T: T, H: H, KV: KV, hd: hd, cos: make([]float64, T*half), sin: make([]float64, T*half)}
+	for p := range T {
+		for i, f := range invFreq {
+			ang := float64(float32(p) * f)
+			a.cos[p*half+i] = float64(float32(math.Cos(ang)))
+			a.sin[p*half+i] = float64(float32(math.Sin(ang)))
+		}
+	}
+	return a
+}
+
+// attentionOp is softmax(rope(q)·rope(k)ᵀ/√hd, causal)·v. Its backward computes dq, dk and
+// dv together into one packed [S·T, (H+2KV)·hd] tensor, sliced by colsOp.
+// attnProbs carries the attention probabilities ([]T, [S·H, T, T]) from a forward to its
+// backward in the same run.
+type attnProbs struct{ p any }
+
+func attentionOp(a *attnSpec, q, k, v *G.Node) (*G.Node, error) {
+	N := a.S * a.T
+	cache := &attnProbs{}
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return attnFwd[float32](a, t, cache) },
+			func(t []*tensor.Dense) (*tensor.Dense, error) { return attnFwd[float64](a, t, cache) })
+	}
+	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+		packed, err := applyFused("attention.d", tensor.Shape{N, (a.H + 2*a.KV) * a.hd}, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return attnBack[float32](a, t, cache) },
+				func(t []*tensor.Dense) (*tensor.Dense, error) { return attnBack[float64](a, t, cache) })
+		}, nil, inputs[0], inputs[1], inputs[2], grad)
+		if err != nil {
+			return nil, err
+		}
+		qw, kw := a.H*a.hd, a.KV*a.hd
+		var out G.Nodes
+		for _, r := range [][2]int{{0, qw}, {qw, qw + kw}, {qw + kw, qw + 2*kw}} {
+			n, err := colsOp(packed, r[0], r[1])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, n)
+		}
+		return out, nil
+	}
+	return applyFused("attention", tensor.Shape{N, a.H * a.hd}, fwd, diff, q, k, v)
+}
+
+// colsOp copies columns [lo, hi) of a matrix (not differentiable: it only splits gradients).
+func colsOp(x *G.Node, lo, hi int) (*G.Node, error) {
+	R := x.Shape()[0]
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return cols[float32](t[0], lo, hi) },
+			func(t []*tensor.Dense) (*tensor.Dense, error) { return cols[float64](t[0], lo, hi) })
+	}
+	return applyFused(fmt.Sprintf("cols[%d:%d]", lo, hi), tensor.Shape{R, hi - lo}, fwd, nil, x)
+}
+
+func cols[T num](x *tensor.Dense, lo, hi int) (*tensor.Dense, error) {
+	R, C := x.Shape()[0], x.Shape()[1]
+	src := data[T](x)
+	out := newDense[T](R, hi-lo)
+	o := data[T](out)
+	parallelRows(R, hi-lo, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			copy(o[r*(hi-lo):(r+1)*(hi-lo)], src[r*C+lo:r*C+hi])
+		}
+	})
+	return out, nil
+}
+
+// gatherHead copies one head's [T, hd] block of sequence s out of a token-major matrix with
+// `heads` heads, rotating it by RoPE when rope is set (in T's arithmetic, like model's
+// applyRope).
+func gatherHead[T num](a *attnSpec, dst, src []T, s, head, heads int, rope bool) {
+	hd, half := a.hd, a.hd/2
+	for t := range a.T {
+		off := ((s*a.T+t)*heads + head) * hd
+		row := dst[t*hd : (t+1)*hd]
+		copy(row, src[off:off+hd])
+		if rope {
+			c, sn := a.cos[t*half:(t+1)*half], a.sin[t*half:(t+1)*half]
+			for i := range half {
+				x1, x2 := row[i], row[i+half]
+				row[i] = x1*T(c[i]) - x2*T(sn[i])
+				row[i+half] = x2*T(c[i]) + x1*T(sn[i])
+			}
+		}
+	}
+}
+
+// unrope applies the transpose of the rotation (the gradient of rope) in place.
+func unrope[T num](a *attnSpec, g []T) {
+	hd, half := a.hd, a.hd/2
+	for t := range a.T {
+		c, sn := a.cos[t*half:(t+1)*half], a.sin[t*half:(t+1)*half]
+		row := g[t*hd : (t+1)*hd]
+		for i := range half {
+			d1, d2 := row[i], row[i+half]
+			row[i] = d1*T(c[i]) + d2*T(sn[i])
+			row[i+half] = -d1*T(sn[i]) + d2*T(c[i])
+		}
+	}
+}
+
+// scatter writes a [T, hd] block into head `head` of sequence s of a token-major matrix with
+// `width` columns, starting at column col0.
+func scatter[T num](dst, src []T, a *attnSpec, s, col0, width int) {
+	hd := a.hd
+	for t := range a.T {
+		copy(dst[(s*a.T+t)*width+col0:(s*a.T+t)*width+col0+hd], src[t*hd:(t+1)*hd])
+	}
+}
+
+// probs fills p ([T, T]) with the causal softmax of q·kᵀ·scale; exponentials and sums in
+// float64 like model's attention.
+func probs[T num](a *attnSpec, p, q, k []T) {
+	n, hd := a.T, a.hd
+	gemm(false, true, n, n, hd, T(1/math.Sqrt(float64(hd))), q, hd, k, hd, 0, p, n)
+	for i := range n {
+		row := p[i*n : (i+1)*n]
+		mx := math.Inf(-1)
+		for _, v := range row[:i+1] {
+			mx = max(mx, float64(v))
+		}
+		var z float64
+		for j := range row[:i+1] {
+			e := math.Exp(float64(row[j]) - mx)
+			row[j] = T(e)
+			z += e
+		}
+		for j := range row[:i+1] {
+			row[j] = T(float64(row[j]) / z)
+		}
+		clear(row[i+1:])
+	}
+}
+
+// forGroups runs fn over (sequence, kv head) pairs on GOMAXPROCS goroutines; groups write
+// disjoint outputs.
+func (a *attnSpec) forGroups(fn func(s, kvh int)) {
+	n := a.S * a.KV
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := range next {
+				fn(g/a.KV, g%a.KV)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// The kernels work in the graph's dtype (float32 matmuls through Sgemm), with softmax
+// normalisers and score-gradient sums in float64.
+func attnFwd[T num](a *attnSpec, t []*tensor.Dense, cache *attnProbs) (*tensor.Dense, error) {
+	q, k, v := data[T](t[0]), data[T](t[1]), data[T](t[2])
+	T_, hd, grp := a.T, a.hd, a.H/a.KV
+	out := newDense[T](a.S*T_, a.H*hd)
+	o := data[T](out)
+	all, ok := cache.p.([]T)
+	if !ok || len(all) != a.S*a.H*T_*T_ {
+		all = make([]T, a.S*a.H*T_*T_)
+		cache.p = all
+	}
+	a.forGroups(func(s, kvh int) {
+		kr, vs, qr := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
+		oh := make([]T, T_*hd)
+		gatherHead(a, kr, k, s, kvh, a.KV, true)
+		gatherHead(a, vs, v, s, kvh, a.KV, false)
+		for h := kvh * grp; h < (kvh+1)*grp; h++ {
+			gatherHead(a, qr, q, s, h, a.H, true)
+			p := all[(s*a.H+h)*T_*T_ : (s*a.H+h+1)*T_*T_]
+			probs(a, p, qr, kr)
+			gemm(false, false, T_, hd, T_, 1, p, T_, vs, hd, 0, oh, hd)
+			scatter(o, oh, a, s, h*hd, a.H*hd)
+		}
+	})
+	return out, nil
+}
+
+func attnBack[T num](a *attnSpec, t []*tensor.Dense, cache *attnProbs) (*tensor.Dense, error) {
+	q, k, v, dout := data[T](t[0]), data[T](t[1]), data[T](t[2]), data[T](t[3])
+	T_, hd, grp := a.T, a.hd, a.H/a.KV
+	all, ok := cache.p.([]T)
+	if !ok || len(all) != a.S*a.H*T_*T_ {
+		return nil, fmt.Errorf("attention backward: no forward probabilities")
+	}
+	scale := 1 / math.Sqrt(float64(hd))
+	width := (a.H + 2*a.KV) * hd
+	packed := newDense[T](a.S*T_, width)
+	pd := data[T](packed)
+	a.forGroups(func(s, kvh int) {
+		kr, vs, qr, do := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
+		dp := make([]T, T_*T_)
+		dk, dv, dq := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
+		gatherHead(a, kr, k, s, kvh, a.KV, true)
+		gatherHead(a, vs, v, s, kvh, a.KV, false)
+		for h := kvh * grp; h < (kvh+1)*grp; h++ {
+			gatherHead(a, qr, q, s, h, a.H, true)
+			gatherHead(a, do, dout, s, h, a.H, false)
+			p := all[(s*a.H+h)*T_*T_ : (s*a.H+h+1)*T_*T_]
+			gemm(true, false, T_, hd, T_, 1, p, T_, do, hd, 1, dv, hd)  // dV += Pᵀ·dO
+			gemm(false, true, T_, T_, hd, 1, do, hd, vs, hd, 0, dp, T_) // dP = dO·Vᵀ
+			for i := range T_ {
+				pr, dr := p[i*T_:(i+1)*T_], dp[i*T_:(i+1)*T_]
+				var dot float64
+				for j := range i + 1 {
+					dot += float64(pr[j]) * float64(dr[j])
+				}
+				for j := range T_ {
+					dr[j] = T(float64(pr[j]) * (float64(dr[j]) - dot)) // dScores; zero above the diagonal
+				}
+			}
+			gemm(false, false, T_, hd, T_, T(scale), dp, T_, kr, hd, 0, dq, hd) // dQr = dS·Kr
+			gemm(true, false, T_, hd, T_, T(scale), dp, T_, qr, hd, 1, dk, hd)  // dKr += dSᵀ·Qr
+			unrope(a, dq)
+			scatter(pd, dq, a, s, h*hd, width)
+		}
+		unrope(a, dk)
+		scatter(pd, dk, a, s, a.H*hd+kvh*hd, width)
+		scatter(pd, dv, a, s, (a.H+a.KV)*hd+kvh*hd, width)
+	})
+	return packed, nil
+}

@@ -1,0 +1,299 @@
+package trainer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/proto"
+)
+
+// State is trainer_state.json: everything besides weights and optimiser moments that a
+// resumed run needs to continue exactly where the checkpoint was taken.
+type State struct {
+	GlobalStep int `json:"global_step"`
+	// Offline data position: Epoch (0-based) and the number of its shuffled items already
+	// applied. The shuffle of an epoch is a pure function of Seed and Epoch, so these three
+	// numbers are the data RNG's whole state.
+	Epoch  int    `json:"epoch"`
+	Offset int    `json:"offset"`
+	Seed   uint64 `json:"seed"`
+	// StreamSeq is the pair stream's last sequence whose rows are in these weights (online).
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// PolicyVersion is the version this checkpoint was published as (online).
+	PolicyVersion int64 `json:"policy_version,omitempty"`
+	// PendingPairIDs are pairs these weights include whose batches were acknowledged only
+	// after this file was written: a resumed consumer drops their redelivery.
+	PendingPairIDs []string           `json:"pending_pair_ids,omitempty"`
+	Optimizer      string             `json:"optimizer"`
+	LearningRate   float64            `json:"learning_rate"`
+	Skipped        map[string]int     `json:"skipped,omitempty"`
+	LastMetrics    map[string]float64 `json:"last_metrics,omitempty"`
+	// ReferenceLogps caches each offline pair's reference log-probs (chosen, rejected) by id,
+	// so a resumed run uses the very numbers the interrupted one did.
+	ReferenceLogps map[string][2]float64 `json:"reference_logps,omitempty"`
+}
+
+const (
+	stateFile     = "trainer_state.json"
+	optimizerFile = "optimizer.safetensors"
+	ckptPrefix    = "checkpoint-"
+)
+
+// CheckpointDir is the directory name of step's checkpoint under an output directory.
+func CheckpointDir(out string, step int) string {
+	return filepath.Join(out, fmt.Sprintf("%s%08d", ckptPrefix, step))
+}
+
+// SaveCheckpoint writes an HF-layout checkpoint of the policy plus trainer_state.json and
+// optimizer.safetensors to dir as one atomic rename: a crash leaves either the previous state
+// or the whole new checkpoint, never a part. tokDir, if set, supplies tokenizer files.
+func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
+	dir = filepath.Clean(dir)
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+	}
+	fail := func(err error) error {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+	}
+	if err := t.Policy.Save(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
+		return fail(err)
+	}
+	st.GlobalStep = t.opt.step
+	st.Optimizer = t.opts.Optim.Name
+	st.LearningRate = t.opts.Optim.LRAt(max(t.opt.step-1, 0))
+	st.Skipped = t.Skipped
+	js, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fail(err)
+	}
+	if err := writeSync(filepath.Join(tmp, stateFile), append(js, '\n')); err != nil {
+		return fail(err)
+	}
+	if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
+		return fail(err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.RemoveAll(dir); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fail(err)
+	}
+	syncDir(parent)
+	return nil
+}
+
+func (t *Trainer) writeOptimizer(path string) error {
+	var tensors []*model.Tensor
+	add := func(prefix string, state [][]float32) {
+		for i, p := range t.params {
+			tensors = append(tensors, &model.Tensor{Name: prefix + p.Name, Shape: p.Shape, Data: state[i]})
+		}
+	}
+	switch {
+	case t.opts.Optim.Name == "adamw":
+		add("exp_avg.", t.opt.m)
+		add("exp_avg_sq.", t.opt.v)
+	case t.opt.m != nil:
+		add("momentum_buffer.", t.opt.m)
+	}
+	meta := map[string]string{"optimizer": t.opts.Optim.Name, "step": strconv.Itoa(t.opt.step)}
+	return model.WriteSafetensors(path, tensors, model.F32, meta)
+}
+
+// LoadCheckpoint restores weights (into the policy's existing tensors, which compiled graphs
+// alias), optimiser state and step from dir, and returns its State.
+func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
+	var st State
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return st, fmt.Errorf("resume from %s: %w", dir, err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("resume from %s: %s: %w", dir, stateFile, err)
+	}
+	if st.Optimizer != t.opts.Optim.Name {
+		return st, fmt.Errorf("resume from %s: checkpoint used optimiser %s, this run %s", dir, st.Optimizer, t.opts.Optim.Name)
+	}
+	w, err := model.Load(dir)
+	if err != nil {
+		return st, fmt.Errorf("resume: %w", err)
+	}
+	src := w.Tensors()
+	if len(src) != len(t.params) {
+		return st, fmt.Errorf("resume from %s: %d tensors, the model has %d", dir, len(src), len(t.params))
+	}
+	for i, p := range t.params {
+		if src[i].Name != p.Name || len(src[i].Data) != len(p.Data) {
+			return st, fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
+		}
+		copy(p.Data, src[i].Data)
+	}
+	f, err := model.OpenSafetensors(filepath.Join(dir, optimizerFile))
+	if err != nil {
+		return st, fmt.Errorf("resume from %s: %w", dir, err)
+	}
+	defer f.Close()
+	byName := map[string]model.TensorInfo{}
+	for _, ti := range f.Tensors {
+		byName[ti.Name] = ti
+	}
+	load := func(prefix string, state [][]float32) error {
+		for i, p := range t.params {
+			ti, ok := byName[prefix+p.Name]
+			if !ok {
+				return fmt.Errorf("resume from %s: %s lacks %s", dir, optimizerFile, prefix+p.Name)
+			}
+			d, err := f.Read(ti)
+			if err != nil {
+				return fmt.Errorf("resume from %s: %w", dir, err)
+			}
+			if len(d) != len(state[i]) {
+				return fmt.Errorf("resume from %s: %s has %d values, want %d", dir, ti.Name, len(d), len(state[i]))
+			}
+			copy(state[i], d)
+		}
+		return nil
+	}
+	switch {
+	case t.opts.Optim.Name == "adamw":
+		if err := load("exp_avg.", t.opt.m); err != nil {
+			return st, err
+		}
+		if err := load("exp_avg_sq.", t.opt.v); err != nil {
+			return st, err
+		}
+	case t.opt.m != nil:
+		if err := load("momentum_buffer.", t.opt.m); err != nil {
+			return st, err
+		}
+	}
+	t.opt.step = st.GlobalStep
+	for k, v := range st.Skipped {
+		t.Skipped[k] = v
+	}
+	return st, nil
+}
+
+// Checkpoints lists out's complete checkpoint directories, oldest step first.
+func Checkpoints(out string) ([]string, error) {
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	type ck struct {
+		step int
+		dir  string
+	}
+	var cks []ck
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, ckptPrefix) {
+			continue // temporaries start with "."
+		}
+		step, err := strconv.Atoi(strings.TrimPrefix(name, ckptPrefix))
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join(out, name)
+		if _, err := os.Stat(filepath.Join(dir, stateFile)); err != nil {
+			continue
+		}
+		cks = append(cks, ck{step, dir})
+	}
+	sort.Slice(cks, func(i, j int) bool { return cks[i].step < cks[j].step })
+	dirs := make([]string, len(cks))
+	for i, c := range cks {
+		dirs[i] = c.dir
+	}
+	return dirs, nil
+}
+
+// PruneCheckpoints deletes all but the newest keep checkpoints (keep <= 0 keeps all).
+func PruneCheckpoints(out string, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	dirs, err := Checkpoints(out)
+	if err != nil {
+		return err
+	}
+	for len(dirs) > keep {
+		if err := os.RemoveAll(dirs[0]); err != nil {
+			return fmt.Errorf("prune checkpoint %s: %w", dirs[0], err)
+		}
+		dirs = dirs[1:]
+	}
+	return nil
+}
+
+// publishedFiles are the checkpoint files rollout workers load; resume state stays local.
+var publishedFiles = []string{"config.json", "generation_config.json", "model.safetensors",
+	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+	"tokenizer.model", "added_tokens.json", "chat_template.jinja"}
+
+// Publish puts a checkpoint's files into the run's object store as policy version, then
+// moves the KV `current` pointer: a reader that sees the version finds every file.
+func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv jetstream.KeyValue, version int64, dir string) error {
+	for _, name := range publishedFiles {
+		path := filepath.Join(dir, name)
+		f, err := os.Open(path)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("publish policy %d: %w", version, err)
+		}
+		_, err = store.Put(ctx, jetstream.ObjectMeta{Name: run.CheckpointObject(version, name)}, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("publish policy %d: %s: %w", version, name, err)
+		}
+	}
+	if _, err := kv.Put(ctx, proto.PolicyCurrentKey, []byte(strconv.FormatInt(version, 10))); err != nil {
+		return fmt.Errorf("publish policy %d: move %s: %w", version, proto.PolicyCurrentKey, err)
+	}
+	return nil
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}

@@ -1,0 +1,516 @@
+package trainer
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	"gonum.org/v1/gonum/blas"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// The model's layers as fused gorgonia ops: a linear layer, RMSNorm, SwiGLU, causal
+// attention with RoPE and GQA, and the log-prob of target tokens. Each has a hand-written
+// backward (its own grad ops) and a finite-difference check in fused_test.go; gorgonia chains
+// them, differentiates the residual adds and the embedding gather, and runs the tape. Built
+// from gorgonia's generic element-wise ops the same model spends most of its time copying,
+// transposing and allocating (see graph.go's history in the report); fused, its time goes to
+// BLAS.
+
+type num interface{ float32 | float64 }
+
+// fusedOp is a gorgonia Op defined by a forward function over dense inputs of one dtype and,
+// for a differentiable op, a function building its gradient nodes.
+type fusedOp struct {
+	name   string
+	inDims []int
+	out    tensor.Shape
+	fwd    func(in []*tensor.Dense) (*tensor.Dense, error)
+	diff   func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
+	id     uint64
+}
+
+var fusedIDs atomic.Uint64
+
+func applyFused(name string, out tensor.Shape, fwd func([]*tensor.Dense) (*tensor.Dense, error),
+	diff func(G.Nodes, *G.Node, *G.Node) (G.Nodes, error), inputs ...*G.Node) (*G.Node, error) {
+	op := &fusedOp{name: name, out: out.Clone(), fwd: fwd, diff: diff, id: fusedIDs.Add(1)}
+	for _, n := range inputs {
+		op.inDims = append(op.inDims, n.Shape().Dims())
+	}
+	return G.ApplyOp(op, inputs...)
+}
+
+func (op *fusedOp) Arity() int { return len(op.inDims) }
+func (op *fusedOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	ts := make([]hm.Type, 0, len(op.inDims)+1)
+	for _, d := range op.inDims {
+		ts = append(ts, G.TensorType{Dims: d, Of: a})
+	}
+	ts = append(ts, G.TensorType{Dims: op.out.Dims(), Of: a})
+	return hm.NewFnType(ts...)
+}
+func (op *fusedOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return op.out.Clone(), nil }
+func (op *fusedOp) Do(vals ...G.Value) (G.Value, error) {
+	in := make([]*tensor.Dense, len(vals))
+	for i, v := range vals {
+		d, ok := v.(*tensor.Dense)
+		if !ok {
+			return nil, fmt.Errorf("%s: input %d is %T, want a dense tensor", op.name, i, v)
+		}
+		in[i] = d
+	}
+	return op.fwd(in)
+}
+func (op *fusedOp) ReturnsPtr() bool      { return false }
+func (op *fusedOp) CallsExtern() bool     { return false }
+func (op *fusedOp) OverwritesInput() int  { return -1 }
+func (op *fusedOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "%s#%d", op.name, op.id) }
+func (op *fusedOp) Hashcode() uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+func (op *fusedOp) String() string { return op.name }
+func (op *fusedOp) DiffWRT(n int) []bool {
+	w := make([]bool, n)
+	for i := range w {
+		w[i] = op.diff != nil
+	}
+	return w
+}
+func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if op.diff == nil {
+		return nil, fmt.Errorf("%s is not differentiable", op.name)
+	}
+	return op.diff(inputs, output, grad)
+}
+
+// parallelRows runs fn over [0, R) split into GOMAXPROCS contiguous blocks when there is
+// enough work (cols per row times R) to pay for the goroutines; block i is [r0, r1).
+func parallelRows(R, cols int, fn func(r0, r1 int)) {
+	workers := min(runtime.GOMAXPROCS(0), R)
+	if workers < 2 || R*cols < 1<<15 {
+		fn(0, R)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (R + workers - 1) / workers
+	for r0 := 0; r0 < R; r0 += step {
+		wg.Add(1)
+		go func(r0 int) {
+			defer wg.Done()
+			fn(r0, min(r0+step, R))
+		}(r0)
+	}
+	wg.Wait()
+}
+
+// data returns a dense tensor's backing slice as []T.
+func data[T num](d *tensor.Dense) []T { return d.Data().([]T) }
+
+func newDense[T num](shape ...int) *tensor.Dense {
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(make([]T, tensor.Shape(shape).TotalSize())))
+}
+
+// byDtype runs the float32 or float64 instance of a generic kernel.
+func byDtype(in []*tensor.Dense, f32 func([]*tensor.Dense) (*tensor.Dense, error), f64 func([]*tensor.Dense) (*tensor.Dense, error)) (*tensor.Dense, error) {
+	switch in[0].Dtype() {
+	case tensor.Float32:
+		return f32(in)
+	case tensor.Float64:
+		return f64(in)
+	}
+	return nil, fmt.Errorf("dtype %v not supported", in[0].Dtype())
+}
+
+// gemm is row-major C = alpha·op(A)·op(B) + beta·C through the BLAS gorgonia uses.
+func gemm[T num](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	gemmWith(tensor.WhichBLAS(), tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func gemmWith[T num](bl interface {
+	blas.Float32Level3
+	blas.Float64Level3
+}, tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if tA {
+		ta = blas.Trans
+	}
+	if tB {
+		tb = blas.Trans
+	}
+	switch av := any(a).(type) {
+	case []float32:
+		bl.Sgemm(ta, tb, m, n, k, float32(alpha), av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+	case []float64:
+		bl.Dgemm(ta, tb, m, n, k, float64(alpha), av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	}
+}
+
+// ---- linear: y = x·Wᵀ + b, W in HF's [out, in] layout ----
+
+func linearOp(x, w, b *G.Node) (*G.Node, error) {
+	R, in, out := x.Shape()[0], x.Shape()[1], w.Shape()[0]
+	if w.Shape()[1] != in {
+		return nil, fmt.Errorf("linear: x %v, weight %v", x.Shape(), w.Shape())
+	}
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, linearFwd[float32], linearFwd[float64])
+	}
+	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+		dx, err := applyFused("linear.dx", tensor.Shape{R, in}, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, linearDX[float32], linearDX[float64])
+		}, nil, grad, inputs[1])
+		if err != nil {
+			return nil, err
+		}
+		dw, err := applyFused("linear.dw", tensor.Shape{out, in}, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, linearDW[float32], linearDW[float64])
+		}, nil, grad, inputs[0])
+		if err != nil {
+			return nil, err
+		}
+		if len(inputs) == 2 {
+			return G.Nodes{dx, dw}, nil
+		}
+		db, err := applyFused("linear.db", tensor.Shape{out}, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, colSum[float32], colSum[float64])
+		}, nil, grad)
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{dx, dw, db}, nil
+	}
+	inputs := []*G.Node{x, w}
+	if b != nil {
+		inputs = append(inputs, b)
+	}
+	return applyFused("linear", tensor.Shape{R, out}, fwd, diff, inputs...)
+}
+
+func linearFwd[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+	x, w := t[0], t[1]
+	R, in, out := x.Shape()[0], x.Shape()[1], w.Shape()[0]
+	y := newDense[T](R, out)
+	yd := data[T](y)
+	if len(t) == 3 {
+		b := data[T](t[2])
+		for r := range R {
+			copy(yd[r*out:(r+1)*out], b)
+		}
+		gemm(false, true, R, out, in, 1, data[T](x), in, data[T](w), in, 1, yd, out)
+		return y, nil
+	}
+	gemm(false, true, R, out, in, 1, data[T](x), in, data[T](w), in, 0, yd, out)
+	return y, nil
+}
+
+// dX = dY·W
+func linearDX[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+	dy, w := t[0], t[1]
+	R, out, in := dy.Shape()[0], dy.Shape()[1], w.Shape()[1]
+	dx := newDense[T](R, in)
+	gemm(false, false, R, in, out, 1, data[T](dy), out, data[T](w), in, 0, data[T](dx), in)
+	return dx, nil
+}
+
+// dW = dYᵀ·X
+func linearDW[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+	dy, x := t[0], t[1]
+	R, out, in := dy.Shape()[0], dy.Shape()[1], x.Shape()[1]
+	dw := newDense[T](out, in)
+	gemm(true, false, out, in, R, 1, data[T](dy), out, data[T](x), in, 0, data[T](dw), in)
+	return dw, nil
+}
+
+func colSum[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+	R, C := t[0].Shape()[0], t[0].Shape()[1]
+	d := data[T](t[0])
+	out := newDense[T](C)
+	o := data[T](out)
+	parallelRows(C, R, func(c0, c1 int) {
+		for r := range R {
+			row := d[r*C : (r+1)*C]
+			for c := c0; c < c1; c++ {
+				o[c] += row[c]
+			}
+		}
+	})
+	return out, nil
+}
+
+// ---- RMSNorm: y = w ⊙ x / sqrt(mean(x²) + eps), per row ----
+
+func rmsNormOp(x, w *G.Node, eps float64) (*G.Node, error) {
+	shape := x.Shape().Clone()
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormFwd[float32](t, eps) },
+			func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormFwd[float64](t, eps) })
+	}
+	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+		dx, err := applyFused("rmsnorm.dx", shape, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDX[float32](t, eps) },
+				func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDX[float64](t, eps) })
+		}, nil, inputs[0], inputs[1], grad)
+		if err != nil {
+			return nil, err
+		}
+		dw, err := applyFused("rmsnorm.dw", inputs[1].Shape(), func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDW[float32](t, eps) },
+				func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDW[float64](t, eps) })
+		}, nil, inputs[0], grad)
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{dx, dw}, nil
+	}
+	return applyFused("rmsnorm", shape, fwd, diff, x, w)
+}
+
+// rmsScale is 1/sqrt(mean(row²)+eps), accumulated in float64 like model's rmsNorm.
+func rmsScale[T num](row []T, eps float64) T {
+	var ss float64
+	for _, v := range row {
+		ss += float64(v) * float64(v)
+	}
+	return T(1 / math.Sqrt(ss/float64(len(row))+eps))
+}
+
+func rmsNormFwd[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+	R, D := t[0].Shape()[0], t[0].Shape()[1]
+	x, w := data[T](t[0]), data[T](t[1])
+	y := newDense[T](R, D)
+	yd := data[T](y)
+	parallelRows(R, D, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			row := x[r*D : (r+1)*D]
+			s := rmsScale(row, eps)
+			out := yd[r*D : (r+1)*D]
+			for i, v := range row {
+				out[i] = w[i] * (v * s)
+			}
+		}
+	})
+	return y, nil
+}
+
+// dx = s·(w⊙g) - s³/D · x · Σ(w⊙g⊙x)
+func rmsNormDX[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+	R, D := t[0].Shape()[0], t[0].Shape()[1]
+	x, w, g := data[T](t[0]), data[T](t[1]), data[T](t[2])
+	dx := newDense[T](R, D)
+	dd := data[T](dx)
+	parallelRows(R, D, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			row, gr := x[r*D:(r+1)*D], g[r*D:(r+1)*D]
+			s := float64(rmsScale(row, eps))
+			var dot float64
+			for i, v := range row {
+				dot += float64(w[i]) * float64(gr[i]) * float64(v)
+			}
+			c := s * s * s / float64(D) * dot
+			out := dd[r*D : (r+1)*D]
+			for i, v := range row {
+				out[i] = T(s*float64(w[i])*float64(gr[i]) - c*float64(v))
+			}
+		}
+	})
+	return dx, nil
+}
+
+// dw = Σ_rows g ⊙ x·s
+func rmsNormDW[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+	R, D := t[0].Shape()[0], t[0].Shape()[1]
+	x, g := data[T](t[0]), data[T](t[1])
+	dw := newDense[T](D)
+	acc := make([]float64, D)
+	var mu sync.Mutex
+	parallelRows(R, D, func(r0, r1 int) {
+		part := make([]float64, D)
+		for r := r0; r < r1; r++ {
+			row, gr := x[r*D:(r+1)*D], g[r*D:(r+1)*D]
+			s := float64(rmsScale(row, eps))
+			for i, v := range row {
+				part[i] += float64(gr[i]) * float64(v) * s
+			}
+		}
+		mu.Lock()
+		for i, v := range part {
+			acc[i] += v
+		}
+		mu.Unlock()
+	})
+	out := data[T](dw)
+	for i, v := range acc {
+		out[i] = T(v)
+	}
+	return dw, nil
+}
+
+// ---- SwiGLU: silu(gate) ⊙ up ----
+
+// sigmoids carries σ(gate) ([]T) from a swiglu forward to its backward in the same run, which
+// then needs no exponentials of its own.
+type sigmoids struct{ s any }
+
+func swigluOp(gate, up *G.Node) (*G.Node, error) {
+	shape := gate.Shape().Clone()
+	cache := &sigmoids{}
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluFwd[float32](t, cache) },
+			func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluFwd[float64](t, cache) })
+	}
+	// One backward pass computes both gradients side by side ([dgate | dup]); colsOp splits.
+	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+		R, C := shape[0], shape[1]
+		packed, err := applyFused("swiglu.d", tensor.Shape{R, 2 * C}, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluBack[float32](t, cache) },
+				func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluBack[float64](t, cache) })
+		}, nil, inputs[0], inputs[1], grad)
+		if err != nil {
+			return nil, err
+		}
+		dg, err := colsOp(packed, 0, C)
+		if err != nil {
+			return nil, err
+		}
+		du, err := colsOp(packed, C, 2*C)
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{dg, du}, nil
+	}
+	return applyFused("swiglu", shape, fwd, diff, gate, up)
+}
+
+func sigm(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+
+func swigluFwd[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error) {
+	g, u := data[T](t[0]), data[T](t[1])
+	y := newDense[T](t[0].Shape()...)
+	yd := data[T](y)
+	sg, ok := cache.s.([]T)
+	if !ok || len(sg) != len(g) {
+		sg = make([]T, len(g))
+		cache.s = sg
+	}
+	parallelRows(len(g), 1, func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			v := float64(g[i])
+			s := sigm(v)
+			sg[i] = T(s)
+			yd[i] = T(v*s) * u[i]
+		}
+	})
+	return y, nil
+}
+
+// d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) and d/dup = dy·silu(g), packed as [R, 2C].
+func swigluBack[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error) {
+	R, C := t[0].Shape()[0], t[0].Shape()[1]
+	g, u, dy := data[T](t[0]), data[T](t[1]), data[T](t[2])
+	sg, ok := cache.s.([]T)
+	if !ok || len(sg) != len(g) {
+		return nil, fmt.Errorf("swiglu backward: no forward sigmoids for %d values", len(g))
+	}
+	d := newDense[T](R, 2*C)
+	dd := data[T](d)
+	parallelRows(R, C, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			dg, du := dd[r*2*C:r*2*C+C], dd[r*2*C+C:(r+1)*2*C]
+			for c := range C {
+				i := r*C + c
+				gv, dyv := float64(g[i]), float64(dy[i])
+				s := float64(sg[i])
+				dg[c] = T(dyv * float64(u[i]) * s * (1 + gv*(1-s)))
+				du[c] = T(dyv * gv * s)
+			}
+		}
+	})
+	return d, nil
+}
+
+// ---- token log-probs: lp[m] = logits[m, tok[m]] - logsumexp(logits[m]) ----
+
+// tokenLogpOp reads the target tokens from toks() at run time (the packed batch).
+func tokenLogpOp(logits *G.Node, toks func() []int) (*G.Node, error) {
+	M := logits.Shape()[0]
+	shape := logits.Shape().Clone()
+	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
+		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpFwd[float32](t, toks()) },
+			func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpFwd[float64](t, toks()) })
+	}
+	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+		d, err := applyFused("tokenlogp.d", shape, func(t []*tensor.Dense) (*tensor.Dense, error) {
+			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpBack[float32](t, toks()) },
+				func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpBack[float64](t, toks()) })
+		}, nil, inputs[0], grad)
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{d}, nil
+	}
+	return applyFused("tokenlogp", tensor.Shape{M}, fwd, diff, logits)
+}
+
+// logSumExp of a row, in float64 like model's logSoftmaxAt.
+func logSumExp[T num](row []T) float64 {
+	mx := math.Inf(-1)
+	for _, v := range row {
+		mx = max(mx, float64(v))
+	}
+	var z float64
+	for _, v := range row {
+		z += math.Exp(float64(v) - mx)
+	}
+	return mx + math.Log(z)
+}
+
+func tokenLogpFwd[T num](t []*tensor.Dense, toks []int) (*tensor.Dense, error) {
+	M, V := t[0].Shape()[0], t[0].Shape()[1]
+	if len(toks) != M {
+		return nil, fmt.Errorf("token log-probs: %d targets for %d rows", len(toks), M)
+	}
+	x := data[T](t[0])
+	out := newDense[T](M)
+	o := data[T](out)
+	parallelRows(M, V, func(m0, m1 int) {
+		for m := m0; m < m1; m++ {
+			row := x[m*V : (m+1)*V]
+			o[m] = T(float64(row[toks[m]]) - logSumExp(row))
+		}
+	})
+	return out, nil
+}
+
+// dlogits[m, j] = dlp[m]·(1[j = tok] - softmax_j)
+func tokenLogpBack[T num](t []*tensor.Dense, toks []int) (*tensor.Dense, error) {
+	M, V := t[0].Shape()[0], t[0].Shape()[1]
+	x, g := data[T](t[0]), data[T](t[1])
+	d := newDense[T](M, V)
+	dd := data[T](d)
+	parallelRows(M, V, func(m0, m1 int) {
+		for m := m0; m < m1; m++ {
+			if g[m] == 0 {
+				continue // padding slots and masked tokens
+			}
+			row := x[m*V : (m+1)*V]
+			lse := logSumExp(row)
+			gm := float64(g[m])
+			out := dd[m*V : (m+1)*V]
+			for j, v := range row {
+				out[j] = T(-gm * math.Exp(float64(v)-lse))
+			}
+			out[toks[m]] += T(gm)
+		}
+	})
+	return d, nil
+}
