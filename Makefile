@@ -38,9 +38,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
 
-# The main job on the embedded defaults: in-process NATS server, bundled data.
+# The main job on the embedded defaults: in-process NATS server, bundled tinyIF testbed. Warm
+# start by SFT (cached in runs/), online DPO, offline DPO for comparison, held-out evaluation,
+# runs/tinyif/summary.json and curves.png.
 run: build
-	./$(BIN) run
+	./$(BIN) experiment tinyif
 
 bench: build
 	@bash scripts/ensure_deps.sh $(DEB_BENCH_PACKAGES)
@@ -48,6 +50,7 @@ bench: build
 	./$(BIN) bench reward
 	./$(BIN) bench generate
 	./$(BIN) bench train
+	./$(BIN) bench loop
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

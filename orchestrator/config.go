@@ -49,6 +49,12 @@ type Config struct {
 	// MaxInFlight bounds prompts enqueued but not yet sampled and scored; in sync mode it is
 	// also the size of one batch.
 	MaxInFlight int
+	// PairsAhead, in async mode, stops enqueuing while this many pairs sampled by the current
+	// policy have arrived since it was published (0: no bound). The trainer takes
+	// PairsPerVersion of them per version and drops those beyond MaxLag, so sampling further
+	// ahead only costs the trainer CPU on a shared machine; PairsPerVersion × (1 + MaxLag)
+	// keeps the sampler one version ahead and the trainer fed.
+	PairsAhead int
 	// PairsPerVersion is how many pairs the trainer takes to publish one version (its batch
 	// size × gradient accumulation × publish-every). Sync mode tops a finished batch up with
 	// more prompts when it produced fewer pairs, since the version it waits for cannot come.
@@ -101,6 +107,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		bad("max-in-flight %d: must be at least 1", c.MaxInFlight)
+	}
+	if c.PairsAhead < 0 {
+		bad("pairs-ahead %d: must be 0 (no bound) or more", c.PairsAhead)
 	}
 	if c.PairsPerVersion < 1 {
 		bad("pairs-per-version %d: must be at least 1", c.PairsPerVersion)

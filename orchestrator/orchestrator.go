@@ -216,6 +216,13 @@ func (orc *Orchestrator) Run(ctx context.Context) (Summary, error) {
 		return readStream(ctx, orc.res.Pairs, proto.Pairs, r.PairsNext, "pairs", out,
 			func(e *event, rows []proto.Pair) { e.pairs = rows })
 	})
+	// A version published before the orchestrator started is what the first pairs' lag is
+	// measured against; the watcher may deliver it only after the first pair batches.
+	if v, ok := orc.currentVersion(ctx); ok {
+		if err := orc.apply(ctx, event{kind: "version", version: v}); err != nil {
+			return Summary{}, err
+		}
+	}
 	spawn(orc.watchVersion)
 
 	if err := orc.refreshInFlight(ctx); err != nil {
@@ -496,6 +503,21 @@ func readStream[T any](ctx context.Context, s jetstream.Stream, codec *proto.Cod
 	}
 }
 
+// currentVersion reads the policy bucket's current key once; false when none is published.
+func (orc *Orchestrator) currentVersion(ctx context.Context) (int64, bool) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	e, err := orc.res.Policy.Get(gctx, proto.PolicyCurrentKey)
+	if err != nil {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(e.Value())), 10, 64)
+	if err != nil || v < 0 {
+		return 0, false
+	}
+	return v, true
+}
+
 // watchVersion follows the policy bucket's current key. With none published the policy is
 // version 0, the initial model, by the rollout workers' contract.
 func (orc *Orchestrator) watchVersion(ctx context.Context, out chan<- event) error {
@@ -552,6 +574,22 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 	}
 	switch orc.cfg.Mode {
 	case ModeAsync:
+		if orc.cfg.PairsAhead > 0 {
+			if orc.rec.st.PairsSinceVersion >= int64(orc.cfg.PairsAhead) {
+				// The trainer has all it can use from this version; the next publication
+				// wakes the scheduler again.
+				return nil
+			}
+			// A finished prompt's pairs are stored before its rollouts wake the scheduler:
+			// count them before deciding there is room.
+			info, err := orc.res.Pairs.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("pairs stream: %w", err)
+			}
+			if orc.rec.st.PairsNext <= info.State.LastSeq {
+				return nil
+			}
+		}
 		if room := orc.cfg.MaxInFlight - orc.inFlight; room > 0 {
 			return orc.enqueue(ctx, room)
 		}

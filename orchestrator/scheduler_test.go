@@ -229,3 +229,26 @@ func TestRunStopsAtTheFirstBudgetReached(t *testing.T) {
 		})
 	}
 }
+
+// With PairsAhead, async mode stops sampling once the current policy has made as many pairs
+// as the trainer can use, and starts again when the trainer publishes the next version.
+func TestAsyncModeWaitsForTheNextVersionOncePairsAheadArrived(t *testing.T) {
+	r := newTestRun(t)
+	cfg := r.config(ModeAsync, 3)
+	cfg.PairsAhead = 4
+	stop, _ := r.start(cfg, testSet(40))
+
+	r.eventually("the queue to fill to the bound", func() bool { return r.depth() == 3 })
+	r.work(3, 0, func(k int) float64 { return float64(k % 2) }, 1) // 3 pairs of version 0 < 4
+	r.eventually("a refill while short of pairs", func() bool { return r.depth() == 3 })
+	r.work(3, 0, func(k int) float64 { return float64(k % 2) }, 1) // 6 pairs >= 4
+	time.Sleep(500 * time.Millisecond)
+	if d := r.depth(); d != 0 {
+		t.Fatalf("queue depth %d with %d pairs ahead of the trainer, want 0", d, 6)
+	}
+	r.publishVersion(1)
+	r.eventually("a refill after version 1", func() bool { return r.depth() == 3 })
+	if _, err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

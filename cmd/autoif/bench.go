@@ -20,6 +20,7 @@ func benchCommand() *cli.Command {
 			benchRewardCommand(),
 			benchGenerateCommand(),
 			benchTrainCommand(),
+			benchLoopCommand(),
 		},
 	}
 }

@@ -45,6 +45,7 @@ func newApp() *cli.App {
 		modelCommand(),
 		generateCommand(),
 		curvesCommand(),
+		experimentCommand(),
 		benchCommand(),
 		versionCommand(),
 		docsCommand(),

@@ -5,14 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/experiment"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
+	"github.com/autoif/autoif/proto"
+	"github.com/autoif/autoif/reward"
+	"github.com/autoif/autoif/rollout"
+	"github.com/autoif/autoif/trainer"
 )
 
 func runCommand() *cli.Command {
@@ -25,8 +31,13 @@ func runCommand() *cli.Command {
 			"enqueues prompt units for the rollout workers (sync: one batch per policy version; async: keep\n" +
 			"--max-in-flight prompts queued), records metrics.parquet and samples.parquet in the run\n" +
 			"directory, prints a line per step and stops at the first budget reached. A run directory with\n" +
-			"a state.json continues where it stopped. Rollout workers and the trainer join with\n" +
-			"--nats URL --run ID (autoif rollout, autoif train stream).\n" +
+			"a state.json continues where it stopped.\n" +
+			"With the embedded server the rest of the loop runs in this process too, each component on\n" +
+			"its own NATS connection as if it were a process: the reward service, --rollout-workers\n" +
+			"rollout workers and the trainer (trainer.RunStream), starting from --model (default: the\n" +
+			"tinyIF warm start, trained into runs/tinyif-warmstart when absent). With --nats URL only the\n" +
+			"orchestrator runs unless those flags ask for components; the others join with --nats URL\n" +
+			"--run ID (autoif reward serve, autoif rollout, autoif train stream).\n" +
 			"With --serve only the bus is kept up, until interrupted, for components started as separate\n" +
 			"processes (autoif reward serve --nats URL ...).\n" +
 			"The configuration is checked, prompt files included, before anything starts. In a config\n" +
@@ -38,7 +49,7 @@ func runCommand() *cli.Command {
 			"      max-in-flight: 32\n" +
 			"      max-lag: 2\n" +
 			"      max-steps: 200",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "serve", Usage: "only keep the run's bus up until interrupted (no orchestration)"},
 			&cli.BoolFlag{Name: "memory", Usage: "keep the run's streams in memory (nothing survives the process)"},
 			&cli.StringSliceFlag{Name: "prompts", Usage: "prompt sources: tinyif, tinyif:heldout, or AutoIF JSONL files (rows with instruction/query/prompt and eval_func; instruction files join query files) (default: tinyif)"},
@@ -47,6 +58,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: string(def.Mode), Usage: "sync (one batch per policy version, on-policy) or async (sampling and training overlap)"},
 			&cli.IntFlag{Name: "max-in-flight", Value: def.MaxInFlight, Usage: "prompts enqueued and not yet sampled at most (sync: the batch size)"},
 			&cli.IntFlag{Name: "pairs-per-version", Value: def.PairsPerVersion, Usage: "pairs the trainer needs per policy version (batch size × grad accum × publish-every); sync mode samples more when a batch made fewer"},
+			&cli.IntFlag{Name: "pairs-ahead", Value: def.PairsAhead, Usage: "async: stop enqueuing while this many pairs sampled by the current policy have arrived since it was published (0: no bound)"},
 			&cli.Int64Flag{Name: "max-lag", Value: def.MaxLag, Usage: "pairs sampled more than this many policy versions ago are stale (dropped by the trainer, counted as pairs/stale)"},
 			&cli.Int64Flag{Name: "max-steps", Usage: "stop when the trainer has published this policy version (0: no limit)"},
 			&cli.Int64Flag{Name: "max-pairs", Usage: "stop after this many preference pairs (0: no limit)"},
@@ -55,7 +67,7 @@ func runCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: def.Seed, Usage: "shuffle seed of the prompt order (fixed for a run: a resume must use the same)"},
 			&cli.DurationFlag{Name: "flush-every", Value: def.FlushEvery, Usage: "how often metrics.parquet, samples.parquet and state.json are rewritten"},
 			&cli.IntFlag{Name: "samples-per-step", Value: def.SamplesPerStep, Usage: "prompts per step kept in samples.parquet with their responses, scores and pairs"},
-		},
+		}, inProcessFlags()...),
 		Action: runAction,
 	}
 }
@@ -73,6 +85,7 @@ func runConfig(c *cli.Context) (orchestrator.Config, error) {
 	cfg.K = c.Int("k")
 	cfg.Mode = mode
 	cfg.MaxInFlight = c.Int("max-in-flight")
+	cfg.PairsAhead = c.Int("pairs-ahead")
 	cfg.PairsPerVersion = c.Int("pairs-per-version")
 	cfg.MaxLag = c.Int64("max-lag")
 	cfg.MaxSteps = c.Int64("max-steps")
@@ -98,6 +111,10 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	set, err := orchestrator.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	ip, err := inProcessPlan(c)
 	if err != nil {
 		return err
 	}
@@ -141,15 +158,31 @@ func runAction(c *cli.Context) error {
 		return nil
 	}
 
-	orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "orchestrating %d prompts (%d instructions) in %s mode, %d in flight, max lag %d; workers join with --nats %s --run %s\n",
-		len(set.Units), set.Instructions(), cfg.Mode, cfg.MaxInFlight, cfg.MaxLag, bus.URL(), run.ID)
-	sum, err := orc.Run(ctx)
-	if err != nil {
-		return err
+	var sum orchestrator.Summary
+	if ip.any() {
+		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg)
+		if err != nil {
+			return err
+		}
+		loop, err := experiment.NewLoop(lo)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "orchestrating %d prompts (%d instructions) in %s mode, %d in flight, max lag %d; in this process: reward %s, %d rollout workers, trainer %v\n",
+			len(set.Units), set.Instructions(), cfg.Mode, cfg.MaxInFlight, cfg.MaxLag, lo.RewardMode, lo.RolloutWorkers, lo.Trainer != nil)
+		if sum, err = loop.Run(ctx); err != nil {
+			return err
+		}
+	} else {
+		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "orchestrating %d prompts (%d instructions) in %s mode, %d in flight, max lag %d; workers join with --nats %s --run %s\n",
+			len(set.Units), set.Instructions(), cfg.Mode, cfg.MaxInFlight, cfg.MaxLag, bus.URL(), run.ID)
+		if sum, err = orc.Run(ctx); err != nil {
+			return err
+		}
 	}
 	// The curves are a convenience; a run that finished is not failed by them.
 	if png, err := orchestrator.WriteCurves(context.WithoutCancel(ctx), dir, nil, orchestrator.CurvesOptions{}); err != nil {
@@ -181,4 +214,118 @@ func copyFileAtomic(src, dst string) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// inProcessFlags choose the components `autoif run` starts next to its orchestrator. Their
+// defaults depend on the bus: with the embedded server nobody else can join easily, so the
+// whole loop runs here; with --nats URL the components are expected as separate processes.
+func inProcessFlags() []cli.Flag {
+	d := experiment.DefaultTinyIF()
+	return []cli.Flag{
+		&cli.IntFlag{Name: "rollout-workers", Usage: "rollout workers started in this process (default: 1 with the embedded server, 0 with --nats)"},
+		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
+		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
+		&cli.IntFlag{Name: "reward-workers", Usage: "sandbox workers of an in-process reward pool (default: number of CPUs)"},
+		&cli.StringFlag{Name: "model", Usage: "starting policy and frozen reference of in-process components (default: the tinyIF warm start in --warm-start-dir, trained when absent)"},
+		&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default tinyIF warm start is cached"},
+		&cli.IntFlag{Name: "rollout-prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts an in-process rollout worker samples together"},
+		&cli.IntFlag{Name: "max-new-tokens", Value: d.MaxNewTokens, Usage: "tokens per sampled response at most"},
+		&cli.Float64Flag{Name: "temperature", Value: d.Temperature, Usage: "sampling temperature (the paper's 0.8)"},
+		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "in-process trainer: DPO learning rate (constant)"},
+		&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "in-process trainer: DPO beta"},
+		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "in-process trainer: pairs per micro-batch (a step takes --pairs-per-version pairs)"},
+		&cli.IntFlag{Name: "train-chunk", Value: 8, Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, so memory the trainer's compiled graphs keep goes back at each exit (0: a goroutine of this process)"},
+	}
+}
+
+// inProcess is what `autoif run` starts besides its orchestrator.
+type inProcess struct {
+	rolloutWorkers int
+	trainer        bool
+	reward         string
+}
+
+func (ip inProcess) any() bool { return ip.rolloutWorkers > 0 || ip.trainer }
+
+func inProcessPlan(c *cli.Context) (inProcess, error) {
+	embedded := c.String(flagNATS) == ""
+	ip := inProcess{rolloutWorkers: c.Int("rollout-workers"), trainer: c.Bool("trainer"), reward: c.String("reward")}
+	if !c.IsSet("rollout-workers") && embedded {
+		ip.rolloutWorkers = 1
+	}
+	if !c.IsSet("trainer") {
+		ip.trainer = embedded
+	}
+	if ip.reward == "" {
+		ip.reward = experiment.RewardExternal
+		if embedded {
+			ip.reward = experiment.RewardService
+		}
+	}
+	if ip.rolloutWorkers < 0 {
+		return ip, fmt.Errorf("--rollout-workers %d: want 0 or more", ip.rolloutWorkers)
+	}
+	switch ip.reward {
+	case experiment.RewardService, experiment.RewardLocal, experiment.RewardExternal:
+	default:
+		return ip, fmt.Errorf("--reward %q: want service, local or external", ip.reward)
+	}
+	return ip, nil
+}
+
+// loopOptions wires the in-process components to the run, each on its own connection to the
+// bus the orchestrator uses.
+func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config) (experiment.LoopOptions, error) {
+	dir := runDir(c)
+	modelDir := c.String("model")
+	if modelDir == "" {
+		ws := experiment.DefaultWarmStart()
+		ws.Dir = c.String("warm-start-dir")
+		fmt.Fprintf(c.App.Writer, "no --model: using the tinyIF warm start in %s\n", ws.Dir)
+		info, cached, err := experiment.EnsureWarmStart(ctx, ws)
+		if err != nil {
+			return experiment.LoopOptions{}, err
+		}
+		slog.Info("warm start", "dir", ws.Dir, "params", info.Params, "cached", cached)
+		modelDir = ws.Dir
+	}
+	no := busOptions(c, "run")
+	no.URL, no.StoreDir = bus.URL(), ""
+	lo := experiment.LoopOptions{
+		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
+		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
+		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers")},
+		RolloutWorkers: ip.rolloutWorkers,
+		Rollout: rollout.Options{
+			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),
+			PromptsPerStep: c.Int("rollout-prompts-per-step"), Seed: cfg.Seed, ChatTemplate: true,
+			ModelDir: modelDir, CacheDir: filepath.Join(dir, "rollout-cache"), Name: "rollout",
+		},
+	}
+	if ip.trainer {
+		to := trainer.DefaultOptions()
+		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
+		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
+			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
+		}
+		lo.Trainer = &trainer.StreamOptions{
+			ModelDir: modelDir, OutDir: filepath.Join(dir, "trainer"), Trainer: to,
+			PairsPerStep: cfg.PairsPerVersion, MaxPolicyLag: cfg.MaxLag, Steps: int(cfg.MaxSteps),
+		}
+		if chunk := c.Int("train-chunk"); chunk > 0 {
+			memory := c.Bool("memory")
+			lo.RunTrainer = func(ctx context.Context, url string, res *natsbus.RunResources, so trainer.StreamOptions) error {
+				r, err := newChildRunner(c, url, chunk)
+				if err != nil {
+					return err
+				}
+				if so.Steps == 0 {
+					// No step budget: children of chunk steps each until the run ends.
+					so.Steps = math.MaxInt
+				}
+				return r.trainer(ctx, res, so, memory)
+			}
+		}
+	}
+	return lo, nil
 }

@@ -3,10 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/autoif/autoif/orchestrator"
+	"github.com/autoif/autoif/trainer"
 )
 
 // A bad run configuration fails with one line naming the problem, before the run directory
@@ -22,6 +30,8 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"unknown mode", "run:\n  mode: lockstep\n", `mode "lockstep"`},
 		{"missing prompt file", "run:\n  prompts: [/nonexistent/q.jsonl]\n", "/nonexistent/q.jsonl"},
 		{"instruction without a verified function", "run:\n  prompts: [" + noFuncs + "]\n", "has no verified function"},
+		{"unknown reward mode", "run:\n  reward: oracle\n", `--reward "oracle"`},
+		{"negative rollout workers", "run:\n  rollout-workers: -1\n", "--rollout-workers -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,6 +45,88 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 			}
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {
 				t.Fatalf("run directory exists after a bad config (%v): something started", err)
+			}
+		})
+	}
+}
+
+// writeTinyPolicy writes a random byte-level model small enough to sample and train in a
+// test: it follows no instruction, but its samples differ, so some prompts make pairs.
+func writeTinyPolicy(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "policy")
+	app := newApp()
+	app.Writer = io.Discard
+	if err := app.Run([]string{"autoif", "model", "init", "--layers", "1", "--hidden", "32", "--heads", "2",
+		"--intermediate", "64", "--max-positions", "512", "--seed", "3", "--out", dir}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// With the embedded server `autoif run` is the whole loop: the reward service, a rollout
+// worker and the trainer start in the process, talk over NATS, and the run stops at its step
+// budget with the trainer's figures in metrics.parquet and its checkpoints on disk.
+func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model and starts Python reward workers")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is needed for the reward sandbox")
+	}
+	cases := []struct {
+		name   string
+		reward string
+		chunk  string
+	}{
+		{"reward service over NATS, trainer goroutine", "service", "0"},
+		{"local reward pool, trainer goroutine", "local", "0"},
+		// The test binary re-executes itself as autoif (TestMain), one child per step.
+		{"reward service, trainer child processes", "service", "1"},
+	}
+	modelDir := writeTinyPolicy(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "run")
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			app := newApp()
+			var out bytes.Buffer
+			app.Writer, app.ErrWriter = &out, &out
+			err := app.RunContext(ctx, []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
+				"--model", modelDir, "--reward", tc.reward, "--reward-workers", "1", "--k", "4", "--max-new-tokens", "8",
+				"--rollout-prompts-per-step", "4", "--max-in-flight", "8", "--pairs-per-version", "4", "--batch-size", "4",
+				"--mode", "async", "--max-steps", "2", "--lr", "1e-3", "--flush-every", "200ms", "--train-chunk", tc.chunk})
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			var sum orchestrator.Summary
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+				t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+			}
+			if sum.Reason != "steps" || sum.Version != 2 || sum.Pairs < 8 {
+				t.Fatalf("summary %+v, want stopped by steps at version 2 after at least 8 pairs", sum)
+			}
+			rows, err := orchestrator.ReadMetrics(ctx, filepath.Join(dir, orchestrator.MetricsFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, r := range rows {
+				seen[fmt.Sprintf("%s/%d/%s", r.Component, r.Step, r.Name)] = true
+			}
+			for _, key := range []string{"trainer/1/loss", "trainer/2/loss", "trainer/2/rewards/margins", "orchestrator/2/reward/mean"} {
+				if !seen[key] {
+					t.Errorf("metrics.parquet has no %s", key)
+				}
+			}
+			ckpts, err := trainer.Checkpoints(filepath.Join(dir, "trainer"))
+			if err != nil || len(ckpts) == 0 {
+				t.Fatalf("trainer checkpoints: %v %v", ckpts, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, orchestrator.CurvesFile)); err != nil {
+				t.Errorf("curves: %v", err)
 			}
 		})
 	}

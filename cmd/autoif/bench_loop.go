@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/autoif/autoif/experiment"
+)
+
+// benchLoopCommand is `autoif bench loop`: the same DPO steps on tinyIF in sync and in async
+// mode, every component in this process over an embedded NATS server.
+func benchLoopCommand() *cli.Command {
+	d := experiment.DefaultTinyIF()
+	return &cli.Command{
+		Name:  "loop",
+		Usage: "online DPO loop on tinyIF: the same DPO steps in sync then async mode; last line JSON sync_wall_s, async_wall_s, speedup, mean_policy_lag, trainer_idle_fraction",
+		Description: "Both modes start from the same policy (--model, default the tinyIF warm start, trained into\n" +
+			"--warm-start-dir when absent) and stop when the trainer has published --steps versions.\n" +
+			"mean_policy_lag is async mode's pair-weighted policy/lag; trainer_idle_fraction is async\n" +
+			"mode's share of trainer time spent waiting for pairs (sync_* figures are sync mode's).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Usage: "starting policy (default: the tinyIF warm start)"},
+			&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default warm start is cached"},
+			&cli.IntFlag{Name: "steps", Value: 8, Usage: "DPO steps (policy versions) per mode"},
+			&cli.IntFlag{Name: "k", Value: d.K, Usage: "responses per prompt"},
+			&cli.IntFlag{Name: "pairs-per-step", Value: d.PairsPerStep, Usage: "pairs per DPO step"},
+			&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "pairs per micro-batch"},
+			&cli.IntFlag{Name: "prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts a rollout worker samples together"},
+			&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, Usage: "async: prompts queued at most"},
+			&cli.Int64Flag{Name: "max-lag", Value: 1, Usage: "trainer's policy-lag bound"},
+			&cli.IntFlag{Name: "pairs-ahead", Value: -1, Usage: "async: pairs sampled by the current policy at most before sampling waits for the next (-1: pairs-per-step × (1 + max-lag); 0: no bound)"},
+			&cli.IntFlag{Name: "max-new-tokens", Value: d.MaxNewTokens, Usage: "tokens per response at most"},
+			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "DPO learning rate"},
+			&cli.IntFlag{Name: "rollout-workers", Value: 1, Usage: "rollout workers"},
+			&cli.IntFlag{Name: "reward-workers", Value: 1, Usage: "sandbox workers"},
+			&cli.IntFlag{Name: "rollout-threads", Usage: "sampling goroutines per rollout worker (0: number of CPUs)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed"},
+		},
+		Action: benchLoopAction,
+	}
+}
+
+func benchLoopAction(c *cli.Context) error {
+	modelDir := c.String("model")
+	if modelDir == "" {
+		ws := experiment.DefaultWarmStart()
+		ws.Dir = c.String("warm-start-dir")
+		if _, _, err := experiment.EnsureWarmStart(c.Context, ws); err != nil {
+			return err
+		}
+		modelDir = ws.Dir
+	}
+	scratch, err := os.MkdirTemp("", "autoif-bench-loop-")
+	if err != nil {
+		return fmt.Errorf("bench loop: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	o := experiment.LoopBenchOptions{
+		ModelDir: modelDir, Dir: scratch, Steps: c.Int("steps"), K: c.Int("k"), PairsPerStep: c.Int("pairs-per-step"),
+		BatchSize: c.Int("batch-size"), PromptsPerStep: c.Int("prompts-per-step"), MaxInFlight: c.Int("max-in-flight"),
+		MaxLag: c.Int64("max-lag"), MaxNewTokens: c.Int("max-new-tokens"), LR: c.Float64("lr"),
+		RolloutWorkers: c.Int("rollout-workers"), RewardWorkers: c.Int("reward-workers"), RolloutThreads: c.Int("rollout-threads"), Seed: c.Uint64("seed"),
+		Logger: slog.Default(),
+	}
+	o.PairsAhead = c.Int("pairs-ahead")
+	if o.PairsAhead < 0 {
+		o.PairsAhead = o.PairsPerStep * int(1+o.MaxLag)
+	}
+	if o.Steps <= 0 || o.PairsPerStep <= 0 || o.BatchSize <= 0 || o.K < 2 {
+		return fmt.Errorf("bench loop: --steps, --pairs-per-step and --batch-size must be positive and --k at least 2")
+	}
+	s, a, err := experiment.BenchLoop(c.Context, o)
+	if err != nil {
+		return err
+	}
+	for _, m := range []experiment.LoopBenchMode{s, a} {
+		fmt.Fprintf(c.App.Writer, "%-5s %d steps %4d pairs  wall %6.1fs  mean lag %.2f  trainer idle %.2f\n",
+			m.Mode, m.Steps, m.Pairs, m.WallS, m.MeanPolicyLag, m.TrainerIdleFraction)
+	}
+	speedup := 0.0
+	if a.WallS > 0 {
+		speedup = s.WallS / a.WallS
+	}
+	line, _ := json.Marshal(map[string]any{
+		"sync_wall_s": roundFigure(s.WallS, 2), "async_wall_s": roundFigure(a.WallS, 2), "speedup": roundFigure(speedup, 3),
+		"mean_policy_lag": roundFigure(a.MeanPolicyLag, 3), "trainer_idle_fraction": roundFigure(a.TrainerIdleFraction, 3),
+		"sync_mean_policy_lag": roundFigure(s.MeanPolicyLag, 3), "sync_trainer_idle_fraction": roundFigure(s.TrainerIdleFraction, 3),
+		"steps": o.Steps, "pairs_per_step": o.PairsPerStep,
+	})
+	fmt.Fprintf(c.App.Writer, "%s\n", line)
+	return nil
+}
