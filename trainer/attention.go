@@ -17,6 +17,19 @@ import (
 type attnSpec struct {
 	S, T, H, KV, hd int
 	cos, sin        []float64 // [T, hd/2], float32-rounded like model.ropeTables
+	// scratch holds each forGroups worker's per-head buffers ([]T), reused by every forward
+	// and backward of this spec (a graph runs one op at a time).
+	scratch []any
+}
+
+// scratchFor returns worker w's scratch of n elements (contents unspecified).
+func scratchFor[T num](a *attnSpec, w, n int) []T {
+	buf, ok := a.scratch[w].([]T)
+	if !ok || len(buf) < n {
+		buf = make([]T, n)
+		a.scratch[w] = buf
+	}
+	return buf[:n]
 }
 
 func newAttnSpec(S, T, H, KV, hd int, invFreq []float32) *attnSpec {
@@ -41,14 +54,14 @@ type attnProbs struct{ p any }
 func attentionOp(a *attnSpec, q, k, v *G.Node) (*G.Node, error) {
 	N := a.S * a.T
 	cache := &attnProbs{}
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return attnFwd[float32](a, t, cache) },
-			func(t []*tensor.Dense) (*tensor.Dense, error) { return attnFwd[float64](a, t, cache) })
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnFwd[float32](a, t, ob, cache) },
+			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnFwd[float64](a, t, ob, cache) })
 	}
 	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		packed, err := applyFused("attention.d", tensor.Shape{N, (a.H + 2*a.KV) * a.hd}, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return attnBack[float32](a, t, cache) },
-				func(t []*tensor.Dense) (*tensor.Dense, error) { return attnBack[float64](a, t, cache) })
+		packed, err := applyFused("attention.d", tensor.Shape{N, (a.H + 2*a.KV) * a.hd}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnBack[float32](a, t, ob, cache) },
+				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnBack[float64](a, t, ob, cache) })
 		}, nil, inputs[0], inputs[1], inputs[2], grad)
 		if err != nil {
 			return nil, err
@@ -70,17 +83,17 @@ func attentionOp(a *attnSpec, q, k, v *G.Node) (*G.Node, error) {
 // colsOp copies columns [lo, hi) of a matrix (not differentiable: it only splits gradients).
 func colsOp(x *G.Node, lo, hi int) (*G.Node, error) {
 	R := x.Shape()[0]
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return cols[float32](t[0], lo, hi) },
-			func(t []*tensor.Dense) (*tensor.Dense, error) { return cols[float64](t[0], lo, hi) })
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return cols[float32](t[0], ob, lo, hi) },
+			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return cols[float64](t[0], ob, lo, hi) })
 	}
 	return applyFused(fmt.Sprintf("cols[%d:%d]", lo, hi), tensor.Shape{R, hi - lo}, fwd, nil, x)
 }
 
-func cols[T num](x *tensor.Dense, lo, hi int) (*tensor.Dense, error) {
+func cols[T num](x *tensor.Dense, ob *outBuf, lo, hi int) (*tensor.Dense, error) {
 	R, C := x.Shape()[0], x.Shape()[1]
 	src := data[T](x)
-	out := newDense[T](R, hi-lo)
+	out := outDense[T](ob, false, R, hi-lo)
 	o := data[T](out)
 	parallelRows(R, hi-lo, func(r0, r1 int) {
 		for r := r0; r < r1; r++ {
@@ -137,19 +150,18 @@ func scatter[T num](dst, src []T, a *attnSpec, s, col0, width int) {
 // float64 like model's attention.
 func probs[T num](a *attnSpec, p, q, k []T) {
 	n, hd := a.T, a.hd
-	gemm(false, true, n, n, hd, T(1/math.Sqrt(float64(hd))), q, hd, k, hd, 0, p, n)
+	// Causal: rows [0, n/2) need only columns [0, n/2); the block above is cleared below.
+	h := n / 2
+	scale := T(1 / math.Sqrt(float64(hd)))
+	gemm(false, true, h, h, hd, scale, q, hd, k, hd, 0, p, n)
+	gemm(false, true, n-h, n, hd, scale, q[h*hd:], hd, k, hd, 0, p[h*n:], n)
 	for i := range n {
 		row := p[i*n : (i+1)*n]
 		mx := math.Inf(-1)
 		for _, v := range row[:i+1] {
 			mx = max(mx, float64(v))
 		}
-		var z float64
-		for j := range row[:i+1] {
-			e := math.Exp(float64(row[j]) - mx)
-			row[j] = T(e)
-			z += e
-		}
+		z := expShift(row[:i+1], row[:i+1], mx, 1) // row[j] = e^(row[j]-mx)
 		for j := range row[:i+1] {
 			row[j] = T(float64(row[j]) / z)
 		}
@@ -157,23 +169,43 @@ func probs[T num](a *attnSpec, p, q, k []T) {
 	}
 }
 
+// causalPV sets out = alpha·P·X for a lower-triangular [n, n] P and [n, hd] X (row strides
+// ldx, ldo): rows [0, n/2) of P are zero from column n/2 on, so they multiply only X's first
+// n/2 rows.
+func causalPV[T num](n, hd int, alpha T, p, x []T, ldx int, out []T, ldo int) {
+	h := n / 2
+	gemm(false, false, h, hd, h, alpha, p, n, x, ldx, 0, out, ldo)
+	gemm(false, false, n-h, hd, n, alpha, p[h*n:], n, x, ldx, 0, out[h*ldo:], ldo)
+}
+
+// causalPtX adds alpha·Pᵀ·X into out for a lower-triangular [n, n] P: rows [n/2, n) of Pᵀ
+// (P's columns) are zero in P's rows [0, n/2).
+func causalPtX[T num](n, hd int, alpha T, p, x []T, ldx int, out []T, ldo int) {
+	h := n / 2
+	gemm(true, false, h, hd, n, alpha, p, n, x, ldx, 1, out, ldo)
+	gemm(true, false, n-h, hd, n-h, alpha, p[h*n+h:], n, x[h*ldx:], ldx, 1, out[h*ldo:], ldo)
+}
+
 // forGroups runs fn over (sequence, kv head) pairs on GOMAXPROCS goroutines; groups write
 // disjoint outputs.
-func (a *attnSpec) forGroups(fn func(s, kvh int)) {
+func (a *attnSpec) forGroups(fn func(w, s, kvh int)) {
 	n := a.S * a.KV
 	workers := min(runtime.GOMAXPROCS(0), n)
+	if len(a.scratch) < workers {
+		a.scratch = append(a.scratch, make([]any, workers-len(a.scratch))...)
+	}
 	var wg sync.WaitGroup
 	next := make(chan int, n)
 	for i := range n {
 		next <- i
 	}
 	close(next)
-	for range workers {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for g := range next {
-				fn(g/a.KV, g%a.KV)
+				fn(w, g/a.KV, g%a.KV)
 			}
 		}()
 	}
@@ -182,33 +214,34 @@ func (a *attnSpec) forGroups(fn func(s, kvh int)) {
 
 // The kernels work in the graph's dtype (float32 matmuls through Sgemm), with softmax
 // normalisers and score-gradient sums in float64.
-func attnFwd[T num](a *attnSpec, t []*tensor.Dense, cache *attnProbs) (*tensor.Dense, error) {
+func attnFwd[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProbs) (*tensor.Dense, error) {
 	q, k, v := data[T](t[0]), data[T](t[1]), data[T](t[2])
 	T_, hd, grp := a.T, a.hd, a.H/a.KV
-	out := newDense[T](a.S*T_, a.H*hd)
+	out := outDense[T](ob, false, a.S*T_, a.H*hd)
 	o := data[T](out)
 	all, ok := cache.p.([]T)
 	if !ok || len(all) != a.S*a.H*T_*T_ {
 		all = make([]T, a.S*a.H*T_*T_)
 		cache.p = all
 	}
-	a.forGroups(func(s, kvh int) {
-		kr, vs, qr := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
-		oh := make([]T, T_*hd)
+	a.forGroups(func(w, s, kvh int) {
+		b, n := scratchFor[T](a, w, 2*T_*hd), T_*hd // every buffer is overwritten before use
+		kr, qr := b[:n], b[n:]
 		gatherHead(a, kr, k, s, kvh, a.KV, true)
-		gatherHead(a, vs, v, s, kvh, a.KV, false)
+		// V and the output need no rotation: the products read and write them in place,
+		// strided by the token-major row width.
+		vs := v[(s*T_*a.KV+kvh)*hd:]
 		for h := kvh * grp; h < (kvh+1)*grp; h++ {
 			gatherHead(a, qr, q, s, h, a.H, true)
 			p := all[(s*a.H+h)*T_*T_ : (s*a.H+h+1)*T_*T_]
 			probs(a, p, qr, kr)
-			gemm(false, false, T_, hd, T_, 1, p, T_, vs, hd, 0, oh, hd)
-			scatter(o, oh, a, s, h*hd, a.H*hd)
+			causalPV(T_, hd, 1, p, vs, a.KV*hd, o[(s*T_*a.H+h)*hd:], a.H*hd)
 		}
 	})
 	return out, nil
 }
 
-func attnBack[T num](a *attnSpec, t []*tensor.Dense, cache *attnProbs) (*tensor.Dense, error) {
+func attnBack[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProbs) (*tensor.Dense, error) {
 	q, k, v, dout := data[T](t[0]), data[T](t[1]), data[T](t[2]), data[T](t[3])
 	T_, hd, grp := a.T, a.hd, a.H/a.KV
 	all, ok := cache.p.([]T)
@@ -217,32 +250,38 @@ func attnBack[T num](a *attnSpec, t []*tensor.Dense, cache *attnProbs) (*tensor.
 	}
 	scale := 1 / math.Sqrt(float64(hd))
 	width := (a.H + 2*a.KV) * hd
-	packed := newDense[T](a.S*T_, width)
+	packed := outDense[T](ob, false, a.S*T_, width)
 	pd := data[T](packed)
-	a.forGroups(func(s, kvh int) {
-		kr, vs, qr, do := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
-		dp := make([]T, T_*T_)
-		dk, dv, dq := make([]T, T_*hd), make([]T, T_*hd), make([]T, T_*hd)
+	a.forGroups(func(w, s, kvh int) {
+		b, n := scratchFor[T](a, w, 5*T_*hd+T_*T_), T_*hd
+		kr, qr, dq, dk, dv, dp := b[:n], b[n:2*n], b[2*n:3*n], b[3*n:4*n], b[4*n:5*n], b[5*n:]
+		clear(dk) // dk and dv accumulate over the group's query heads
+		clear(dv)
 		gatherHead(a, kr, k, s, kvh, a.KV, true)
-		gatherHead(a, vs, v, s, kvh, a.KV, false)
+		// V and dO need no rotation: the products read them in place, strided.
+		vs, ldv, ldo := v[(s*T_*a.KV+kvh)*hd:], a.KV*hd, a.H*hd
 		for h := kvh * grp; h < (kvh+1)*grp; h++ {
 			gatherHead(a, qr, q, s, h, a.H, true)
-			gatherHead(a, do, dout, s, h, a.H, false)
+			do := dout[(s*T_*a.H+h)*hd:]
 			p := all[(s*a.H+h)*T_*T_ : (s*a.H+h+1)*T_*T_]
-			gemm(true, false, T_, hd, T_, 1, p, T_, do, hd, 1, dv, hd)  // dV += Pᵀ·dO
-			gemm(false, true, T_, T_, hd, 1, do, hd, vs, hd, 0, dp, T_) // dP = dO·Vᵀ
+			causalPtX(T_, hd, 1, p, do, ldo, dv, hd) // dV += Pᵀ·dO
+			// dP = dO·Vᵀ on and below the diagonal (rows [0, T/2) only up to column T/2)
+			half := T_ / 2
+			gemm(false, true, half, half, hd, 1, do, ldo, vs, ldv, 0, dp, T_)
+			gemm(false, true, T_-half, T_, hd, 1, do[half*ldo:], ldo, vs, ldv, 0, dp[half*T_:], T_)
 			for i := range T_ {
 				pr, dr := p[i*T_:(i+1)*T_], dp[i*T_:(i+1)*T_]
 				var dot float64
 				for j := range i + 1 {
 					dot += float64(pr[j]) * float64(dr[j])
 				}
-				for j := range T_ {
-					dr[j] = T(float64(pr[j]) * (float64(dr[j]) - dot)) // dScores; zero above the diagonal
+				for j := range i + 1 {
+					dr[j] = T(float64(pr[j]) * (float64(dr[j]) - dot)) // dScores
 				}
+				clear(dr[i+1:]) // zero above the diagonal (P is)
 			}
-			gemm(false, false, T_, hd, T_, T(scale), dp, T_, kr, hd, 0, dq, hd) // dQr = dS·Kr
-			gemm(true, false, T_, hd, T_, T(scale), dp, T_, qr, hd, 1, dk, hd)  // dKr += dSᵀ·Qr
+			causalPV(T_, hd, T(scale), dp, kr, hd, dq, hd)  // dQr = dS·Kr
+			causalPtX(T_, hd, T(scale), dp, qr, hd, dk, hd) // dKr += dSᵀ·Qr
 			unrope(a, dq)
 			scatter(pd, dq, a, s, h*hd, width)
 		}

@@ -31,14 +31,39 @@ type fusedOp struct {
 	name   string
 	inDims []int
 	out    tensor.Shape
-	fwd    func(in []*tensor.Dense) (*tensor.Dense, error)
+	fwd    func(in []*tensor.Dense, ob *outBuf) (*tensor.Dense, error)
 	diff   func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	id     uint64
+	// ob is the output buffer reused run after run: each op runs once per run and the tape
+	// reads its value only later in the same run, so the next run may overwrite it.
+	ob outBuf
+}
+
+// outBuf keeps a fused op's output tensor from one run to the next, so a step allocates (and
+// the kernel page-faults in) no fresh activation memory.
+type outBuf struct{ d *tensor.Dense }
+
+// outDense returns ob's tensor when it has this dtype and shape (cleared when zero is set;
+// otherwise the kernel must overwrite every element), else a new zeroed one that ob keeps.
+func outDense[T num](ob *outBuf, zero bool, shape ...int) *tensor.Dense {
+	if ob != nil && ob.d != nil {
+		if d, ok := ob.d.Data().([]T); ok && ob.d.Shape().Eq(tensor.Shape(shape)) {
+			if zero {
+				clear(d)
+			}
+			return ob.d
+		}
+	}
+	d := newDense[T](shape...)
+	if ob != nil {
+		ob.d = d
+	}
+	return d
 }
 
 var fusedIDs atomic.Uint64
 
-func applyFused(name string, out tensor.Shape, fwd func([]*tensor.Dense) (*tensor.Dense, error),
+func applyFused(name string, out tensor.Shape, fwd func([]*tensor.Dense, *outBuf) (*tensor.Dense, error),
 	diff func(G.Nodes, *G.Node, *G.Node) (G.Nodes, error), inputs ...*G.Node) (*G.Node, error) {
 	op := &fusedOp{name: name, out: out.Clone(), fwd: fwd, diff: diff, id: fusedIDs.Add(1)}
 	for _, n := range inputs {
@@ -67,7 +92,7 @@ func (op *fusedOp) Do(vals ...G.Value) (G.Value, error) {
 		}
 		in[i] = d
 	}
-	return op.fwd(in)
+	return op.fwd(in, &op.ob)
 }
 func (op *fusedOp) ReturnsPtr() bool      { return false }
 func (op *fusedOp) CallsExtern() bool     { return false }
@@ -121,18 +146,21 @@ func newDense[T num](shape ...int) *tensor.Dense {
 }
 
 // byDtype runs the float32 or float64 instance of a generic kernel.
-func byDtype(in []*tensor.Dense, f32 func([]*tensor.Dense) (*tensor.Dense, error), f64 func([]*tensor.Dense) (*tensor.Dense, error)) (*tensor.Dense, error) {
+func byDtype(in []*tensor.Dense, ob *outBuf, f32, f64 func([]*tensor.Dense, *outBuf) (*tensor.Dense, error)) (*tensor.Dense, error) {
 	switch in[0].Dtype() {
 	case tensor.Float32:
-		return f32(in)
+		return f32(in, ob)
 	case tensor.Float64:
-		return f64(in)
+		return f64(in, ob)
 	}
 	return nil, fmt.Errorf("dtype %v not supported", in[0].Dtype())
 }
 
 // gemm is row-major C = alpha·op(A)·op(B) + beta·C through the BLAS gorgonia uses.
 func gemm[T num](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if m == 0 || n == 0 {
+		return // an empty block (the causal attention split of a 1-token sequence)
+	}
 	gemmWith(tensor.WhichBLAS(), tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
@@ -162,18 +190,18 @@ func linearOp(x, w, b *G.Node) (*G.Node, error) {
 	if w.Shape()[1] != in {
 		return nil, fmt.Errorf("linear: x %v, weight %v", x.Shape(), w.Shape())
 	}
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, linearFwd[float32], linearFwd[float64])
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, linearFwd[float32], linearFwd[float64])
 	}
 	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		dx, err := applyFused("linear.dx", tensor.Shape{R, in}, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, linearDX[float32], linearDX[float64])
+		dx, err := applyFused("linear.dx", tensor.Shape{R, in}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, linearDX[float32], linearDX[float64])
 		}, nil, grad, inputs[1])
 		if err != nil {
 			return nil, err
 		}
-		dw, err := applyFused("linear.dw", tensor.Shape{out, in}, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, linearDW[float32], linearDW[float64])
+		dw, err := applyFused("linear.dw", tensor.Shape{out, in}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, linearDW[float32], linearDW[float64])
 		}, nil, grad, inputs[0])
 		if err != nil {
 			return nil, err
@@ -181,8 +209,8 @@ func linearOp(x, w, b *G.Node) (*G.Node, error) {
 		if len(inputs) == 2 {
 			return G.Nodes{dx, dw}, nil
 		}
-		db, err := applyFused("linear.db", tensor.Shape{out}, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, colSum[float32], colSum[float64])
+		db, err := applyFused("linear.db", tensor.Shape{out}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, colSum[float32], colSum[float64])
 		}, nil, grad)
 		if err != nil {
 			return nil, err
@@ -196,10 +224,10 @@ func linearOp(x, w, b *G.Node) (*G.Node, error) {
 	return applyFused("linear", tensor.Shape{R, out}, fwd, diff, inputs...)
 }
 
-func linearFwd[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+func linearFwd[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
 	x, w := t[0], t[1]
 	R, in, out := x.Shape()[0], x.Shape()[1], w.Shape()[0]
-	y := newDense[T](R, out)
+	y := outDense[T](ob, false, R, out)
 	yd := data[T](y)
 	if len(t) == 3 {
 		b := data[T](t[2])
@@ -214,27 +242,27 @@ func linearFwd[T num](t []*tensor.Dense) (*tensor.Dense, error) {
 }
 
 // dX = dY·W
-func linearDX[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+func linearDX[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
 	dy, w := t[0], t[1]
 	R, out, in := dy.Shape()[0], dy.Shape()[1], w.Shape()[1]
-	dx := newDense[T](R, in)
+	dx := outDense[T](ob, false, R, in)
 	gemm(false, false, R, in, out, 1, data[T](dy), out, data[T](w), in, 0, data[T](dx), in)
 	return dx, nil
 }
 
 // dW = dYᵀ·X
-func linearDW[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+func linearDW[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
 	dy, x := t[0], t[1]
 	R, out, in := dy.Shape()[0], dy.Shape()[1], x.Shape()[1]
-	dw := newDense[T](out, in)
+	dw := outDense[T](ob, false, out, in)
 	gemm(true, false, out, in, R, 1, data[T](dy), out, data[T](x), in, 0, data[T](dw), in)
 	return dw, nil
 }
 
-func colSum[T num](t []*tensor.Dense) (*tensor.Dense, error) {
+func colSum[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
 	R, C := t[0].Shape()[0], t[0].Shape()[1]
 	d := data[T](t[0])
-	out := newDense[T](C)
+	out := outDense[T](ob, true, C)
 	o := data[T](out)
 	parallelRows(C, R, func(c0, c1 int) {
 		for r := range R {
@@ -251,21 +279,21 @@ func colSum[T num](t []*tensor.Dense) (*tensor.Dense, error) {
 
 func rmsNormOp(x, w *G.Node, eps float64) (*G.Node, error) {
 	shape := x.Shape().Clone()
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormFwd[float32](t, eps) },
-			func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormFwd[float64](t, eps) })
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormFwd[float32](t, ob, eps) },
+			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormFwd[float64](t, ob, eps) })
 	}
 	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		dx, err := applyFused("rmsnorm.dx", shape, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDX[float32](t, eps) },
-				func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDX[float64](t, eps) })
+		dx, err := applyFused("rmsnorm.dx", shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDX[float32](t, ob, eps) },
+				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDX[float64](t, ob, eps) })
 		}, nil, inputs[0], inputs[1], grad)
 		if err != nil {
 			return nil, err
 		}
-		dw, err := applyFused("rmsnorm.dw", inputs[1].Shape(), func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDW[float32](t, eps) },
-				func(t []*tensor.Dense) (*tensor.Dense, error) { return rmsNormDW[float64](t, eps) })
+		dw, err := applyFused("rmsnorm.dw", inputs[1].Shape(), func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDW[float32](t, ob, eps) },
+				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDW[float64](t, ob, eps) })
 		}, nil, inputs[0], grad)
 		if err != nil {
 			return nil, err
@@ -284,10 +312,10 @@ func rmsScale[T num](row []T, eps float64) T {
 	return T(1 / math.Sqrt(ss/float64(len(row))+eps))
 }
 
-func rmsNormFwd[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+func rmsNormFwd[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
 	R, D := t[0].Shape()[0], t[0].Shape()[1]
 	x, w := data[T](t[0]), data[T](t[1])
-	y := newDense[T](R, D)
+	y := outDense[T](ob, false, R, D)
 	yd := data[T](y)
 	parallelRows(R, D, func(r0, r1 int) {
 		for r := r0; r < r1; r++ {
@@ -303,10 +331,10 @@ func rmsNormFwd[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
 }
 
 // dx = s·(w⊙g) - s³/D · x · Σ(w⊙g⊙x)
-func rmsNormDX[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+func rmsNormDX[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
 	R, D := t[0].Shape()[0], t[0].Shape()[1]
 	x, w, g := data[T](t[0]), data[T](t[1]), data[T](t[2])
-	dx := newDense[T](R, D)
+	dx := outDense[T](ob, false, R, D)
 	dd := data[T](dx)
 	parallelRows(R, D, func(r0, r1 int) {
 		for r := r0; r < r1; r++ {
@@ -327,10 +355,10 @@ func rmsNormDX[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
 }
 
 // dw = Σ_rows g ⊙ x·s
-func rmsNormDW[T num](t []*tensor.Dense, eps float64) (*tensor.Dense, error) {
+func rmsNormDW[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
 	R, D := t[0].Shape()[0], t[0].Shape()[1]
 	x, g := data[T](t[0]), data[T](t[1])
-	dw := newDense[T](D)
+	dw := outDense[T](ob, false, D)
 	acc := make([]float64, D)
 	var mu sync.Mutex
 	parallelRows(R, D, func(r0, r1 int) {
@@ -364,38 +392,38 @@ type sigmoids struct{ s any }
 func swigluOp(gate, up *G.Node) (*G.Node, error) {
 	shape := gate.Shape().Clone()
 	cache := &sigmoids{}
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluFwd[float32](t, cache) },
-			func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluFwd[float64](t, cache) })
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return swigluFwd[float32](t, ob, cache) },
+			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return swigluFwd[float64](t, ob, cache) })
 	}
-	// One backward pass computes both gradients side by side ([dgate | dup]); colsOp splits.
+	// Two backward ops, one per input: each writes its gradient straight into its own output
+	// (no packed [dgate | dup] tensor to split by copying).
 	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		R, C := shape[0], shape[1]
-		packed, err := applyFused("swiglu.d", tensor.Shape{R, 2 * C}, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluBack[float32](t, cache) },
-				func(t []*tensor.Dense) (*tensor.Dense, error) { return swigluBack[float64](t, cache) })
-		}, nil, inputs[0], inputs[1], grad)
-		if err != nil {
-			return nil, err
+		var out G.Nodes
+		for which, name := range []string{"swiglu.dgate", "swiglu.dup"} {
+			d, err := applyFused(name, shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+				return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+					return swigluBack[float32](t, ob, cache, which)
+				},
+					func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+						return swigluBack[float64](t, ob, cache, which)
+					})
+			}, nil, inputs[0], inputs[1], grad)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
 		}
-		dg, err := colsOp(packed, 0, C)
-		if err != nil {
-			return nil, err
-		}
-		du, err := colsOp(packed, C, 2*C)
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{dg, du}, nil
+		return out, nil
 	}
 	return applyFused("swiglu", shape, fwd, diff, gate, up)
 }
 
-func sigm(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+func sigm(x float64) float64 { return 1 / (1 + expFast(-x)) }
 
-func swigluFwd[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error) {
+func swigluFwd[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids) (*tensor.Dense, error) {
 	g, u := data[T](t[0]), data[T](t[1])
-	y := newDense[T](t[0].Shape()...)
+	y := outDense[T](ob, false, t[0].Shape()...)
 	yd := data[T](y)
 	sg, ok := cache.s.([]T)
 	if !ok || len(sg) != len(g) {
@@ -403,9 +431,25 @@ func swigluFwd[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error)
 		cache.s = sg
 	}
 	parallelRows(len(g), 1, func(i0, i1 int) {
-		for i := i0; i < i1; i++ {
+		g, u, sg, yd := g[i0:i1], u[i0:i1], sg[i0:i1], yd[i0:i1]
+		u, sg, yd = u[:len(g)], sg[:len(g)], yd[:len(g)] // no bounds checks below
+		for i := range g {
 			v := float64(g[i])
-			s := sigm(v)
+			// s = sigm(v) = 1/(1+e^-v), with expFast written out here: the call does not
+			// inline and this is the model's largest element-wise loop.
+			x := -v
+			var e float64
+			if x > -708 && x < 709 {
+				t := x*expScale + expRound
+				n := math.Float64bits(t) - math.Float64bits(expRound)
+				kf := t - expRound
+				r := x - kf*expLn2Hi - kf*expLn2Lo
+				p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24))))
+				e = p * math.Float64frombits(expTab[n&63]+uint64(int64(n)>>6)<<52)
+			} else {
+				e = math.Exp(x)
+			}
+			s := 1 / (1 + e)
 			sg[i] = T(s)
 			yd[i] = T(v*s) * u[i]
 		}
@@ -413,26 +457,27 @@ func swigluFwd[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error)
 	return y, nil
 }
 
-// d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) and d/dup = dy·silu(g), packed as [R, 2C].
-func swigluBack[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error) {
+// d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) (which 0) or d/dup = dy·silu(g) (which 1).
+func swigluBack[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids, which int) (*tensor.Dense, error) {
 	R, C := t[0].Shape()[0], t[0].Shape()[1]
 	g, u, dy := data[T](t[0]), data[T](t[1]), data[T](t[2])
 	sg, ok := cache.s.([]T)
 	if !ok || len(sg) != len(g) {
 		return nil, fmt.Errorf("swiglu backward: no forward sigmoids for %d values", len(g))
 	}
-	d := newDense[T](R, 2*C)
+	d := outDense[T](ob, false, R, C)
 	dd := data[T](d)
-	parallelRows(R, C, func(r0, r1 int) {
-		for r := r0; r < r1; r++ {
-			dg, du := dd[r*2*C:r*2*C+C], dd[r*2*C+C:(r+1)*2*C]
-			for c := range C {
-				i := r*C + c
+	parallelRows(R*C, 1, func(i0, i1 int) {
+		if which == 0 {
+			for i := i0; i < i1; i++ {
 				gv, dyv := float64(g[i]), float64(dy[i])
 				s := float64(sg[i])
-				dg[c] = T(dyv * float64(u[i]) * s * (1 + gv*(1-s)))
-				du[c] = T(dyv * gv * s)
+				dd[i] = T(dyv * float64(u[i]) * s * (1 + gv*(1-s)))
 			}
+			return
+		}
+		for i := i0; i < i1; i++ {
+			dd[i] = T(float64(dy[i]) * float64(g[i]) * float64(sg[i]))
 		}
 	})
 	return d, nil
@@ -444,14 +489,23 @@ func swigluBack[T num](t []*tensor.Dense, cache *sigmoids) (*tensor.Dense, error
 func tokenLogpOp(logits *G.Node, toks func() []int) (*G.Node, error) {
 	M := logits.Shape()[0]
 	shape := logits.Shape().Clone()
-	fwd := func(t []*tensor.Dense) (*tensor.Dense, error) {
-		return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpFwd[float32](t, toks()) },
-			func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpFwd[float64](t, toks()) })
+	lse := &[]float64{} // per-row log-sum-exp, from the forward to the backward of a run
+	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return tokenLogpFwd[float32](t, ob, toks(), lse)
+		},
+			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+				return tokenLogpFwd[float64](t, ob, toks(), lse)
+			})
 	}
 	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		d, err := applyFused("tokenlogp.d", shape, func(t []*tensor.Dense) (*tensor.Dense, error) {
-			return byDtype(t, func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpBack[float32](t, toks()) },
-				func(t []*tensor.Dense) (*tensor.Dense, error) { return tokenLogpBack[float64](t, toks()) })
+		d, err := applyFused("tokenlogp.d", shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+				return tokenLogpBack[float32](t, ob, toks(), *lse)
+			},
+				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+					return tokenLogpBack[float64](t, ob, toks(), *lse)
+				})
 		}, nil, inputs[0], grad)
 		if err != nil {
 			return nil, err
@@ -467,48 +521,51 @@ func logSumExp[T num](row []T) float64 {
 	for _, v := range row {
 		mx = max(mx, float64(v))
 	}
-	var z float64
-	for _, v := range row {
-		z += math.Exp(float64(v) - mx)
-	}
-	return mx + math.Log(z)
+	return mx + math.Log(expShift[T](nil, row, mx, 0))
 }
 
-func tokenLogpFwd[T num](t []*tensor.Dense, toks []int) (*tensor.Dense, error) {
+func tokenLogpFwd[T num](t []*tensor.Dense, ob *outBuf, toks []int, lse *[]float64) (*tensor.Dense, error) {
 	M, V := t[0].Shape()[0], t[0].Shape()[1]
 	if len(toks) != M {
 		return nil, fmt.Errorf("token log-probs: %d targets for %d rows", len(toks), M)
 	}
 	x := data[T](t[0])
-	out := newDense[T](M)
+	out := outDense[T](ob, false, M)
 	o := data[T](out)
+	if len(*lse) != M {
+		*lse = make([]float64, M)
+	}
+	ls := *lse
 	parallelRows(M, V, func(m0, m1 int) {
 		for m := m0; m < m1; m++ {
 			row := x[m*V : (m+1)*V]
-			o[m] = T(float64(row[toks[m]]) - logSumExp(row))
+			ls[m] = logSumExp(row)
+			o[m] = T(float64(row[toks[m]]) - ls[m])
 		}
 	})
 	return out, nil
 }
 
 // dlogits[m, j] = dlp[m]·(1[j = tok] - softmax_j)
-func tokenLogpBack[T num](t []*tensor.Dense, toks []int) (*tensor.Dense, error) {
+func tokenLogpBack[T num](t []*tensor.Dense, ob *outBuf, toks []int, lses []float64) (*tensor.Dense, error) {
 	M, V := t[0].Shape()[0], t[0].Shape()[1]
+	if len(lses) != M {
+		return nil, fmt.Errorf("token log-probs backward: no forward log-sum-exps for %d rows", M)
+	}
 	x, g := data[T](t[0]), data[T](t[1])
-	d := newDense[T](M, V)
+	d := outDense[T](ob, false, M, V)
 	dd := data[T](d)
 	parallelRows(M, V, func(m0, m1 int) {
 		for m := m0; m < m1; m++ {
 			if g[m] == 0 {
-				continue // padding slots and masked tokens
+				clear(dd[m*V : (m+1)*V]) // padding slots and masked tokens
+				continue
 			}
 			row := x[m*V : (m+1)*V]
-			lse := logSumExp(row)
+			lse := lses[m] // the forward's logSumExp(row)
 			gm := float64(g[m])
 			out := dd[m*V : (m+1)*V]
-			for j, v := range row {
-				out[j] = T(-gm * math.Exp(float64(v)-lse))
-			}
+			expShift(out, row, lse, -gm) // out[j] = -gm·e^(row[j]-lse)
 			out[toks[m]] += T(gm)
 		}
 	})

@@ -49,6 +49,8 @@ func TestOpGradients(t *testing.T) {
 	toks := []int{3, 0, 4, 4}
 	attnGQA := newAttnSpec(2, 3, 4, 2, 4, model.RopeInvFreq(&model.Config{HeadDim: 4, RopeTheta: 1e4}))
 	attnMHA := newAttnSpec(1, 4, 2, 2, 6, model.RopeInvFreq(&model.Config{HeadDim: 6, RopeTheta: 100}))
+	attn1 := newAttnSpec(2, 1, 4, 2, 4, model.RopeInvFreq(&model.Config{HeadDim: 4, RopeTheta: 1e4}))
+	attn9 := newAttnSpec(1, 9, 2, 2, 6, model.RopeInvFreq(&model.Config{HeadDim: 6, RopeTheta: 100}))
 	cases := []struct {
 		name   string
 		shapes [][]int
@@ -80,6 +82,12 @@ func TestOpGradients(t *testing.T) {
 		}},
 		{"attention MHA", [][]int{{4, 12}, {4, 12}, {4, 12}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
 			return attentionOp(attnMHA, in[0], in[1], in[2])
+		}},
+		{"attention, 1-token sequences", [][]int{{2, 16}, {2, 8}, {2, 8}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
+			return attentionOp(attn1, in[0], in[1], in[2])
+		}},
+		{"attention, 9 positions (odd causal split)", [][]int{{9, 12}, {9, 12}, {9, 12}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
+			return attentionOp(attn9, in[0], in[1], in[2])
 		}},
 	}
 	for ci, tc := range cases {

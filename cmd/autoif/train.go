@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -286,6 +287,7 @@ func benchTrainCommand() *cli.Command {
 			&cli.StringFlag{Name: "python", Usage: "Python interpreter with torch (default: the first of /usr/bin/python3, python3 that imports torch)"},
 			&cli.BoolFlag{Name: "no-torch", Usage: "skip the PyTorch baseline"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and data seed"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of the Go rounds to this file"},
 		},
 		Action: runBenchTrain,
 	}
@@ -339,8 +341,24 @@ func runBenchTrain(c *cli.Context) error {
 	torchStep, torchCPU := 0.0, 0.0
 	// Go and torch alternate round by round and each keeps its best, so both meet the same
 	// background load on this shared machine.
+	var prof *os.File
+	if path := c.String("cpuprofile"); path != "" {
+		if prof, err = os.Create(path); err != nil {
+			return err
+		}
+		defer prof.Close()
+	}
 	for round := 1; round <= rounds; round++ {
+		if prof != nil {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return err
+			}
+		}
 		r, err := bench.Run()
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof = nil // one profile: the first round (warm-up step included)
+		}
 		if err != nil {
 			return err
 		}
