@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/urfave/cli/v2"
 )
@@ -112,4 +114,28 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("cpu profile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// benchModelDir is --model, or a fresh seeded ~28M-parameter model (model.BenchConfig)
+// written to a temporary directory that cleanup removes: the PyTorch baselines load the same
+// files.
+func benchModelDir(c *cli.Context, prefix string) (dir string, cleanup func(), err error) {
+	if dir := c.String("model"); dir != "" {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	dir = filepath.Join(tmp, "model")
+	w, err := model.Init(model.BenchConfig(), c.Uint64("seed"))
+	if err == nil {
+		err = w.Save(dir, model.SaveOptions{})
+	}
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return dir, cleanup, nil
 }

@@ -297,22 +297,11 @@ func runBenchTrain(c *cli.Context) error {
 	out := c.App.Writer
 	threads := c.Int("threads")
 	runtime.GOMAXPROCS(threads)
-	dir := c.String("model")
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "autoif-bench-train-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		dir = filepath.Join(tmp, "model")
-		w, err := model.Init(model.BenchConfig(), c.Uint64("seed"))
-		if err != nil {
-			return err
-		}
-		if err := w.Save(dir, model.SaveOptions{}); err != nil {
-			return err
-		}
+	dir, cleanup, err := benchModelDir(c, "autoif-bench-train-")
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	w, err := model.Load(dir)
 	if err != nil {
 		return err
