@@ -3,7 +3,6 @@ package trainer
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
@@ -155,6 +154,12 @@ func probs[T num](a *attnSpec, p, q, k []T) {
 	scale := T(1 / math.Sqrt(float64(hd)))
 	gemm(false, true, h, h, hd, scale, q, hd, k, hd, 0, p, n)
 	gemm(false, true, n-h, n, hd, scale, q[h*hd:], hd, k, hd, 0, p[h*n:], n)
+	if cKernels && kernelsAVX2 {
+		if p32, ok := any(p).([]float32); ok {
+			causalSoftmax32(p32, n, n) // the loop below in C (kernels_openblas.c)
+			return
+		}
+	}
 	for i := range n {
 		row := p[i*n : (i+1)*n]
 		mx := math.Inf(-1)
@@ -186,11 +191,11 @@ func causalPtX[T num](n, hd int, alpha T, p, x []T, ldx int, out []T, ldo int) {
 	gemm(true, false, n-h, hd, n-h, alpha, p[h*n+h:], n, x[h*ldx:], ldx, 1, out[h*ldo:], ldo)
 }
 
-// forGroups runs fn over (sequence, kv head) pairs on GOMAXPROCS goroutines; groups write
+// forGroups runs fn over (sequence, kv head) pairs on threads() goroutines; groups write
 // disjoint outputs.
 func (a *attnSpec) forGroups(fn func(w, s, kvh int)) {
 	n := a.S * a.KV
-	workers := min(runtime.GOMAXPROCS(0), n)
+	workers := min(threads(), n)
 	if len(a.scratch) < workers {
 		a.scratch = append(a.scratch, make([]any, workers-len(a.scratch))...)
 	}

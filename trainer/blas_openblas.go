@@ -10,7 +10,6 @@ void openblas_set_num_threads(int num_threads);
 import "C"
 
 import (
-	"runtime"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -45,7 +44,7 @@ func cblasTrans(t blas.Transpose) C.enum_CBLAS_TRANSPOSE {
 // splitGemm calls gemm(aOff, bOff, cOff, m, n) on blocks of C's rows or columns, in parallel
 // when the product is large enough to pay for it.
 func splitGemm(tA, tB blas.Transpose, m, n, k, lda, ldb, ldc int, gemm func(aOff, bOff, cOff, m, n int)) {
-	workers := runtime.GOMAXPROCS(0)
+	workers := threads()
 	if workers < 2 || m*n*k < 1<<21 {
 		gemm(0, 0, 0, m, n)
 		return

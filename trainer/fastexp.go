@@ -41,8 +41,21 @@ var expTab = func() (t [64]uint64) {
 
 // expShift returns Σⱼ e^(src[j]-shift) in float64 and, when dst is not nil, sets
 // dst[j] = T(scale·e^(src[j]-shift)) (dst may be src). Each exponential is expFast's, written
-// out inline: the softmax and log-sum-exp loops spend most of their time here.
+// out inline: the softmax and log-sum-exp loops spend most of their time here. For float32
+// with -tags openblas it is the C kernel (kernels_openblas.c), whose e^x is not expFast's bits
+// but is as accurate.
 func expShift[T num](dst, src []T, shift, scale float64) float64 {
+	if cKernels && kernelsAVX2 {
+		if s, ok := any(src).([]float32); ok {
+			d, _ := any(dst).([]float32)
+			return expShift32(d, s, shift, scale)
+		}
+	}
+	return expShiftGo(dst, src, shift, scale)
+}
+
+// expShiftGo is expShift's Go loop.
+func expShiftGo[T num](dst, src []T, shift, scale float64) float64 {
 	var z float64
 	if dst != nil {
 		dst = dst[:len(src)]

@@ -118,10 +118,52 @@ func (op *fusedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 	return op.diff(inputs, output, grad)
 }
 
-// parallelRows runs fn over [0, R) split into GOMAXPROCS contiguous blocks when there is
+// threadLimit caps the goroutines one kernel uses (0: GOMAXPROCS); see SetThreads.
+var threadLimit atomic.Int32
+
+// SetThreads caps the goroutines each training kernel (GEMM halves, element-wise loops,
+// attention groups) runs on, process-wide like torch.set_num_threads; n <= 0 lifts the cap.
+// A trainer sharing a machine with rollout workers keeps to its share of the cores with it.
+func SetThreads(n int) { threadLimit.Store(int32(max(n, 0))) }
+
+// threads is the goroutines a kernel may use.
+func threads() int {
+	n := runtime.GOMAXPROCS(0)
+	if l := int(threadLimit.Load()); l > 0 {
+		n = min(n, l)
+	}
+	return n
+}
+
+// parallelBlocks runs fn over [0, n) in threads() contiguous blocks (block b is [i0, i1);
+// blocks are the same for the same n and threads, and a short n is one block) — for the
+// optimiser's and the gradient bookkeeping's passes over every parameter.
+func parallelBlocks(n int, fn func(b, i0, i1 int)) {
+	workers := threads()
+	if workers < 2 || n < 1<<15 {
+		fn(0, 0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + workers - 1) / workers
+	for b := range workers {
+		i0, i1 := b*step, min((b+1)*step, n)
+		if i0 >= i1 {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(b, i0, i1)
+		}()
+	}
+	wg.Wait()
+}
+
+// parallelRows runs fn over [0, R) split into threads() contiguous blocks when there is
 // enough work (cols per row times R) to pay for the goroutines; block i is [r0, r1).
 func parallelRows(R, cols int, fn func(r0, r1 int)) {
-	workers := min(runtime.GOMAXPROCS(0), R)
+	workers := min(threads(), R)
 	if workers < 2 || R*cols < 1<<15 {
 		fn(0, R)
 		return
@@ -431,30 +473,46 @@ func swigluFwd[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids) (*tensor.D
 		cache.s = sg
 	}
 	parallelRows(len(g), 1, func(i0, i1 int) {
-		g, u, sg, yd := g[i0:i1], u[i0:i1], sg[i0:i1], yd[i0:i1]
-		u, sg, yd = u[:len(g)], sg[:len(g)], yd[:len(g)] // no bounds checks below
-		for i := range g {
-			v := float64(g[i])
-			// s = sigm(v) = 1/(1+e^-v), with expFast written out here: the call does not
-			// inline and this is the model's largest element-wise loop.
-			x := -v
-			var e float64
-			if x > -708 && x < 709 {
-				t := x*expScale + expRound
-				n := math.Float64bits(t) - math.Float64bits(expRound)
-				kf := t - expRound
-				r := x - kf*expLn2Hi - kf*expLn2Lo
-				p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24))))
-				e = p * math.Float64frombits(expTab[n&63]+uint64(int64(n)>>6)<<52)
-			} else {
-				e = math.Exp(x)
-			}
-			s := 1 / (1 + e)
-			sg[i] = T(s)
-			yd[i] = T(v*s) * u[i]
-		}
+		swigluFwdRows(g[i0:i1], u[i0:i1], sg[i0:i1], yd[i0:i1])
 	})
 	return y, nil
+}
+
+// swigluFwdRows is swigluFwd's loop: sg = σ(g), yd = T(g·σ)·u; the C kernel for float32 with
+// -tags openblas.
+func swigluFwdRows[T num](g, u, sg, yd []T) {
+	if cKernels && kernelsAVX2 {
+		if g32, ok := any(g).([]float32); ok {
+			swigluFwd32(g32, any(u).([]float32), any(yd).([]float32), any(sg).([]float32))
+			return
+		}
+	}
+	swigluFwdGo(g, u, sg, yd)
+}
+
+// swigluFwdGo is swigluFwdRows' Go loop.
+func swigluFwdGo[T num](g, u, sg, yd []T) {
+	u, sg, yd = u[:len(g)], sg[:len(g)], yd[:len(g)] // no bounds checks below
+	for i := range g {
+		v := float64(g[i])
+		// s = sigm(v) = 1/(1+e^-v), with expFast written out here: the call does not
+		// inline and this is the model's largest element-wise loop.
+		x := -v
+		var e float64
+		if x > -708 && x < 709 {
+			t := x*expScale + expRound
+			n := math.Float64bits(t) - math.Float64bits(expRound)
+			kf := t - expRound
+			r := x - kf*expLn2Hi - kf*expLn2Lo
+			p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24))))
+			e = p * math.Float64frombits(expTab[n&63]+uint64(int64(n)>>6)<<52)
+		} else {
+			e = math.Exp(x)
+		}
+		s := 1 / (1 + e)
+		sg[i] = T(s)
+		yd[i] = T(v*s) * u[i]
+	}
 }
 
 // d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) (which 0) or d/dup = dy·silu(g) (which 1).
@@ -468,19 +526,35 @@ func swigluBack[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids, which int
 	d := outDense[T](ob, false, R, C)
 	dd := data[T](d)
 	parallelRows(R*C, 1, func(i0, i1 int) {
-		if which == 0 {
-			for i := i0; i < i1; i++ {
-				gv, dyv := float64(g[i]), float64(dy[i])
-				s := float64(sg[i])
-				dd[i] = T(dyv * float64(u[i]) * s * (1 + gv*(1-s)))
-			}
-			return
-		}
-		for i := i0; i < i1; i++ {
-			dd[i] = T(float64(dy[i]) * float64(g[i]) * float64(sg[i]))
-		}
+		swigluBackRows(which, g[i0:i1], u[i0:i1], dy[i0:i1], sg[i0:i1], dd[i0:i1])
 	})
 	return d, nil
+}
+
+// swigluBackRows is swigluBack's loop; the C kernel for float32 with -tags openblas.
+func swigluBackRows[T num](which int, g, u, dy, sg, dd []T) {
+	if cKernels && kernelsAVX2 {
+		if g32, ok := any(g).([]float32); ok {
+			swigluBack32(which, g32, any(u).([]float32), any(dy).([]float32), any(sg).([]float32), any(dd).([]float32))
+			return
+		}
+	}
+	swigluBackGo(which, g, u, dy, sg, dd)
+}
+
+// swigluBackGo is swigluBackRows' Go loop.
+func swigluBackGo[T num](which int, g, u, dy, sg, dd []T) {
+	if which == 0 {
+		for i := range g {
+			gv, dyv := float64(g[i]), float64(dy[i])
+			s := float64(sg[i])
+			dd[i] = T(dyv * float64(u[i]) * s * (1 + gv*(1-s)))
+		}
+		return
+	}
+	for i := range g {
+		dd[i] = T(float64(dy[i]) * float64(g[i]) * float64(sg[i]))
+	}
 }
 
 // ---- token log-probs: lp[m] = logits[m, tok[m]] - logsumexp(logits[m]) ----
@@ -517,6 +591,12 @@ func tokenLogpOp(logits *G.Node, toks func() []int) (*G.Node, error) {
 
 // logSumExp of a row, in float64 like model's logSoftmaxAt.
 func logSumExp[T num](row []T) float64 {
+	if cKernels && kernelsAVX2 {
+		if r, ok := any(row).([]float32); ok {
+			mx, z := lseParts32(r)
+			return mx + math.Log(z)
+		}
+	}
 	mx := math.Inf(-1)
 	for _, v := range row {
 		mx = max(mx, float64(v))
