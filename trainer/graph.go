@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -39,16 +40,26 @@ type graph struct {
 	grads   G.Nodes
 	// Per-batch inputs.
 	ids, rows *G.Node
-	costVal   G.Value
-	// loss and cur (the batch being run) are read by the lossOp during a run.
-	loss  lossFunc
-	cur   *packed
-	logps []float64 // per-sequence log-probs of the last run
+	*batchState
 	// f64 holds the float64 copies of the weights when dt is Float64 (gradient checks only),
 	// last the float64 gradients of the last run.
 	f64, last [][]float64
 	// withGrad is false for a forward-only graph (the frozen reference).
 	withGrad bool
+}
+
+// batchState is what the loss ops read during a run: the batch and its loss function. The ops
+// point at it rather than at the graph: gorgonia's tape machine carries a finalizer, and a
+// reference cycle through an object with a finalizer is never collected (an op pointing back
+// at the graph that owns the machine kept every discarded graph's activations alive,
+// hundreds of MB per batch shape).
+type batchState struct {
+	dt    tensor.Dtype
+	loss  lossFunc
+	cur   *packed
+	logps []float64 // per-sequence log-probs of the last run
+	// costVal receives the loss (G.Read keeps a pointer to it, so it lives here too).
+	costVal G.Value
 }
 
 // buildGraph builds the graph for shape (S, T, M). With dt Float32 the parameter nodes alias
@@ -63,7 +74,13 @@ func buildForwardGraph(w *model.Weights, S, T, M int) (*graph, error) {
 	return newGraph(w, S, T, M, tensor.Float32, false)
 }
 
+// buildMu serialises graph construction: gorgonia's is not goroutine-safe, and a step builds
+// the reference's graph while it builds (or runs) the policy's.
+var buildMu sync.Mutex
+
 func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr *graph, err error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	defer func() {
 		// gorgonia reports some shape errors by panicking.
 		if r := recover(); r != nil {
@@ -74,7 +91,8 @@ func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr
 	H, KV, hd := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
 	N := S * T
 	g := G.NewGraph()
-	gr = &graph{S: S, T: T, M: M, dt: dt, g: g, withGrad: withGrad}
+	gr = &graph{S: S, T: T, M: M, dt: dt, g: g, withGrad: withGrad, batchState: &batchState{dt: dt}}
+	bs := gr.batchState
 
 	param := func(t *model.Tensor) *G.Node {
 		var backing any
@@ -133,11 +151,11 @@ func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr
 		head = w.EmbedTokens
 	}
 	logits := linear(xm, model.Linear{Weight: head})                      // [M, V]
-	tok := must(tokenLogpOp(logits, func() []int { return gr.cur.toks })) // log p(token) per scored position
+	tok := must(tokenLogpOp(logits, func() []int { return bs.cur.toks })) // log p(token) per scored position
 	// The per-sequence sums happen inside lossOp, in Go: a selection-matrix product would
 	// multiply one sequence's NaN by another's zero weight and poison the whole batch.
-	cost := must(G.ApplyOp(lossOp{gr}, tok))
-	G.Read(cost, &gr.costVal)
+	cost := must(G.ApplyOp(lossOp{bs}, tok))
+	G.Read(cost, &bs.costVal)
 	if !withGrad {
 		gr.vm = G.NewTapeMachine(g)
 		return gr, nil
@@ -260,12 +278,15 @@ func (gr *graph) run(p *packed, loss lossFunc, grads [][]float32) ([]float64, fl
 		}
 		switch d := gv.Data().(type) {
 		case []float32:
-			if grads != nil {
-				for j, v := range d {
-					grads[i][j] += v
+			parallelBlocks(len(d), func(_, j0, j1 int) {
+				if grads != nil {
+					g := grads[i][j0:j1]
+					for j, v := range d[j0:j1] {
+						g[j] += v
+					}
 				}
-			}
-			clear(d)
+				clear(d[j0:j1])
+			})
 		case []float64:
 			if gr.last != nil {
 				gr.last[i] = append(gr.last[i][:0], d...)
@@ -316,4 +337,10 @@ func toFloat64(data any) []float64 {
 		return []float64{d}
 	}
 	panic(fmt.Sprintf("unexpected gorgonia value %T", data))
+}
+
+// release frees an evicted graph's machine now rather than at some later finalizer run.
+func (gr *graph) release() {
+	gr.vm.Close()
+	gr.cur, gr.loss, gr.logps = nil, nil, nil
 }

@@ -3,7 +3,9 @@ package trainer
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"weak"
 
 	"gorgonia.org/tensor"
 
@@ -139,5 +141,37 @@ func TestRepeatedRunsGiveTheSameGradients(t *testing.T) {
 	}
 	if norms[0] == 0 || norms[1] != norms[0] || norms[2] != norms[0] {
 		t.Errorf("gradient norms over three identical runs: %v", norms)
+	}
+}
+
+// A graph the trainer drops (its shape cache evicts it, or the trainer goes away) must be
+// garbage: gorgonia's tape machine has a finalizer, so any reference from the graph's ops back
+// to the graph forms a cycle Go never collects, and every batch shape leaked its activations.
+func TestDiscardedGraphIsCollected(t *testing.T) {
+	w := tinyWeights(t, tinyConfig(true, true, false), 3)
+	seqs := tinySeqs()
+	T, M := graphShape(seqs)
+	for _, withGrad := range []bool{true, false} {
+		gr, err := newGraph(w, len(seqs), T, M, tensor.Float32, withGrad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := pack(seqs, []float64{1, 1, 1}, len(seqs), T, M, w.Config.VocabSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := gr.run(p, linearLoss([]float64{1, -1, 1}), nil); err != nil {
+			t.Fatal(err)
+		}
+		state := weak.Make(gr.batchState)
+		machine := weak.Make(&gr.vm)
+		gr = nil
+		// The first collection runs the machine's finalizer, a later one frees the rest.
+		for i := 0; i < 10 && (state.Value() != nil || machine.Value() != nil); i++ {
+			runtime.GC()
+		}
+		if state.Value() != nil || machine.Value() != nil {
+			t.Errorf("withGrad=%v: a dropped graph is still reachable after 10 collections", withGrad)
+		}
 	}
 }

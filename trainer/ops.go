@@ -13,10 +13,10 @@ import (
 // respect to each log-prob.
 type lossFunc func(logps []float64) (loss float64, dlogps []float64)
 
-// lossOp sums the [M] scored-token log-probs into per-sequence log-probs (graph.cur's layout)
+// lossOp sums the [M] scored-token log-probs into per-sequence log-probs (batchState.cur's layout)
 // and applies the graph's current lossFunc; its gradient is lossGradOp. Both are read at run
 // time, so one compiled graph serves every batch.
-type lossOp struct{ gr *graph }
+type lossOp struct{ st *batchState }
 
 func (op lossOp) Arity() int { return 1 }
 func (op lossOp) Type() hm.Type {
@@ -25,12 +25,12 @@ func (op lossOp) Type() hm.Type {
 }
 func (op lossOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return tensor.ScalarShape(), nil }
 func (op lossOp) Do(vals ...G.Value) (G.Value, error) {
-	if op.gr.loss == nil {
+	if op.st.loss == nil {
 		return nil, fmt.Errorf("loss op: no loss function set")
 	}
-	op.gr.logps = op.gr.cur.seqLogps(toFloat64(vals[0].Data()))
-	loss, _ := op.gr.loss(op.gr.logps)
-	if op.gr.dt == tensor.Float64 {
+	op.st.logps = op.st.cur.seqLogps(toFloat64(vals[0].Data()))
+	loss, _ := op.st.loss(op.st.logps)
+	if op.st.dt == tensor.Float64 {
 		return G.NewF64(loss), nil
 	}
 	return G.NewF32(float32(loss)), nil
@@ -43,7 +43,7 @@ func (op lossOp) Hashcode() uint32      { return 0x10551 }
 func (op lossOp) String() string        { return "Loss" }
 func (op lossOp) DiffWRT(int) []bool    { return []bool{true} }
 func (op lossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	d, err := G.ApplyOp(lossGradOp{op.gr}, inputs[0], grad)
+	d, err := G.ApplyOp(lossGradOp{op.st}, inputs[0], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (op lossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) 
 }
 
 // lossGradOp is dLoss/dtoken-log-prob scaled by the incoming (scalar) gradient.
-type lossGradOp struct{ gr *graph }
+type lossGradOp struct{ st *batchState }
 
 func (op lossGradOp) Arity() int { return 2 }
 func (op lossGradOp) Type() hm.Type {
@@ -67,8 +67,8 @@ func (op lossGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return s.Clone(), nil
 }
 func (op lossGradOp) Do(vals ...G.Value) (G.Value, error) {
-	p := op.gr.cur
-	_, dseq := op.gr.loss(p.seqLogps(toFloat64(vals[0].Data())))
+	p := op.st.cur
+	_, dseq := op.st.loss(p.seqLogps(toFloat64(vals[0].Data())))
 	scale := toFloat64(vals[1].Data())[0]
 	d := make([]float64, len(p.seqOf))
 	for m, s := range p.seqOf {
@@ -76,7 +76,7 @@ func (op lossGradOp) Do(vals ...G.Value) (G.Value, error) {
 			d[m] = scale * dseq[s] * p.weight[m]
 		}
 	}
-	return makeTensor(op.gr.dt, []int{len(d)}, d), nil
+	return makeTensor(op.st.dt, []int{len(d)}, d), nil
 }
 func (op lossGradOp) ReturnsPtr() bool      { return false }
 func (op lossGradOp) CallsExtern() bool     { return false }
