@@ -119,8 +119,17 @@ func newOptimizer(o OptimOptions, params []*model.Tensor) *optimizer {
 func gradNorm(grads [][]float32) float64 {
 	var ss float64
 	for _, g := range grads {
-		for _, v := range g {
-			ss += float64(v) * float64(v)
+		// Per-block partial sums, added in block order: the same threads give the same norm.
+		parts := make([]float64, threads())
+		parallelBlocks(len(g), func(b, i0, i1 int) {
+			var s float64
+			for _, v := range g[i0:i1] {
+				s += float64(v) * float64(v)
+			}
+			parts[b] = s
+		})
+		for _, s := range parts {
+			ss += s
 		}
 	}
 	return math.Sqrt(ss)
@@ -138,9 +147,11 @@ func clipGrads(grads [][]float32, norm, maxNorm float64) {
 	}
 	c := float32(coef)
 	for _, g := range grads {
-		for i := range g {
-			g[i] *= c
-		}
+		parallelBlocks(len(g), func(_, i0, i1 int) {
+			for i := range g[i0:i1] {
+				g[i0+i] *= c
+			}
+		})
 	}
 }
 
@@ -156,30 +167,35 @@ func (opt *optimizer) apply(grads [][]float32, lr float64) {
 		stepSize := lr / bc1
 		for k, p := range opt.params {
 			g, m, v := grads[k], opt.m[k], opt.v[k]
-			for i, w := range p.Data {
-				wf := float64(w) * (1 - lr*o.WeightDecay)
-				gi := float64(g[i])
-				mi := o.Beta1*float64(m[i]) + (1-o.Beta1)*gi
-				vi := o.Beta2*float64(v[i]) + (1-o.Beta2)*gi*gi
-				m[i], v[i] = float32(mi), float32(vi)
-				denom := math.Sqrt(vi)/math.Sqrt(bc2) + o.Eps
-				p.Data[i] = float32(wf - stepSize*mi/denom)
-			}
+			parallelBlocks(len(p.Data), func(_, i0, i1 int) {
+				for i := i0; i < i1; i++ {
+					wf := float64(p.Data[i]) * (1 - lr*o.WeightDecay)
+					gi := float64(g[i])
+					mi := o.Beta1*float64(m[i]) + (1-o.Beta1)*gi
+					vi := o.Beta2*float64(v[i]) + (1-o.Beta2)*gi*gi
+					m[i], v[i] = float32(mi), float32(vi)
+					denom := math.Sqrt(vi)/math.Sqrt(bc2) + o.Eps
+					p.Data[i] = float32(wf - stepSize*mi/denom)
+				}
+			})
 		}
 	case "sgd":
 		for k, p := range opt.params {
 			g := grads[k]
-			for i, w := range p.Data {
-				d := float64(g[i]) + o.WeightDecay*float64(w)
-				if o.Momentum > 0 {
-					buf := opt.m[k]
-					if opt.step > 1 {
-						d = o.Momentum*float64(buf[i]) + d
+			parallelBlocks(len(p.Data), func(_, i0, i1 int) {
+				for i := i0; i < i1; i++ {
+					w := p.Data[i]
+					d := float64(g[i]) + o.WeightDecay*float64(w)
+					if o.Momentum > 0 {
+						buf := opt.m[k]
+						if opt.step > 1 {
+							d = o.Momentum*float64(buf[i]) + d
+						}
+						buf[i] = float32(d)
 					}
-					buf[i] = float32(d)
+					p.Data[i] = float32(float64(w) - lr*d)
 				}
-				p.Data[i] = float32(float64(w) - lr*d)
-			}
+			})
 		}
 	}
 }

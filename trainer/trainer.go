@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"time"
 
 	"gorgonia.org/tensor"
 
@@ -82,13 +83,16 @@ type Metrics struct {
 	SFT bool
 	// Skipped counts, by reason, the inputs this step left out.
 	Skipped map[string]int
+	// StepSeconds is the step's compute time: reference forward, policy forward and
+	// backward, optimiser update.
+	StepSeconds float64
 }
 
 // Map returns the metrics under their usual names (TRL's for DPO).
 func (m Metrics) Map() map[string]float64 {
 	out := map[string]float64{
 		"loss": m.Loss, "grad_norm": m.GradNorm, "learning_rate": m.LR, "step": float64(m.Step),
-		"num_tokens": float64(m.Tokens),
+		"num_tokens": float64(m.Tokens), "step_seconds": m.StepSeconds,
 	}
 	if m.SFT {
 		out["logps/response"] = m.LogpsChosen
@@ -123,7 +127,9 @@ type Trainer struct {
 	opt       *optimizer
 	graphs    []*graph // small caches, most recent last
 	refGraphs []*graph
-	log       *slog.Logger
+	// refSeconds is the last step's reference forward, which overlaps the policy's.
+	refSeconds float64
+	log        *slog.Logger
 	// Skipped counts every input left out since the start, by reason.
 	Skipped map[string]int
 }
@@ -204,8 +210,10 @@ var ErrNonFinite = errors.New("non-finite loss")
 
 // Step applies one DPO optimiser step over pairs (skipping, and counting, bad ones). A step
 // whose pairs are all skipped changes nothing and returns Metrics with Pairs 0.
-func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
-	m := Metrics{Step: t.opt.step + 1}
+func (t *Trainer) Step(pairs []*Pair) (m Metrics, err error) {
+	start := time.Now()
+	defer func() { m.StepSeconds = time.Since(start).Seconds() }()
+	m = Metrics{Step: t.opt.step + 1}
 	var ok []*Pair
 	for _, p := range pairs {
 		if r := t.check(p); r != "" {
@@ -218,9 +226,32 @@ func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
 		m.Step--
 		return m, nil
 	}
-	if err := t.refLogProbs(ok); err != nil {
-		return m, err
+	// The frozen reference's forward needs nothing from the policy's, so it runs alongside
+	// it: on a few cores each fills the other's serial stretches (element-wise ops, gradient
+	// bookkeeping, uneven GEMM halves). The loss waits for it; every return path waits too,
+	// so no reference work outlives the step.
+	// With one thread there is nothing to fill, and it would take a second core's time.
+	refDone := make(chan error, 1)
+	refForward := func() {
+		t0 := time.Now()
+		err := t.refLogProbs(ok)
+		t.refSeconds = time.Since(t0).Seconds()
+		refDone <- err
 	}
+	if threads() > 1 {
+		go refForward()
+	} else {
+		refForward()
+	}
+	var refErr error
+	refWaited := false
+	waitRef := func() error {
+		if !refWaited {
+			refErr, refWaited = <-refDone, true
+		}
+		return refErr
+	}
+	defer waitRef()
 	t.zeroGrads()
 	n := len(ok)
 	B := t.opts.BatchSize
@@ -230,16 +261,13 @@ func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
 		b := len(mb)
 		seqs := make([]Seq, 0, 2*b)
 		weights := make([]float64, 2*B)
-		refC, refR := make([]float64, b), make([]float64, b)
 		chosenLen := make([]int, b)
 		for i, p := range mb {
 			seqs = append(seqs, Seq{p.Prompt, p.Chosen})
-			refC[i], refR[i], chosenLen[i] = p.RefChosen, p.RefRejected, len(p.Chosen)
+			chosenLen[i] = len(p.Chosen)
 			weights[i], weights[B+i] = 1, 1
 			if lo.LengthNormalize {
 				weights[i], weights[B+i] = 1/float64(len(p.Chosen)), 1/float64(len(p.Rejected))
-				refC[i] /= float64(len(p.Chosen))
-				refR[i] /= float64(len(p.Rejected))
 			}
 			m.Tokens += 2*len(p.Prompt) + len(p.Chosen) + len(p.Rejected)
 		}
@@ -251,6 +279,17 @@ func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
 		}
 		var out DPOOutput
 		loss := func(lp []float64) (float64, []float64) {
+			if waitRef() != nil {
+				return math.NaN(), make([]float64, len(lp)) // the step returns refErr below
+			}
+			refC, refR := make([]float64, b), make([]float64, b)
+			for i, p := range mb {
+				refC[i], refR[i] = p.RefChosen, p.RefRejected
+				if lo.LengthNormalize {
+					refC[i] /= float64(len(p.Chosen))
+					refR[i] /= float64(len(p.Rejected))
+				}
+			}
 			out = DPOLoss(lo, lp[:b], lp[B:B+b], refC, refR, chosenLen, n)
 			d := make([]float64, len(lp))
 			var sum float64
@@ -261,6 +300,9 @@ func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
 			return sum / float64(n), d
 		}
 		logps, _, err := t.forwardBackward(seqs, 2*B, weights, loss)
+		if rerr := waitRef(); rerr != nil {
+			return m, rerr
+		}
 		if err != nil {
 			return m, fmt.Errorf("step %d: %w", m.Step, err)
 		}
@@ -284,8 +326,10 @@ func (t *Trainer) Step(pairs []*Pair) (Metrics, error) {
 }
 
 // StepSFT applies one optimiser step of mean token NLL over examples.
-func (t *Trainer) StepSFT(examples []*Example) (Metrics, error) {
-	m := Metrics{Step: t.opt.step + 1, SFT: true}
+func (t *Trainer) StepSFT(examples []*Example) (m Metrics, err error) {
+	start := time.Now()
+	defer func() { m.StepSeconds = time.Since(start).Seconds() }()
+	m = Metrics{Step: t.opt.step + 1, SFT: true}
 	var ok []*Example
 	total := 0
 	for _, e := range examples {
@@ -390,7 +434,7 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 		return nil, err
 	}
 	if len(*cache) >= 3 {
-		(*cache)[0].vm.Close()
+		(*cache)[0].release()
 		*cache = (*cache)[1:]
 	}
 	*cache = append(*cache, g)
@@ -443,7 +487,7 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 
 func (t *Trainer) zeroGrads() {
 	for _, g := range t.grads {
-		clear(g)
+		parallelBlocks(len(g), func(_, i0, i1 int) { clear(g[i0:i1]) })
 	}
 }
 
