@@ -32,14 +32,22 @@ type State struct {
 	PolicyVersion int64 `json:"policy_version,omitempty"`
 	// PendingPairIDs are pairs these weights include whose batches were acknowledged only
 	// after this file was written: a resumed consumer drops their redelivery.
-	PendingPairIDs []string           `json:"pending_pair_ids,omitempty"`
-	Optimizer      string             `json:"optimizer"`
-	LearningRate   float64            `json:"learning_rate"`
-	Skipped        map[string]int     `json:"skipped,omitempty"`
-	LastMetrics    map[string]float64 `json:"last_metrics,omitempty"`
+	PendingPairIDs []string `json:"pending_pair_ids,omitempty"`
+	// LedgerBytes is the length of the online trainer's pair ledger (LedgerFile) that these
+	// weights cover: its lines for every pair consumed up to this checkpoint are written and
+	// fsynced before it, and a resumed trainer cuts the ledger back to this length.
+	LedgerBytes  int64              `json:"ledger_bytes"`
+	Optimizer    string             `json:"optimizer"`
+	LearningRate float64            `json:"learning_rate"`
+	Skipped      map[string]int     `json:"skipped,omitempty"`
+	LastMetrics  map[string]float64 `json:"last_metrics,omitempty"`
 	// ReferenceLogps caches each offline pair's reference log-probs (chosen, rejected) by id,
 	// so a resumed run uses the very numbers the interrupted one did.
 	ReferenceLogps map[string][2]float64 `json:"reference_logps,omitempty"`
+
+	// ledgerRecorded is set by LoadCheckpoint when the file has ledger_bytes (checkpoints
+	// written before the pair ledger existed lack it).
+	ledgerRecorded bool
 }
 
 const (
@@ -127,6 +135,12 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 	}
 	if err := json.Unmarshal(data, &st); err != nil {
 		return st, fmt.Errorf("resume from %s: %s: %w", dir, stateFile, err)
+	}
+	var probe struct {
+		LedgerBytes *int64 `json:"ledger_bytes"`
+	}
+	if json.Unmarshal(data, &probe) == nil {
+		st.ledgerRecorded = probe.LedgerBytes != nil
 	}
 	if st.Optimizer != t.opts.Optim.Name {
 		return st, fmt.Errorf("resume from %s: checkpoint used optimiser %s, this run %s", dir, st.Optimizer, t.opts.Optim.Name)

@@ -22,6 +22,10 @@ type StreamOptions struct {
 	// ModelDir is the starting policy and the frozen reference (RefDir overrides the latter).
 	ModelDir, RefDir string
 	// OutDir holds local checkpoints (resume state); KeepLast of them are kept (default 3).
+	// It also holds the pair ledger pairs_ledger.tsv (see LedgerFile): one line per pair
+	// consumed, "<step>\t<policy version>\t<pair id>\t<applied|dropped:reason>", written and
+	// fsynced before the checkpoint that covers it and cut back to the checkpoint's
+	// State.LedgerBytes on resume, so that by pair id nothing is trained twice or lost.
 	OutDir   string
 	KeepLast int
 	Trainer  Options
@@ -49,7 +53,8 @@ type StreamOptions struct {
 // pairs is on disk, and that checkpoint lists those pairs' ids. A crash before the checkpoint
 // loses nothing (the batches come back and the old checkpoint lacks them); a crash after it but
 // before the acks cannot double-count (the resumed consumer is told the listed ids are seen
-// and drops them).
+// and drops them). Every consumed pair is recorded by id in the pair ledger (LedgerFile)
+// before the checkpoint covering it is written.
 func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -103,6 +108,12 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		}
 		o.Logger.Info("resumed", "checkpoint", dirs[len(dirs)-1], "step", st.GlobalStep, "policy_version", st.PolicyVersion, "stream_seq", st.StreamSeq)
 	}
+	led, err := openLedger(o.OutDir, st, len(dirs) > 0, o.Logger)
+	if err != nil {
+		return fmt.Errorf("train stream: %w", err)
+	}
+	defer led.close()
+	st.LedgerBytes = led.size
 	version := int64(tr.StepCount())
 	if len(dirs) > 0 {
 		// A crash between writing a checkpoint and publishing it leaves KV behind: publish now.
@@ -143,6 +154,11 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 
 	var held []*natsbus.Batch[proto.Pair] // applied in memory, not yet checkpointed
 	var heldIDs []string
+	var heldLedger []LedgerEntry // heldIDs' ledger lines, written by the next checkpoint
+	// inFlight are the ids of pairs pulled but not yet checkpointed (held or pending). A batch
+	// whose ack wait ran out while it waited here is delivered again, and the consumer's seen
+	// set only learns ids at the ack: its rows are dropped here instead.
+	inFlight := map[string]struct{}{}
 	var pending []*Pair // waiting for a full step
 	var pendingBatches []*natsbus.Batch[proto.Pair]
 	stepsSincePublish := 0
@@ -161,15 +177,29 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		st.PolicyVersion = version
 		st.PendingPairIDs = heldIDs
 		st.LastMetrics = last.Map()
+		for i := range heldLedger {
+			if heldLedger[i].Applied() {
+				heldLedger[i].PolicyVersion = version
+			}
+		}
+		// The ledger's lines first: a crash before the checkpoint leaves lines past the old
+		// checkpoint's LedgerBytes, which the resumed trainer cuts off.
+		if err := led.append(heldLedger); err != nil {
+			return err
+		}
+		st.LedgerBytes = led.size
 		dir := CheckpointDir(o.OutDir, tr.StepCount())
+		t0 := time.Now()
 		if err := tr.SaveCheckpoint(dir, st, tokDir); err != nil {
 			return err
 		}
+		t1 := time.Now()
 		if newVersion {
 			if err := Publish(ctx, res.Run, res.Checkpoints, res.Policy, version, dir); err != nil {
 				return err
 			}
 		}
+		t2 := time.Now()
 		for _, hb := range held {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := hb.AckSync(actx)
@@ -179,12 +209,21 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 				o.Logger.Warn("ack after checkpoint failed", "seq", hb.Seq, "err", err)
 			}
 		}
-		held, heldIDs, stepsSincePublish = nil, nil, 0
+		// A failed ack does not teach the consumer the ids: a redelivery in this process must
+		// be dropped too.
+		cons.MarkSeen(heldIDs...)
+		for _, id := range heldIDs {
+			delete(inFlight, id)
+		}
+		held, heldIDs, heldLedger, stepsSincePublish = nil, nil, nil, 0
 		if err := PruneCheckpoints(o.OutDir, o.KeepLast); err != nil {
 			return err
 		}
 		if newVersion {
-			o.Logger.Info("published policy", "version", version, "loss", last.Loss, "rewards/accuracies", last.Accuracy, "policy/lag", lastLag)
+			o.Logger.Info("published policy", "version", version, "loss", last.Loss, "rewards/accuracies", last.Accuracy, "policy/lag", lastLag,
+				"step", time.Duration(last.StepSeconds*float64(time.Second)).Round(time.Millisecond),
+				"checkpoint", t1.Sub(t0).Round(time.Millisecond), "publish", t2.Sub(t1).Round(time.Millisecond),
+				"ack", time.Since(t2).Round(time.Millisecond))
 		}
 		return nil
 	}
@@ -210,13 +249,22 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		for _, hb := range held {
 			_ = hb.InProgress()
 		}
+		for _, pb := range pendingBatches {
+			_ = pb.InProgress()
+		}
 		pendingBatches = append(pendingBatches, b)
 		var m Metrics
 		for i := range b.Rows {
 			r := &b.Rows[i]
+			if _, dup := inFlight[r.PairID]; dup {
+				o.Logger.Debug("dropping a pair already pulled", "pair_id", r.PairID, "seq", b.Seq, "delivered", b.Delivered)
+				continue
+			}
+			inFlight[r.PairID] = struct{}{}
 			if o.MaxPolicyLag > 0 && version-r.PolicyVersion > o.MaxPolicyLag {
 				tr.skip(&m, "stale", r.PairID)
 				heldIDs = append(heldIDs, r.PairID) // consumed: acked with the next checkpoint
+				heldLedger = append(heldLedger, LedgerEntry{Step: tr.StepCount() + 1, PairID: r.PairID, Outcome: droppedOutcome("stale")})
 				continue
 			}
 			pending = append(pending, &Pair{ID: r.PairID, Prompt: ints(r.PromptTokenIDs), Chosen: ints(r.ChosenTokenIDs), Rejected: ints(r.RejectedTokenIDs), PolicyVersion: r.PolicyVersion})
@@ -228,16 +276,28 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		for _, p := range pending {
 			lag = max(lag, version-p.PolicyVersion)
 		}
+		// The trainer's own input check tells which pairs the step leaves out, and why.
+		offered := tr.StepCount() + 1
+		reasons := make([]string, len(pending))
+		for i, p := range pending {
+			reasons[i] = tr.check(p)
+		}
 		m, err = tr.Step(pending)
 		if err != nil {
 			return err
 		}
-		for _, p := range pending {
+		for i, p := range pending {
 			heldIDs = append(heldIDs, p.ID)
+			e := LedgerEntry{Step: offered, PairID: p.ID, Outcome: OutcomeApplied}
+			if reasons[i] != "" {
+				e.Outcome = droppedOutcome(reasons[i])
+			}
+			heldLedger = append(heldLedger, e)
 		}
 		held = append(held, pendingBatches...)
-		if lb := pendingBatches[len(pendingBatches)-1]; lb.Seq > st.StreamSeq {
-			st.StreamSeq = lb.Seq
+		for _, pb := range pendingBatches {
+			// Redeliveries can arrive out of order: the newest sequence applied, not the last.
+			st.StreamSeq = max(st.StreamSeq, pb.Seq)
 		}
 		pending, pendingBatches = nil, nil
 		if m.Pairs == 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +186,138 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 	}
 	if v, err := currentVersion(ctx, res.Policy); err != nil || v != 4 {
 		t.Errorf("KV current %d (err %v), want 4", v, err)
+	}
+}
+
+// The pair ledger names every consumed pair once, with its outcome: a stale pair and one the
+// trainer's input check refuses are recorded as dropped, applied pairs carry the version that
+// first included them, and lines past the resumed checkpoint (a crash between the ledger's
+// write and the checkpoint's, simulated here, with a torn last line) are cut off and written
+// again when their pairs are re-applied.
+func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: filepath.Join(dir, "js"), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	run, _ := proto.NewRun("ledger")
+	res, err := natsbus.EnsureRun(ctx, bus.JS, run, natsbus.RunOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := streamPairs(0, 10)
+	pairs[3].PolicyVersion = -100                                                // stale under MaxPolicyLag 10
+	pairs[4].RejectedTokenIDs = append([]int32(nil), pairs[4].ChosenTokenIDs...) // chosen_equals_rejected
+	pub := natsbus.NewPairPublisher(bus.JS, run, natsbus.PublisherOptions{})
+	for b := range 5 {
+		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), pairs[2*b:2*b+2], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := tinyModelDir(t)
+	out := filepath.Join(dir, "out")
+	train := func(stopAt, steps int) {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		opts := DefaultOptions()
+		opts.BatchSize = 2
+		err := RunStream(rctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, PublishEvery: 2,
+			MaxPolicyLag: 10, Steps: steps, Logger: quietLogger(),
+			Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
+			OnStep: func(m Metrics, _, _ int64) {
+				if m.Step == stopAt {
+					stop()
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func(step int) State {
+		t.Helper()
+		var st State
+		data, err := os.ReadFile(filepath.Join(CheckpointDir(out, step), stateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	path := LedgerPath(out)
+
+	train(3, 0) // steps 1 and 2 are checkpointed; step 3 is applied, then stopped
+	st2 := state(2)
+	if fi, err := os.Stat(path); err != nil || fi.Size() != st2.LedgerBytes || st2.LedgerBytes == 0 {
+		t.Fatalf("ledger after the stop: %v, %v; want checkpoint-2's %d bytes", fi, err, st2.LedgerBytes)
+	}
+	// A crash between the next commit's ledger write and its checkpoint leaves lines past it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("3\t4\tpair-0006\tapplied\n3\t4\tpair-0007\tapplied\n4\t4\tpair-00"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	train(0, 4)
+
+	st4 := state(4)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != st4.LedgerBytes {
+		t.Fatalf("ledger is %v bytes (%v), checkpoint-4 says %d", fi, err, st4.LedgerBytes)
+	}
+	entries, err := ReadLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]LedgerEntry{}
+	for _, e := range entries {
+		if _, dup := got[e.PairID]; dup {
+			t.Errorf("pair %s is in the ledger twice: %v", e.PairID, entries)
+		}
+		got[e.PairID] = e
+	}
+	want := map[string]string{"pair-0003": "dropped:stale", "pair-0004": "dropped:" + SkipIdentical}
+	for _, p := range pairs {
+		e, ok := got[p.PairID]
+		if !ok {
+			t.Errorf("pair %s is not in the ledger: %v", p.PairID, entries)
+			continue
+		}
+		outcome := want[p.PairID]
+		if outcome == "" {
+			outcome = OutcomeApplied
+		}
+		if e.Outcome != outcome {
+			t.Errorf("pair %s: outcome %q, want %q", p.PairID, e.Outcome, outcome)
+		}
+		// Pairs 0-5 went into steps 1-2 (version 2), the rest into steps 3-4 (version 4).
+		wantStep, wantVersion := [2]int{1, 2}, int64(2)
+		if p.PairID >= "pair-0006" {
+			wantStep, wantVersion = [2]int{3, 4}, 4
+		}
+		if !e.Applied() {
+			wantVersion = 0
+		}
+		if e.Step < wantStep[0] || e.Step > wantStep[1] || e.PolicyVersion != wantVersion {
+			t.Errorf("pair %s: step %d version %d, want a step in %v and version %d", p.PairID, e.Step, e.PolicyVersion, wantStep, wantVersion)
+		}
+	}
+	if len(entries) != len(pairs) {
+		t.Errorf("%d ledger lines, want %d", len(entries), len(pairs))
+	}
+	// checkpoint-2 covers exactly the first six lines.
+	data, _ := os.ReadFile(path)
+	head, err := ParseLedger(strings.NewReader(string(data[:st2.LedgerBytes])))
+	if err != nil || len(head) != 6 {
+		t.Errorf("checkpoint-2's ledger bytes hold %d lines (%v), want the 6 of steps 1-2", len(head), err)
 	}
 }

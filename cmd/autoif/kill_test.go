@@ -105,11 +105,14 @@ func (c *child) exited(timeout time.Duration) error {
 }
 
 // A run whose trainer, rollout worker or reward worker is SIGKILLed mid-run and started again
-// completes; counted by pair id, no pair is published twice; the trainer's steps continue
-// from its checkpoint; no pair is acknowledged beyond what the trainer's checkpoint holds and
-// every other one is still owed to the trainer (none lost). Which pairs a step applied is not
-// recorded by the trainer (only its last checkpoint's pending ids), so "trained at most once"
-// rests on RunStream's ack-after-checkpoint contract, checked here through the acks.
+// completes; the trainer's steps continue from its checkpoint; and, counted by pair id, no
+// pair is published twice, none is trained twice and none published is lost. The last two are
+// read from the trainer's pair ledger (pairs_ledger.tsv, as far as its last checkpoint's
+// LedgerBytes): no id is in it twice; every message acknowledged to the trainer has all its
+// pairs in it (applied, or dropped with a reason), and every message whose pairs are not all
+// in it is still owed to the trainer's consumer (pending delivery or awaiting an ack); each of
+// the steps applied pairs, into the version it published. The acks are checked too: none is
+// ahead of the trainer's checkpoint.
 func TestRunSurvivesSIGKILLOfAComponentProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes, trains a model and runs Python reward workers")
@@ -197,6 +200,7 @@ func TestRunSurvivesSIGKILLOfAComponentProcess(t *testing.T) {
 				t.Fatal(err)
 			}
 			ids := map[string]uint64{}
+			rowsBySeq := map[uint64][]string{}
 			for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 				msg, err := res.Pairs.GetMsg(ctx, seq)
 				if err != nil {
@@ -211,6 +215,7 @@ func TestRunSurvivesSIGKILLOfAComponentProcess(t *testing.T) {
 						t.Fatalf("pair %s published twice (seq %d and %d)", r.PairID, prev, seq)
 					}
 					ids[r.PairID] = seq
+					rowsBySeq[seq] = append(rowsBySeq[seq], r.PairID)
 				}
 			}
 			// The trainer resumed from its checkpoints: its last one is the last step, published
@@ -238,7 +243,72 @@ func TestRunSurvivesSIGKILLOfAComponentProcess(t *testing.T) {
 			if done := info.State.LastSeq - ci.NumPending - uint64(ci.NumAckPending); done > st.StreamSeq {
 				t.Fatalf("%d pair messages settled, the trainer's checkpoint covers %d: pairs lost", done, st.StreamSeq)
 			}
-			t.Logf("killed %s at version %d; %d pairs published, trainer covered seq %d of %d", victim, killedAt, len(ids), st.StreamSeq, info.State.LastSeq)
+
+			// Counted by pair id: the trainer's ledger as far as its last checkpoint covers it (all
+			// of it: the trainer ended with that checkpoint).
+			ledgerPath := trainer.LedgerPath(outDir)
+			if fi, err := os.Stat(ledgerPath); err != nil || fi.Size() != st.LedgerBytes {
+				t.Fatalf("pair ledger %s: %v (%v); the trainer's last checkpoint covers %d bytes of it", ledgerPath, fi, err, st.LedgerBytes)
+			}
+			entries, err := trainer.ReadLedger(ledgerPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ledger := map[string]trainer.LedgerEntry{}
+			applied := map[int]int{} // by step
+			offered := map[int]int{} // by step: applied or refused by the trainer's input check
+			for _, e := range entries {
+				if prev, dup := ledger[e.PairID]; dup {
+					t.Fatalf("pair %s trained or dropped twice: ledger lines %+v and %+v", e.PairID, prev, e)
+				}
+				ledger[e.PairID] = e
+				seq, ok := ids[e.PairID]
+				if !ok {
+					t.Fatalf("ledger line %+v names a pair never published", e)
+				}
+				if e.DropReason() != "stale" {
+					offered[e.Step]++
+				}
+				if e.Applied() {
+					applied[e.Step]++
+					if seq > st.StreamSeq || e.Step < 1 || e.Step > steps || e.PolicyVersion != int64(e.Step) {
+						t.Fatalf("ledger line %+v (stream seq %d): want steps 1-%d, each published as its own version, from seqs up to the checkpoint's %d", e, seq, steps, st.StreamSeq)
+					}
+				}
+			}
+			for _, id := range st.PendingPairIDs {
+				if _, ok := ledger[id]; !ok {
+					t.Fatalf("pair %s is pending in the last checkpoint but not in the ledger", id)
+				}
+			}
+			var unrecorded uint64 // messages some of whose pairs are not in the ledger
+			for seq, rows := range rowsBySeq {
+				for _, id := range rows {
+					if _, ok := ledger[id]; !ok {
+						if seq <= ci.AckFloor.Stream {
+							t.Fatalf("pair %s (seq %d) was acknowledged (ack floor %d) but is not in the trainer's ledger: lost", id, seq, ci.AckFloor.Stream)
+						}
+						unrecorded++
+						break
+					}
+				}
+			}
+			// Redeliveries come out of order, so a message below st.StreamSeq may still be owed:
+			// what must hold is that every message the ledger lacks is one the consumer still owes.
+			if owed := ci.NumPending + uint64(ci.NumAckPending); unrecorded > owed {
+				t.Fatalf("%d pair messages are not (wholly) in the trainer's ledger, only %d are still owed to it: pairs lost", unrecorded, owed)
+			}
+			for s := 1; s <= steps; s++ {
+				if applied[s] < 1 || offered[s] < 4 {
+					t.Fatalf("step %d applied %d pairs of %d offered; want every step to take --pairs-per-step 4 (ledger %v)", s, applied[s], offered[s], entries)
+				}
+			}
+			nApplied := 0
+			for _, n := range applied {
+				nApplied += n
+			}
+			t.Logf("killed %s at version %d; %d pairs published, %d in the ledger (%d applied over %d steps), %d messages not in it and still owed; trainer covered seq %d of %d",
+				victim, killedAt, len(ids), len(entries), nApplied, steps, unrecorded, st.StreamSeq, info.State.LastSeq)
 		})
 	}
 }
