@@ -657,12 +657,16 @@ func (orc *Orchestrator) enqueue(ctx context.Context, n int) error {
 	now := time.Now().UTC()
 	sent := 0
 	epoch, cursor := orc.st.Epoch, orc.st.Cursor
+	var header nats.Header
+	if orc.cfg.Mode == ModeSync {
+		header = nats.Header{proto.HeaderMinPolicyVersion: []string{strconv.FormatInt(orc.st.BatchVersion, 10)}}
+	}
 	for sent < n && !(orc.cfg.Epochs > 0 && epoch >= orc.cfg.Epochs) {
 		perm := orc.permutation(epoch)
 		u := orc.set.Units[perm[cursor]]
 		u.CreatedAt = now
 		id := proto.BatchID([]string{"prompt", orc.res.Run.ID, u.PromptID, "epoch", strconv.Itoa(epoch)})
-		if err := orc.pub.Publish(ctx, id, []proto.PromptUnit{u}, nil); err != nil {
+		if err := orc.pub.Publish(ctx, id, []proto.PromptUnit{u}, header); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
 		sent++

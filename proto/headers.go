@@ -20,6 +20,10 @@ const (
 	HeaderRows = "Autoif-Rows"
 	// HeaderPolicyVersion is the policy version that produced the rows, where one did.
 	HeaderPolicyVersion = "Autoif-Policy-Version"
+	// HeaderMinPolicyVersion, on a prompt message, is the oldest policy version that may
+	// sample it: sync mode sets it to the version its batch is for, so a worker that has not
+	// yet swapped to that version waits for it instead of sampling off-policy.
+	HeaderMinPolicyVersion = "Autoif-Min-Policy-Version"
 	// HeaderMsgID is JetStream's de-duplication id.
 	HeaderMsgID = nats.MsgIdHdr
 )

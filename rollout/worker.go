@@ -102,6 +102,9 @@ type Options struct {
 	AckWait time.Duration
 	// FetchWait is how long a step that already has prompts waits for more (default 100ms).
 	FetchWait time.Duration
+	// PolicyWait is how long a step whose prompts ask for a newer policy version (sync mode)
+	// waits for this worker to load it before sampling with the current one (default 30s).
+	PolicyWait time.Duration
 	// ShutdownGrace is how long a step under way when Run's context ends may take to publish
 	// its pairs and acknowledge its prompts (default 30s): finishing costs less than
 	// sampling the same prompts again elsewhere.
@@ -139,6 +142,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FetchWait <= 0 {
 		o.FetchWait = 100 * time.Millisecond
+	}
+	if o.PolicyWait <= 0 {
+		o.PolicyWait = 30 * time.Second
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 30 * time.Second
@@ -491,6 +497,47 @@ func (w *Worker) swapPolicy() (time.Duration, bool) {
 	return latency, true
 }
 
+// minPolicyVersion is the newest HeaderMinPolicyVersion among a step's messages, -1 if none
+// sets one.
+func minPolicyVersion(msgs stepMsgs) int64 {
+	v := int64(-1)
+	for _, b := range msgs {
+		if h := b.Header.Get(proto.HeaderMinPolicyVersion); h != "" {
+			if n, err := strconv.ParseInt(h, 10, 64); err == nil {
+				v = max(v, n)
+			}
+		}
+	}
+	return v
+}
+
+// awaitPolicy holds a step whose prompts ask for a policy version newer than the worker's
+// until the watcher has loaded it (sync mode enqueues the next batch the moment a version
+// is published, usually before this worker has fetched it). After PolicyWait it samples
+// with what it has, and says so: the pairs carry their version, and the trainer's lag
+// bound still applies.
+func (w *Worker) awaitPolicy(ctx context.Context, want int64) error {
+	if want < 0 || w.policy.Version >= want {
+		return nil
+	}
+	deadline := time.Now().Add(w.o.PolicyWait)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for w.loaded.Load() < want {
+		if time.Now().After(deadline) {
+			w.log.Warn("prompts ask for a policy version this worker has not loaded; sampling with the current one",
+				"want", want, "current", w.policy.Version, "loaded", w.loaded.Load(), "waited", w.o.PolicyWait)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
 // stepMsgs are the prompt messages one step holds.
 type stepMsgs []*natsbus.Batch[proto.PromptUnit]
 
@@ -592,6 +639,10 @@ func (w *Worker) runStep(ctx context.Context, cons *natsbus.Consumer[proto.Promp
 		t.Stop()
 	})
 	defer stopGrace()
+	if err := w.awaitPolicy(sctx, minPolicyVersion(msgs)); err != nil {
+		msgs.nak()
+		return err
+	}
 	if err := w.step(sctx, units); err != nil {
 		msgs.nak()
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"math"
 	"os"
 	"os/exec"
@@ -120,6 +121,12 @@ func testUnits(prefix string, n int) []proto.PromptUnit {
 // enqueue publishes units to the run's prompt queue, perMsg to a message.
 func (r *testRun) enqueue(t *testing.T, ctx context.Context, units []proto.PromptUnit, perMsg int) {
 	t.Helper()
+	r.enqueueWith(t, ctx, units, perMsg, nil)
+}
+
+// enqueueWith publishes units perMsg to a message, each message carrying header.
+func (r *testRun) enqueueWith(t *testing.T, ctx context.Context, units []proto.PromptUnit, perMsg int, header nats.Header) {
+	t.Helper()
 	pub := natsbus.NewPublisher(r.bus.JS, proto.PromptUnits, r.run.Prompts(), natsbus.PublisherOptions{})
 	for i := 0; i < len(units); i += perMsg {
 		batch := units[i:min(i+perMsg, len(units))]
@@ -127,7 +134,7 @@ func (r *testRun) enqueue(t *testing.T, ctx context.Context, units []proto.Promp
 		for j := range batch {
 			ids[j] = batch[j].PromptID
 		}
-		if err := pub.Publish(ctx, proto.BatchID(ids), batch, nil); err != nil {
+		if err := pub.Publish(ctx, proto.BatchID(ids), batch, header); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -441,6 +448,8 @@ func TestWorkerHotSwapsToAPublishedVersionBetweenSteps(t *testing.T) {
 		}
 	}
 
+	// A step's stats are recorded after its rollouts are published.
+	waitFor(t, "the second step's stats", 20*time.Second, func() bool { return w.Stats().Steps == 2 })
 	st := w.Stats()
 	if st.Swaps != 1 || st.PolicyVersion != 1 {
 		t.Errorf("stats %+v: want 1 swap, version 1", st)
@@ -463,6 +472,37 @@ func TestWorkerHotSwapsToAPublishedVersionBetweenSteps(t *testing.T) {
 	// The retired version's cache is gone, the new one's is there.
 	if _, err := os.Stat(filepath.Join(CheckpointDir(w.Options().CacheDir, 1), "model.safetensors")); err != nil {
 		t.Errorf("version 1 not in the cache: %v", err)
+	}
+}
+
+// Sync mode enqueues the next batch the moment a version is published, before a worker has
+// loaded it; the batch's prompts ask for that version and the worker samples them with it,
+// not with the policy it happens to hold.
+func TestPromptsAskingForANewerPolicyWaitForIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r := newTestRun(t, ctx)
+	v0Dir := filepath.Join(t.TempDir(), "v0")
+	writeTinyModel(t, v0Dir, 1)
+	v1Dir := filepath.Join(t.TempDir(), "v1")
+	writeTinyModel(t, v1Dir, 2)
+	const k = 4
+	w := startWorker(t, ctx, r, newTestPool(t), Options{
+		K: k, MaxNewTokens: 8, PromptsPerStep: 2, Seed: 3, ModelDir: v0Dir, CacheDir: t.TempDir(), Name: "w1",
+	})
+	waitFor(t, "the worker to start", 30*time.Second, func() bool { return w.Stats().LoadedVersion == 0 })
+
+	r.enqueueWith(t, ctx, testUnits("for-v1", 2), 2, nats.Header{proto.HeaderMinPolicyVersion: []string{"1"}})
+	time.Sleep(300 * time.Millisecond) // the worker holds the prompts, waiting
+	if st := w.Stats(); st.Steps != 0 {
+		t.Fatalf("the worker sampled prompts asking for version 1 while holding version 0: %+v", st)
+	}
+	publishCheckpoint(t, ctx, r, v1Dir, 1)
+	rows, _ := collectRows(t, ctx, r.bus.JS, r.res.Rollouts, proto.ScoredRollouts, 2*k, nil)
+	for _, ro := range rows {
+		if ro.PolicyVersion != 1 {
+			t.Fatalf("rollout %s sampled by version %d, the prompt asked for 1", ro.RolloutID, ro.PolicyVersion)
+		}
 	}
 }
 
