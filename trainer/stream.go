@@ -162,6 +162,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	var pending []*Pair // waiting for a full step
 	var pendingBatches []*natsbus.Batch[proto.Pair]
 	stepsSincePublish := 0
+	var fetchWait time.Duration // waiting for pairs since the last publication
 	var last Metrics
 	var lastLag int64
 	// commit writes a checkpoint holding every applied pair, publishes it as a new version if
@@ -223,7 +224,8 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			o.Logger.Info("published policy", "version", version, "loss", last.Loss, "rewards/accuracies", last.Accuracy, "policy/lag", lastLag,
 				"step", time.Duration(last.StepSeconds*float64(time.Second)).Round(time.Millisecond),
 				"checkpoint", t1.Sub(t0).Round(time.Millisecond), "publish", t2.Sub(t1).Round(time.Millisecond),
-				"ack", time.Since(t2).Round(time.Millisecond))
+				"ack", time.Since(t2).Round(time.Millisecond), "waited_for_pairs", fetchWait.Round(time.Millisecond))
+			fetchWait = 0
 		}
 		return nil
 	}
@@ -239,7 +241,9 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		if ctx.Err() != nil {
 			return stopped()
 		}
+		t0 := time.Now()
 		b, err := cons.Next(ctx)
+		fetchWait += time.Since(t0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return stopped()
