@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
@@ -339,8 +340,12 @@ func toFloat64(data any) []float64 {
 	panic(fmt.Sprintf("unexpected gorgonia value %T", data))
 }
 
-// release frees an evicted graph's machine now rather than at some later finalizer run.
+// release frees an evicted graph now. The tape machine's finalizer (it frees CUDA memory,
+// which a CPU graph has none of) would keep the machine, and through it every activation of
+// the graph, alive for one more collection; dropping it after Close lets one collection free
+// it all, so the heap does not balloon while shapes come and go.
 func (gr *graph) release() {
 	gr.vm.Close()
+	runtime.SetFinalizer(gr.vm, nil)
 	gr.cur, gr.loss, gr.logps = nil, nil, nil
 }
