@@ -37,7 +37,8 @@ type StreamOptions struct {
 	// MaxAckPending.
 	PublishEvery int
 	// MaxPolicyLag skips (and counts as "stale") pairs sampled by a policy more than this
-	// many versions old; 0 keeps all.
+	// many versions old: 0 keeps only pairs of the current policy (the orchestrator's
+	// max_lag 0), a negative value keeps all.
 	MaxPolicyLag int64
 	// Steps stops after this many optimiser steps in all (0: until ctx ends).
 	Steps    int
@@ -265,7 +266,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 				continue
 			}
 			inFlight[r.PairID] = struct{}{}
-			if o.MaxPolicyLag > 0 && version-r.PolicyVersion > o.MaxPolicyLag {
+			if stale(version, r.PolicyVersion, o.MaxPolicyLag) {
 				tr.skip(&m, "stale", r.PairID)
 				heldIDs = append(heldIDs, r.PairID) // consumed: acked with the next checkpoint
 				heldLedger = append(heldLedger, LedgerEntry{Step: tr.StepCount() + 1, PairID: r.PairID, Outcome: droppedOutcome("stale")})
@@ -343,4 +344,10 @@ func currentVersion(ctx context.Context, kv jetstream.KeyValue) (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(string(e.Value()), 10, 64)
+}
+
+// stale says a pair sampled by policy version sampled is beyond the lag bound when the trainer
+// is at version current (maxLag < 0: no bound).
+func stale(current, sampled, maxLag int64) bool {
+	return maxLag >= 0 && current-sampled > maxLag
 }

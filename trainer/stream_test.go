@@ -59,7 +59,7 @@ func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Optim.LR = 1e-3
 	opts.BatchSize = 2
-	so := StreamOptions{ModelDir: start, OutDir: out, Trainer: opts, PairsPerStep: 2, Steps: 2, Logger: quietLogger(),
+	so := StreamOptions{ModelDir: start, OutDir: out, Trainer: opts, PairsPerStep: 2, Steps: 2, MaxPolicyLag: -1, Logger: quietLogger(),
 		Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 5 * time.Second, Logger: quietLogger()}}
 	if err := RunStream(ctx, res, so); err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 		defer stop()
 		opts := DefaultOptions()
 		opts.BatchSize = 2
-		err := RunStream(rctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, PublishEvery: 2, Steps: steps,
+		err := RunStream(rctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, PublishEvery: 2, Steps: steps, MaxPolicyLag: -1,
 			Logger: quietLogger(), Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
 			OnStep: func(m Metrics, _, _ int64) {
 				applied = append(applied, m.Step)
@@ -319,5 +319,22 @@ func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 	head, err := ParseLedger(strings.NewReader(string(data[:st2.LedgerBytes])))
 	if err != nil || len(head) != 6 {
 		t.Errorf("checkpoint-2's ledger bytes hold %d lines (%v), want the 6 of steps 1-2", len(head), err)
+	}
+}
+
+func TestStaleFollowsTheOrchestratorsMaxLag(t *testing.T) {
+	for _, c := range []struct {
+		current, sampled, maxLag int64
+		want                     bool
+	}{
+		{current: 5, sampled: 5, maxLag: 0, want: false}, // on-policy only: the current version's pairs
+		{current: 5, sampled: 4, maxLag: 0, want: true},
+		{current: 5, sampled: 4, maxLag: 1, want: false},
+		{current: 5, sampled: 3, maxLag: 1, want: true},
+		{current: 5, sampled: 0, maxLag: -1, want: false}, // no bound
+	} {
+		if got := stale(c.current, c.sampled, c.maxLag); got != c.want {
+			t.Errorf("stale(current %d, sampled %d, max lag %d) = %v, want %v", c.current, c.sampled, c.maxLag, got, c.want)
+		}
 	}
 }

@@ -67,7 +67,7 @@ func experimentTinyIFCommand() *cli.Command {
 			&cli.IntFlag{Name: "eval-prompts", Value: d.EvalPrompts, Usage: "held-out prompts evaluated (0: all)"},
 			&cli.Float64Flag{Name: "eval-temperature", Value: d.EvalTemperature, Usage: "evaluation sampling temperature (0: greedy)"},
 			&cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of everything"},
-			&cli.IntFlag{Name: "train-chunk", Value: 4, Usage: "DPO steps per trainer child process (0: train in this process)"},
+			&cli.IntFlag{Name: "train-chunk", Usage: "DPO steps per trainer child process, each resuming from the last one's checkpoint (0: train in this process)"},
 		},
 		Action: experimentTinyIFAction,
 	}
@@ -160,7 +160,7 @@ func childTrainerCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch-size", Value: 8},
 			&cli.Float64Flag{Name: "lr", Value: 1e-4},
 			&cli.Float64Flag{Name: "beta", Value: 0.1},
-			&cli.Int64Flag{Name: "max-lag"},
+			&cli.Int64Flag{Name: "max-lag", Value: -1},
 			&cli.BoolFlag{Name: "memory"},
 			&cli.DurationFlag{Name: "ack-wait", Value: time.Minute, Usage: "how long a dead trainer's pulled pairs wait before redelivery"},
 		},

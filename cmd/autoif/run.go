@@ -234,7 +234,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "in-process trainer: DPO learning rate (constant)"},
 		&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "in-process trainer: DPO beta"},
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "in-process trainer: pairs per micro-batch (a step takes --pairs-per-version pairs)"},
-		&cli.IntFlag{Name: "train-chunk", Value: 8, Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, so memory the trainer's compiled graphs keep goes back at each exit (0: a goroutine of this process)"},
+		&cli.IntFlag{Name: "train-chunk", Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, which also exercises resume (0: a goroutine of this process)"},
 	}
 }
 
