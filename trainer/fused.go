@@ -138,44 +138,31 @@ func threads() int {
 // parallelBlocks runs fn over [0, n) in threads() contiguous blocks (block b is [i0, i1);
 // blocks are the same for the same n and threads, and a short n is one block) — for the
 // optimiser's and the gradient bookkeeping's passes over every parameter.
-func parallelBlocks(n int, fn func(b, i0, i1 int)) {
-	workers := threads()
-	if workers < 2 || n < 1<<15 {
+func parallelBlocks(n int, fn func(b, i0, i1 int)) { splitBlocks(n, n, fn) }
+
+// parallelRows runs fn over [0, R) split into threads() contiguous blocks when there is
+// enough work (cols per row times R) to pay for the goroutines; block i is [r0, r1).
+func parallelRows(R, cols int, fn func(r0, r1 int)) {
+	splitBlocks(R, R*cols, func(_, r0, r1 int) { fn(r0, r1) })
+}
+
+// splitBlocks cuts [0, n) into up to threads() equal contiguous blocks and runs fn on each in
+// its own goroutine, or on all of it at once when work (elements touched) is too little to
+// pay for the goroutines.
+func splitBlocks(n, work int, fn func(b, i0, i1 int)) {
+	workers := min(threads(), n)
+	if workers < 2 || work < 1<<15 {
 		fn(0, 0, n)
 		return
 	}
 	var wg sync.WaitGroup
 	step := (n + workers - 1) / workers
-	for b := range workers {
-		i0, i1 := b*step, min((b+1)*step, n)
-		if i0 >= i1 {
-			break
-		}
+	for b := 0; b*step < n; b++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fn(b, i0, i1)
+			fn(b, b*step, min((b+1)*step, n))
 		}()
-	}
-	wg.Wait()
-}
-
-// parallelRows runs fn over [0, R) split into threads() contiguous blocks when there is
-// enough work (cols per row times R) to pay for the goroutines; block i is [r0, r1).
-func parallelRows(R, cols int, fn func(r0, r1 int)) {
-	workers := min(threads(), R)
-	if workers < 2 || R*cols < 1<<15 {
-		fn(0, R)
-		return
-	}
-	var wg sync.WaitGroup
-	step := (R + workers - 1) / workers
-	for r0 := 0; r0 < R; r0 += step {
-		wg.Add(1)
-		go func(r0 int) {
-			defer wg.Done()
-			fn(r0, min(r0+step, R))
-		}(r0)
 	}
 	wg.Wait()
 }

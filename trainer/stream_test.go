@@ -28,32 +28,40 @@ func streamPairs(from, to int) []proto.Pair {
 	return out
 }
 
-// The online trainer applies pairs from JetStream, publishes every new policy to the object
-// store before moving KV `current`, and a restarted trainer resumes from its checkpoint
-// without re-applying acknowledged pairs.
-func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+// pairStream starts an embedded JetStream server in a fresh directory (returned: the test's
+// scratch space), creates run name's streams and publishes pairs two to a batch.
+func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pair) (*natsbus.RunResources, string) {
+	t.Helper()
 	dir := t.TempDir()
 	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: filepath.Join(dir, "js"), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bus.Close()
-	run, _ := proto.NewRun("streamtest")
+	t.Cleanup(bus.Close)
+	run, _ := proto.NewRun(name)
 	res, err := natsbus.EnsureRun(ctx, bus.JS, run, natsbus.RunOptions{Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := natsbus.NewPairPublisher(bus.JS, run, natsbus.PublisherOptions{})
-	for b := range 3 {
-		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), streamPairs(2*b, 2*b+2), nil); err != nil {
+	for b := 0; 2*b < len(pairs); b++ {
+		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), pairs[2*b:min(2*b+2, len(pairs))], nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := pub.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return res, dir
+}
+
+// The online trainer applies pairs from JetStream, publishes every new policy to the object
+// store before moving KV `current`, and a restarted trainer resumes from its checkpoint
+// without re-applying acknowledged pairs.
+func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, dir := pairStream(t, ctx, "streamtest", streamPairs(0, 6))
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	opts := DefaultOptions()
@@ -68,7 +76,7 @@ func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 		t.Fatalf("KV current = %d (err %v), want 2", v, err)
 	}
 	for _, v := range []int64{0, 1, 2} {
-		obj, err := res.Checkpoints.Get(ctx, run.CheckpointObject(v, "model.safetensors"))
+		obj, err := res.Checkpoints.Get(ctx, res.Run.CheckpointObject(v, "model.safetensors"))
 		if err != nil {
 			t.Fatalf("policy v%d: %v", v, err)
 		}
@@ -120,26 +128,7 @@ func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: filepath.Join(dir, "js"), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	run, _ := proto.NewRun("stopped")
-	res, err := natsbus.EnsureRun(ctx, bus.JS, run, natsbus.RunOptions{Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := natsbus.NewPairPublisher(bus.JS, run, natsbus.PublisherOptions{})
-	for b := range 4 {
-		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), streamPairs(2*b, 2*b+2), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	res, dir := pairStream(t, ctx, "stopped", streamPairs(0, 8))
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	var applied []int
@@ -197,29 +186,10 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: filepath.Join(dir, "js"), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	run, _ := proto.NewRun("ledger")
-	res, err := natsbus.EnsureRun(ctx, bus.JS, run, natsbus.RunOptions{Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	pairs := streamPairs(0, 10)
 	pairs[3].PolicyVersion = -100                                                // stale under MaxPolicyLag 10
 	pairs[4].RejectedTokenIDs = append([]int32(nil), pairs[4].ChosenTokenIDs...) // chosen_equals_rejected
-	pub := natsbus.NewPairPublisher(bus.JS, run, natsbus.PublisherOptions{})
-	for b := range 5 {
-		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), pairs[2*b:2*b+2], nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	res, dir := pairStream(t, ctx, "ledger", pairs)
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	train := func(stopAt, steps int) {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"gorgonia.org/tensor"
@@ -243,14 +244,7 @@ func (t *Trainer) Step(pairs []*Pair) (m Metrics, err error) {
 	} else {
 		refForward()
 	}
-	var refErr error
-	refWaited := false
-	waitRef := func() error {
-		if !refWaited {
-			refErr, refWaited = <-refDone, true
-		}
-		return refErr
-	}
+	waitRef := sync.OnceValue(func() error { return <-refDone })
 	defer waitRef()
 	t.zeroGrads()
 	n := len(ok)
@@ -280,7 +274,7 @@ func (t *Trainer) Step(pairs []*Pair) (m Metrics, err error) {
 		var out DPOOutput
 		loss := func(lp []float64) (float64, []float64) {
 			if waitRef() != nil {
-				return math.NaN(), make([]float64, len(lp)) // the step returns refErr below
+				return math.NaN(), make([]float64, len(lp)) // the step returns the reference error below
 			}
 			refC, refR := make([]float64, b), make([]float64, b)
 			for i, p := range mb {
