@@ -14,6 +14,7 @@ func TestDotKernelsOnEveryAMD64Path(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			useAVX2, useAVX512 = p.avx2, p.avx512
 			TestDotKernelsAgreeWithFloat64Reference(t)
+			TestVectorKernelsAgreeWithFloat64Reference(t)
 			TestForwardMatchesTorchGolden(t)
 		})
 	}

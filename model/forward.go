@@ -277,14 +277,6 @@ func addInPlace(dst, src []float32) {
 	}
 }
 
-// swiglu leaves silu(gate)·up in gate.
-func swiglu(gate, up []float32) {
-	up = up[:len(gate)]
-	for i, g := range gate {
-		gate[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
-	}
-}
-
 // attention fills s.attn with softmax(q·kᵀ/√d)·v per token and head, each token attending to
 // its own row's cache positions 0..pos (causal). Work is split over (token, head) pairs.
 func (m *Model) attention(threads int, kc *Cache, li int, s *scratch, T int, rowOf, posOf []int) {
@@ -309,34 +301,41 @@ func (m *Model) attention(threads int, kc *Cache, li int, s *scratch, T int, row
 			n := posOf[t] + 1
 			base := (rowOf[t]*kvHeads + g) * kc.MaxLen * hd
 			q := s.q[t*qDim+hh*hd : t*qDim+(hh+1)*hd]
+			key := func(j int) []float32 { return kCache[base+j*hd : base+(j+1)*hd] }
+			val := func(j int) []float32 { return vCache[base+j*hd : base+(j+1)*hd] }
+			j := 0
+			for ; j+4 <= n; j += 4 {
+				scores[j], scores[j+1], scores[j+2], scores[j+3] = dot4(q, key(j), key(j+1), key(j+2), key(j+3))
+			}
+			for ; j < n; j++ {
+				scores[j] = dot(key(j), q)
+			}
 			mx := float32(math.Inf(-1))
 			for j := range n {
-				sc := dot(kCache[base+j*hd:base+(j+1)*hd], q) * scale
-				scores[j] = sc
-				mx = max(mx, sc)
+				scores[j] *= scale
+				mx = max(mx, scores[j])
 			}
-			var sum float32
 			for j := range n {
-				e := float32(math.Exp(float64(scores[j] - mx)))
-				scores[j] = e
+				scores[j] -= mx
+			}
+			expInPlace(scores[:n])
+			var sum float32
+			for _, e := range scores[:n] {
 				sum += e
 			}
 			o := s.attn[t*qDim+hh*hd : t*qDim+(hh+1)*hd]
 			clear(o)
 			inv := 1 / sum
-			for j := range n {
-				axpy(o, vCache[base+j*hd:base+(j+1)*hd], scores[j]*inv)
+			j = 0
+			for ; j+4 <= n; j += 4 {
+				w := [4]float32{scores[j] * inv, scores[j+1] * inv, scores[j+2] * inv, scores[j+3] * inv}
+				axpy4(o, val(j), val(j+1), val(j+2), val(j+3), &w)
+			}
+			for ; j < n; j++ {
+				axpy(o, val(j), scores[j]*inv)
 			}
 		}
 	})
-}
-
-// axpy adds a·x to y.
-func axpy(y, x []float32, a float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
-	}
 }
 
 // parallelFor runs fn over [0, n) on up to threads goroutines (the caller's among them).
