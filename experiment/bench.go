@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -54,12 +52,11 @@ type LoopBenchMode struct {
 	TotalS float64 `json:"total_s"`
 	Steps  int64   `json:"steps"`
 	Pairs  int64   `json:"pairs"`
-	// MeanPolicyLag is the pair-weighted mean of the orchestrator's policy/lag (versions
-	// behind current of arriving pairs).
+	// MeanPolicyLag is the mean, over the pairs trained on, of how many versions the policy
+	// that sampled a pair was behind the one the trainer applied it to.
 	MeanPolicyLag float64 `json:"mean_policy_lag"`
-	// TrainerIdleFraction estimates the share of the trainer's time spent waiting for pairs:
-	// for each step, the wait from the previous step's end to the arrival of the pair that
-	// completed its batch, over the time from the loop's start to the last step.
+	// TrainerIdleFraction is the share of WallS the trainer spent waiting for pairs, as it
+	// measured it (trainer.StreamStep.Waited).
 	TrainerIdleFraction float64 `json:"trainer_idle_fraction"`
 	// TrainerStepS is the trainer's mean compute time per step (trainer.Metrics.StepSeconds).
 	TrainerStepS float64 `json:"trainer_step_s"`
@@ -108,27 +105,11 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 	}
 	defer bus.Close()
 
-	// Pair arrivals, for the trainer's idle time.
 	var mu sync.Mutex
-	var arrivals []time.Time // one per pair
 	var stepEnds []time.Time
-	sub, err := bus.NC.Subscribe(run.Pairs(), func(m *nats.Msg) {
-		rows, err := proto.Pairs.DecodeMsg(m.Header, m.Data)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		mu.Lock()
-		for range rows {
-			arrivals = append(arrivals, now)
-		}
-		mu.Unlock()
-	})
-	if err != nil {
-		return res, fmt.Errorf("bench loop: %w", err)
-	}
-	defer sub.Unsubscribe()
-
+	var waited time.Duration
+	var lagSum float64
+	var lagPairs int
 	cfg := orchestrator.DefaultConfig()
 	cfg.RunDir, cfg.Prompts, cfg.Mode = dir, []string{"tinyif"}, mode
 	cfg.K, cfg.PairsPerVersion, cfg.MaxLag, cfg.MaxSteps, cfg.Seed = o.K, o.PairsPerStep, o.MaxLag, int64(o.Steps), o.Seed
@@ -158,12 +139,15 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 		},
 		Trainer: &trainer.StreamOptions{
 			ModelDir: o.ModelDir, OutDir: filepath.Join(dir, "trainer"), KeepLast: 1, Trainer: topts,
-			PairsPerStep: o.PairsPerStep, MaxPolicyLag: o.MaxLag, Steps: o.Steps, Logger: quiet,
+			PairsPerStep: o.PairsPerStep, MaxPolicyLag: cfg.TrainerMaxLag(), Steps: o.Steps, Logger: quiet,
 		},
-		OnTrainerStep: func(m trainer.Metrics, _, _ int64, at time.Time) {
+		OnTrainerStep: func(m trainer.Metrics, s trainer.StreamStep, at time.Time) {
 			mu.Lock()
 			stepEnds = append(stepEnds, at)
 			res.TrainerStepS += m.StepSeconds
+			waited += s.Waited
+			lagSum += s.MeanLag * float64(o.PairsPerStep)
+			lagPairs += o.PairsPerStep
 			mu.Unlock()
 		},
 		Logger: quiet,
@@ -185,62 +169,19 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 	}
 
 	mu.Lock()
-	res.TrainerIdleFraction = idleFraction(start, arrivals, stepEnds, o.PairsPerStep)
+	defer mu.Unlock()
 	if n := len(stepEnds); n > 0 {
 		res.WallS = stepEnds[n-1].Sub(start).Seconds()
 		res.TrainerStepS /= float64(n)
 	}
-	mu.Unlock()
 	if res.WallS <= 0 {
 		return res, fmt.Errorf("bench loop %s: the trainer reported no steps", mode)
 	}
-	rows, err := orchestrator.ReadMetrics(ctx, filepath.Join(dir, orchestrator.MetricsFile))
-	if err != nil {
-		return res, err
-	}
-	lag, pairs := map[int64]float64{}, map[int64]float64{}
-	for _, r := range rows {
-		if r.Component != orchestrator.Component {
-			continue
-		}
-		switch r.Name {
-		case orchestrator.MetricPolicyLag:
-			lag[r.Step] = r.Value
-		case orchestrator.MetricPairs:
-			pairs[r.Step] = r.Value
-		}
-	}
-	var num, den float64
-	for s, l := range lag {
-		num += l * pairs[s]
-		den += pairs[s]
-	}
-	if den > 0 {
-		res.MeanPolicyLag = num / den
+	res.TrainerIdleFraction = waited.Seconds() / res.WallS
+	if lagPairs > 0 {
+		res.MeanPolicyLag = lagSum / float64(lagPairs)
 	}
 	return res, nil
-}
-
-// idleFraction: step i could start once pair i·perStep had arrived and step i-1 had ended; the
-// wait for the pair is idle time.
-func idleFraction(start time.Time, arrivals, stepEnds []time.Time, perStep int) float64 {
-	if len(stepEnds) == 0 {
-		return 0
-	}
-	var idle time.Duration
-	prev := start
-	for i, end := range stepEnds {
-		need := (i+1)*perStep - 1
-		if need < len(arrivals) && arrivals[need].After(prev) {
-			idle += arrivals[need].Sub(prev)
-		}
-		prev = end
-	}
-	total := stepEnds[len(stepEnds)-1].Sub(start)
-	if total <= 0 {
-		return 0
-	}
-	return idle.Seconds() / total.Seconds()
 }
 
 type discard struct{}

@@ -69,31 +69,6 @@ func TestShapeStableBatchesPadToOneShape(t *testing.T) {
 	}
 }
 
-func TestIdleFractionCountsWaitsForPairs(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	cases := []struct {
-		name     string
-		arrivals []time.Time
-		ends     []time.Time
-		perStep  int
-		want     float64
-	}{
-		// Pairs all there at once: the only wait is for the first batch.
-		{"data ready", []time.Time{at(1), at(1), at(1), at(1)}, []time.Time{at(2), at(3)}, 2, 1.0 / 3},
-		// Each step waits 1s after the previous one ended for its last pair.
-		{"starved", []time.Time{at(1), at(1), at(3), at(3)}, []time.Time{at(2), at(4)}, 2, 2.0 / 4},
-		{"no steps", nil, nil, 2, 0},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := idleFraction(t0, tc.arrivals, tc.ends, tc.perStep); abs(got-tc.want) > 1e-9 {
-				t.Fatalf("idle %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 func abs(x float64) float64 {
 	if x < 0 {
 		return -x

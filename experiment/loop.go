@@ -74,7 +74,7 @@ type LoopOptions struct {
 	Trainer *trainer.StreamOptions
 
 	// OnTrainerStep, if set, is called after each trainer step's metrics are published.
-	OnTrainerStep func(m trainer.Metrics, version, lag int64, at time.Time)
+	OnTrainerStep func(m trainer.Metrics, s trainer.StreamStep, at time.Time)
 	// RunTrainer runs the trainer (default: TrainStream in this process). A caller may run it
 	// in child processes instead (see TrainerRunner in cmd/autoif): it must still publish its
 	// metrics with TrainStream's conventions.
@@ -233,11 +233,11 @@ func (l *Loop) Run(ctx context.Context) (orchestrator.Summary, error) {
 		}
 		if l.o.OnTrainerStep != nil {
 			user := so.OnStep
-			so.OnStep = func(m trainer.Metrics, version, lag int64) {
+			so.OnStep = func(m trainer.Metrics, s trainer.StreamStep) {
 				if user != nil {
-					user(m, version, lag)
+					user(m, s)
 				}
-				l.o.OnTrainerStep(m, version, lag, time.Now())
+				l.o.OnTrainerStep(m, s, time.Now())
 			}
 		}
 		runTrainer := l.o.RunTrainer
@@ -317,16 +317,17 @@ func TrainStream(ctx context.Context, js jetstream.JetStream, res *natsbus.RunRe
 	}
 	pub := orchestrator.NewMetricsPublisher(js, res.Run, TrainerComponent)
 	user := so.OnStep
-	so.OnStep = func(m trainer.Metrics, version, lag int64) {
+	so.OnStep = func(m trainer.Metrics, s trainer.StreamStep) {
 		values := m.Map()
-		values["policy/lag"] = float64(lag)
+		values["policy/lag"], values["policy/lag_max"] = s.MeanLag, float64(s.MaxLag)
+		values["waited_for_pairs_s"] = s.Waited.Seconds()
 		// Step s's figures belong to the step that the publication of version s ends: the
 		// trainer publishes its step count as the version.
 		if err := pub.Publish(ctx, int64(m.Step), int64(m.Step), values); err != nil && ctx.Err() == nil {
 			log.Warn("trainer metrics", "step", m.Step, "err", err)
 		}
 		if user != nil {
-			user(m, version, lag)
+			user(m, s)
 		}
 	}
 	return trainer.RunStream(ctx, res, so)

@@ -46,7 +46,7 @@ type TinyIFOptions struct {
 	K              int     // responses per prompt
 	PromptsPerStep int     // rollout worker batch
 	MaxInFlight    int     // orchestrator bound
-	PairsAhead     int     // async: orchestrator.Config.PairsAhead
+	PairsAhead     int     // async: orchestrator.Config.PairsAhead (-1: PairsPerStep × (1 + MaxLag))
 	MaxLag         int64   // trainer's bound
 	LR             float64 // DPO learning rate (online and offline)
 	Beta           float64
@@ -76,7 +76,7 @@ func DefaultTinyIF() TinyIFOptions {
 	return TinyIFOptions{
 		RunDir: filepath.Join("runs", "tinyif"), WarmStart: DefaultWarmStart(),
 		Mode: orchestrator.ModeAsync, Steps: 60, PairsPerStep: 16, BatchSize: 8, K: 8, PromptsPerStep: 8,
-		MaxInFlight: 16, PairsAhead: 48, MaxLag: 2, LR: 2e-4, Beta: 0.1, MaxNewTokens: 64, Temperature: 0.8,
+		MaxInFlight: 16, PairsAhead: -1, MaxLag: 2, LR: 2e-4, Beta: 0.1, MaxNewTokens: 64, Temperature: 0.8,
 		RolloutWorkers: 1, RewardWorkers: 2, Seed: 1, EvalPrompts: 0, EvalTemperature: 0,
 	}
 }
@@ -236,7 +236,7 @@ func RunTinyIF(ctx context.Context, o TinyIFOptions) (Summary, error) {
 		},
 		Trainer: &trainer.StreamOptions{
 			ModelDir: o.WarmStart.Dir, OutDir: trainerDir, KeepLast: 2, Trainer: topts,
-			PairsPerStep: o.PairsPerStep, MaxPolicyLag: o.MaxLag, Steps: o.Steps, Logger: log,
+			PairsPerStep: o.PairsPerStep, MaxPolicyLag: cfg.TrainerMaxLag(), Steps: o.Steps, Logger: log,
 		},
 		RunTrainer: o.RunTrainer,
 		Logger:     log,

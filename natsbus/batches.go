@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/autoif/autoif/proto"
@@ -160,9 +161,10 @@ type Consumer[T any] struct {
 	rowID func(*T) string
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	seen  *idSet
-	stats ConsumerStats
+	mu     sync.Mutex
+	seen   *idSet
+	stats  ConsumerStats
+	closed atomic.Bool
 }
 
 // NewConsumer creates or attaches to the durable consumer o.Durable on stream. With rowID
@@ -340,8 +342,13 @@ func (c *Consumer[T]) Stats() ConsumerStats {
 }
 
 // Close stops pulling and hands back every message pulled but not yet given to the caller,
-// so a restarted consumer gets them at once instead of after the ack wait.
+// so a restarted consumer gets them at once instead of after the ack wait. Batches already
+// returned by Next can still be acknowledged or handed back after it; Nak them after Close,
+// or the server may deliver them again to this consumer's pull. Close is idempotent.
 func (c *Consumer[T]) Close() {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
 	c.iter.Drain()
 	for {
 		m, err := c.iter.Next()

@@ -47,21 +47,25 @@ type Config struct {
 	// Mode is sync or async.
 	Mode Mode
 	// MaxInFlight bounds prompts enqueued but not yet sampled and scored; in sync mode it is
-	// also the size of one batch.
+	// also the largest batch (a batch is sized for the pairs one version still needs, at the
+	// pairs per prompt seen so far).
 	MaxInFlight int
-	// PairsAhead, in async mode, stops enqueuing while this many pairs sampled by the current
-	// policy have arrived since it was published (0: no bound). The trainer takes
-	// PairsPerVersion of them per version and drops those beyond MaxLag, so sampling further
-	// ahead only costs the trainer CPU on a shared machine; PairsPerVersion × (1 + MaxLag)
-	// keeps the sampler one version ahead and the trainer fed.
+	// PairsAhead, in async mode, stops enqueuing while this many pairs wait for the trainer
+	// that it can still use (an estimate: it takes PairsPerVersion per version, oldest first,
+	// and drops those beyond MaxLag), counting the pairs the prompts in flight should make.
+	// A pair with PairsPerVersion × (1 + MaxLag) ahead of it goes stale before the trainer
+	// reaches it, so that bound, the default (-1), keeps the trainer fed without sampling
+	// pairs for nothing; 0: no bound.
 	PairsAhead int
-	// PairsPerVersion is how many pairs the trainer takes to publish one version (its batch
-	// size × gradient accumulation × publish-every). Sync mode tops a finished batch up with
-	// more prompts when it produced fewer pairs, since the version it waits for cannot come.
+	// PairsPerVersion is how many pairs the trainer takes to publish one version, exactly (its
+	// batch size × gradient accumulation × publish-every). Sync mode tops a finished batch up
+	// with more prompts when it produced fewer pairs, since the version it waits for cannot
+	// come.
 	PairsPerVersion int
 	// MaxLag: pairs sampled more than MaxLag policy versions behind the current one are
 	// stale. The trainer drops them (it alone knows the version it trains against); the
-	// orchestrator counts those already stale on arrival as pairs/stale.
+	// orchestrator counts those already stale on arrival as pairs/stale. It bounds async
+	// mode; sync mode is on-policy whatever it says (see TrainerMaxLag).
 	MaxLag int64
 	// Budgets; 0 is unlimited. MaxSteps counts policy versions published by the trainer.
 	MaxSteps int64
@@ -77,6 +81,24 @@ type Config struct {
 	SamplesPerStep int
 }
 
+// TrainerMaxLag is the lag bound the trainer applies (trainer.StreamOptions.MaxPolicyLag):
+// MaxLag in async mode, 0 in sync mode, where each version trains only on pairs its
+// predecessor sampled and the pairs a batch made beyond one version's are dropped.
+func (c Config) TrainerMaxLag() int64 {
+	if c.Mode == ModeSync {
+		return 0
+	}
+	return c.MaxLag
+}
+
+// pairsAhead is PairsAhead with -1 resolved.
+func (c Config) pairsAhead() int {
+	if c.PairsAhead < 0 {
+		return c.PairsPerVersion * int(1+max(c.MaxLag, 0))
+	}
+	return c.PairsAhead
+}
+
 // DefaultConfig is the configuration `autoif run` starts from.
 func DefaultConfig() Config {
 	return Config{
@@ -84,6 +106,7 @@ func DefaultConfig() Config {
 		Mode:            ModeSync,
 		MaxInFlight:     16,
 		PairsPerVersion: 4,
+		PairsAhead:      -1,
 		MaxLag:          2,
 		Seed:            1,
 		FlushEvery:      10 * time.Second,
@@ -108,8 +131,8 @@ func (c Config) Validate() error {
 	if c.MaxInFlight < 1 {
 		bad("max-in-flight %d: must be at least 1", c.MaxInFlight)
 	}
-	if c.PairsAhead < 0 {
-		bad("pairs-ahead %d: must be 0 (no bound) or more", c.PairsAhead)
+	if c.PairsAhead < -1 {
+		bad("pairs-ahead %d: must be -1 (pairs-per-version × (1 + max-lag)), 0 (no bound) or more", c.PairsAhead)
 	}
 	if c.PairsPerVersion < 1 {
 		bad("pairs-per-version %d: must be at least 1", c.PairsPerVersion)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -106,6 +107,8 @@ type Orchestrator struct {
 	wallBase time.Duration
 	// closing is a published version whose step has not been closed yet.
 	closing *versionClose
+	// backlog estimates the pairs the trainer has yet to take, for async mode's PairsAhead.
+	backlog *backlog
 }
 
 // New prepares a run's orchestrator, resuming from cfg.RunDir's state when there is one.
@@ -142,6 +145,8 @@ func New(js jetstream.JetStream, res *natsbus.RunResources, set *PromptSet, cfg 
 		orderOf:   -1,
 	}
 	orc.rec = newRecorder(st.Record, cfg, set, o.Out, o.LineGrace)
+	orc.backlog = newBacklog(cfg.PairsPerVersion, cfg.TrainerMaxLag())
+	orc.backlog.version = st.Record.Version
 	// The first flush writes the files even if nothing arrives: a run directory always has
 	// readable metrics and samples, and a resumed one drops rows its state does not cover.
 	orc.rec.dirty = true
@@ -397,6 +402,11 @@ func (orc *Orchestrator) apply(ctx context.Context, e event) error {
 			orc.log.Warn("work queue depth", "err", err)
 		}
 	case "pairs":
+		if e.seq >= orc.rec.st.PairsNext {
+			for i := range e.pairs {
+				orc.backlog.add(e.pairs[i].PolicyVersion, 1)
+			}
+		}
 		orc.rec.onPairs(e.seq, e.pairs, now)
 	case "version":
 		if e.version <= orc.rec.st.Version || (orc.closing != nil && e.version <= orc.closing.version) {
@@ -445,6 +455,7 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 		clear(orc.rec.awaiting)
 	}
 	evs := orc.rec.onVersion(c.version, now, orc.inFlight, orc.st.Enqueued)
+	orc.backlog.published(c.version)
 	if len(evs) == 0 {
 		return
 	}
@@ -574,12 +585,8 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 	}
 	switch orc.cfg.Mode {
 	case ModeAsync:
-		if orc.cfg.PairsAhead > 0 {
-			if orc.rec.st.PairsSinceVersion >= int64(orc.cfg.PairsAhead) {
-				// The trainer has all it can use from this version; the next publication
-				// wakes the scheduler again.
-				return nil
-			}
+		room := orc.cfg.MaxInFlight - orc.inFlight
+		if limit := orc.cfg.pairsAhead(); limit > 0 {
 			// A finished prompt's pairs are stored before its rollouts wake the scheduler:
 			// count them before deciding there is room.
 			info, err := orc.res.Pairs.Info(ctx)
@@ -589,8 +596,23 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 			if orc.rec.st.PairsNext <= info.State.LastSeq {
 				return nil
 			}
+			// Pairs the trainer will reach only after they went stale are sampling thrown
+			// away: stop while enough usable ones wait, counting those the prompts in flight
+			// should make at the pairs per prompt seen so far. A publication frees room.
+			ahead := float64(orc.backlog.usable())
+			perPrompt, known := orc.pairsPerPrompt()
+			if known {
+				ahead += float64(orc.inFlight) * perPrompt
+			}
+			left := float64(limit) - ahead
+			if left <= 0 {
+				return nil
+			}
+			if known {
+				room = min(room, int(math.Ceil(left/perPrompt)))
+			}
 		}
-		if room := orc.cfg.MaxInFlight - orc.inFlight; room > 0 {
+		if room > 0 {
 			return orc.enqueue(ctx, room)
 		}
 		return nil
@@ -630,8 +652,33 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 		orc.doneAt = time.Time{}
 		// Recorded with the batch's cursor, so a resumed run waits for the same version.
 		orc.st.BatchVersion = version
-		return orc.enqueue(ctx, orc.cfg.MaxInFlight)
+		return orc.enqueue(ctx, orc.syncBatch())
 	}
+}
+
+// syncBatch sizes a sync batch for the pairs the current version still needs at the pairs
+// per prompt seen so far, a quarter more for luck: the trainer takes exactly PairsPerVersion
+// and sync mode drops the rest, so a batch much larger than needed is sampling thrown away.
+// MaxInFlight before any pair has arrived, and at most.
+func (orc *Orchestrator) syncBatch() int {
+	need := int64(orc.cfg.PairsPerVersion) - orc.rec.st.PairsSinceVersion
+	perPrompt, known := orc.pairsPerPrompt()
+	if need <= 0 || !known {
+		return orc.cfg.MaxInFlight
+	}
+	n := int(math.Ceil(1.25 * float64(need) / perPrompt))
+	return min(max(n, 1), orc.cfg.MaxInFlight)
+}
+
+// pairsPerPrompt is the run's mean number of pairs per finished prompt; false until a pair
+// has arrived.
+func (orc *Orchestrator) pairsPerPrompt() (float64, bool) {
+	// A prompt is acknowledged (leaves the queue) only after its pairs are stored.
+	done := orc.st.Enqueued - int64(orc.inFlight)
+	if orc.rec.st.Pairs == 0 || done < 1 {
+		return 0, false
+	}
+	return float64(orc.rec.st.Pairs) / float64(done), true
 }
 
 // exhausted says every epoch has been enqueued.
@@ -657,10 +704,14 @@ func (orc *Orchestrator) enqueue(ctx context.Context, n int) error {
 	now := time.Now().UTC()
 	sent := 0
 	epoch, cursor := orc.st.Epoch, orc.st.Cursor
-	var header nats.Header
+	// Prompts are sampled by the policy they were scheduled for, or a newer one: a worker
+	// that has not loaded it yet waits rather than make pairs the scheduler did not count on
+	// (sync: off-policy ones; async: ones that go stale before the trainer reaches them).
+	minVersion := orc.rec.st.Version
 	if orc.cfg.Mode == ModeSync {
-		header = nats.Header{proto.HeaderMinPolicyVersion: []string{strconv.FormatInt(orc.st.BatchVersion, 10)}}
+		minVersion = orc.st.BatchVersion
 	}
+	header := nats.Header{proto.HeaderMinPolicyVersion: []string{strconv.FormatInt(minVersion, 10)}}
 	for sent < n && !(orc.cfg.Epochs > 0 && epoch >= orc.cfg.Epochs) {
 		perm := orc.permutation(epoch)
 		u := orc.set.Units[perm[cursor]]

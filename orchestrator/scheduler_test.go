@@ -12,6 +12,7 @@ import (
 func TestAsyncModeKeepsTheInFlightBoundFullButNeverOver(t *testing.T) {
 	r := newTestRun(t)
 	cfg := r.config(ModeAsync, 5)
+	cfg.PairsAhead = 0 // the in-flight bound alone
 	stop, out := r.start(cfg, testSet(40))
 
 	r.eventually("the queue to fill to the bound", func() bool { return r.depth() == 5 })
@@ -48,6 +49,7 @@ func TestSyncModeWaitsForANewPolicyVersionBeforeTheNextBatch(t *testing.T) {
 	r := newTestRun(t)
 	cfg := r.config(ModeSync, 4)
 	cfg.PairsPerVersion = 4
+	cfg.K = 4 // the test worker's
 	stop, out := r.start(cfg, testSet(40))
 
 	r.eventually("the first batch", func() bool { return r.depth() == 4 })
@@ -89,10 +91,36 @@ func TestSyncModeWaitsForANewPolicyVersionBeforeTheNextBatch(t *testing.T) {
 	}
 }
 
+// The trainer takes exactly PairsPerVersion pairs and sync mode drops the rest, so once the
+// pairs per prompt are known a batch is sized for one version's pairs (a quarter more, for
+// luck), not the in-flight bound.
+func TestSyncModeSizesABatchForTheNextVersionsPairs(t *testing.T) {
+	r := newTestRun(t)
+	cfg := r.config(ModeSync, 8)
+	cfg.PairsPerVersion = 4
+	cfg.K = 4
+	stop, _ := r.start(cfg, testSet(40))
+
+	r.eventually("a first batch of the in-flight bound", func() bool { return r.depth() == 8 })
+	r.work(8, 0, func(k int) float64 { return float64(k % 2) }, 2) // 2 pairs per prompt
+	r.eventually("the batch to be taken", func() bool { return r.depth() == 0 })
+	r.publishVersion(1)
+	// 4 pairs at 2 per prompt, and a quarter more: 3 prompts.
+	r.eventually("a batch of 3 prompts after version 1", func() bool { return r.depth() == 3 })
+	time.Sleep(300 * time.Millisecond)
+	if d := r.depth(); d != 3 {
+		t.Fatalf("queue depth %d, want a batch of 3", d)
+	}
+	if _, err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestSyncModeSamplesMoreWhenABatchMadeTooFewPairsForATrainingStep(t *testing.T) {
 	r := newTestRun(t)
 	cfg := r.config(ModeSync, 3)
 	cfg.PairsPerVersion = 5
+	cfg.K = 4 // the test worker's
 	stop, _ := r.start(cfg, testSet(40))
 
 	r.eventually("the first batch", func() bool { return r.depth() == 3 })
@@ -230,8 +258,9 @@ func TestRunStopsAtTheFirstBudgetReached(t *testing.T) {
 	}
 }
 
-// With PairsAhead, async mode stops sampling once the current policy has made as many pairs
-// as the trainer can use, and starts again when the trainer publishes the next version.
+// With PairsAhead, async mode samples only what the current policy may still make (the
+// prompts in flight counted at the pairs per prompt seen so far), stops once it has, and
+// starts again when the trainer publishes the next version.
 func TestAsyncModeWaitsForTheNextVersionOncePairsAheadArrived(t *testing.T) {
 	r := newTestRun(t)
 	cfg := r.config(ModeAsync, 3)
@@ -240,14 +269,18 @@ func TestAsyncModeWaitsForTheNextVersionOncePairsAheadArrived(t *testing.T) {
 
 	r.eventually("the queue to fill to the bound", func() bool { return r.depth() == 3 })
 	r.work(3, 0, func(k int) float64 { return float64(k % 2) }, 1) // 3 pairs of version 0 < 4
-	r.eventually("a refill while short of pairs", func() bool { return r.depth() == 3 })
-	r.work(3, 0, func(k int) float64 { return float64(k % 2) }, 1) // 6 pairs >= 4
+	r.eventually("one prompt for the one pair missing", func() bool { return r.depth() == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if d := r.depth(); d != 1 {
+		t.Fatalf("queue depth %d one pair short at one pair per prompt, want 1", d)
+	}
+	r.work(1, 0, func(k int) float64 { return float64(k % 2) }, 1) // 4 pairs: as many as may be ahead
 	time.Sleep(500 * time.Millisecond)
 	if d := r.depth(); d != 0 {
-		t.Fatalf("queue depth %d with %d pairs ahead of the trainer, want 0", d, 6)
+		t.Fatalf("queue depth %d with 4 pairs ahead of the trainer, want 0", d)
 	}
 	r.publishVersion(1)
-	r.eventually("a refill after version 1", func() bool { return r.depth() == 3 })
+	r.eventually("a refill to the bound after version 1", func() bool { return r.depth() == 3 })
 	if _, err := stop(); err != nil {
 		t.Fatal(err)
 	}

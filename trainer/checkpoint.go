@@ -26,7 +26,8 @@ type State struct {
 	Epoch  int    `json:"epoch"`
 	Offset int    `json:"offset"`
 	Seed   uint64 `json:"seed"`
-	// StreamSeq is the pair stream's last sequence whose rows are in these weights (online).
+	// StreamSeq is the pair stream's newest sequence some of whose rows these weights
+	// applied or dropped (online; a batch can straddle checkpoints).
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	// PolicyVersion is the version this checkpoint was published as (online).
 	PolicyVersion int64 `json:"policy_version,omitempty"`

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,7 +30,8 @@ type StreamOptions struct {
 	OutDir   string
 	KeepLast int
 	Trainer  Options
-	// PairsPerStep is how many pairs one optimiser step takes (default Trainer.BatchSize).
+	// PairsPerStep is how many pairs one optimiser step takes, exactly (default
+	// Trainer.BatchSize); the rest of a batch waits for the next step.
 	PairsPerStep int
 	// PublishEvery publishes a new policy version every N steps (default 1). Pairs are
 	// acknowledged only after the checkpoint holding them is written, so N steps' batches
@@ -43,8 +45,9 @@ type StreamOptions struct {
 	// Steps stops after this many optimiser steps in all (0: until ctx ends).
 	Steps    int
 	Consumer natsbus.ConsumerOptions
-	OnStep   func(m Metrics, version, lag int64)
-	Logger   *slog.Logger
+	// OnStep is called after each step that applied pairs, before its checkpoint.
+	OnStep func(m Metrics, s StreamStep)
+	Logger *slog.Logger
 }
 
 // RunStream trains on pairs from the run's JetStream pair stream and publishes each new
@@ -153,23 +156,33 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	// Pairs applied by the newest checkpoint but perhaps not acknowledged before a crash.
 	cons.MarkSeen(st.PendingPairIDs...)
 
-	var held []*natsbus.Batch[proto.Pair] // applied in memory, not yet checkpointed
-	var heldIDs []string
+	// A step takes exactly PairsPerStep pairs, so a batch can straddle steps and checkpoints: it
+	// is acknowledged only once every one of its pairs is in a checkpoint, and until then each
+	// checkpoint lists the ids of its pairs already consumed (State.PendingPairIDs).
+	var unacked []*pulledBatch   // in pull order
+	var pending []pendingPair    // pulled, neither applied nor dropped yet, oldest first
+	var heldIDs []string         // consumed since the last checkpoint
 	var heldLedger []LedgerEntry // heldIDs' ledger lines, written by the next checkpoint
-	// inFlight are the ids of pairs pulled but not yet checkpointed (held or pending). A batch
-	// whose ack wait ran out while it waited here is delivered again, and the consumer's seen
-	// set only learns ids at the ack: its rows are dropped here instead.
+	// inFlight are the ids of pairs pulled but not yet checkpointed. A batch whose ack wait ran
+	// out while it waited here is delivered again, and the consumer's seen set only learns ids
+	// at the ack: its rows are dropped here instead.
 	inFlight := map[string]struct{}{}
-	var pending []*Pair // waiting for a full step
-	var pendingBatches []*natsbus.Batch[proto.Pair]
+	consume := func(pp pendingPair, e LedgerEntry) {
+		// Redeliveries can arrive out of order: the newest sequence consumed, not the last.
+		st.StreamSeq = max(st.StreamSeq, pp.batch.b.Seq)
+		pp.batch.left--
+		pp.batch.consumed = append(pp.batch.consumed, pp.pair.ID)
+		heldIDs = append(heldIDs, pp.pair.ID)
+		heldLedger = append(heldLedger, e)
+	}
 	stepsSincePublish := 0
-	var fetchWait time.Duration // waiting for pairs since the last publication
+	var fetchWait, stepWait time.Duration // waiting for pairs since the last publication, step
 	var last Metrics
 	var lastLag int64
 	// commit writes a checkpoint holding every applied pair, publishes it as a new version if
-	// steps were taken, and only then acknowledges the batches.
+	// steps were taken, and only then acknowledges the batches whose pairs are all in it.
 	commit := func() error {
-		if stepsSincePublish == 0 && len(held) == 0 {
+		if stepsSincePublish == 0 && len(heldIDs) == 0 {
 			return nil
 		}
 		newVersion := stepsSincePublish > 0
@@ -177,7 +190,10 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			version = int64(tr.StepCount())
 		}
 		st.PolicyVersion = version
-		st.PendingPairIDs = heldIDs
+		st.PendingPairIDs = nil
+		for _, ub := range unacked {
+			st.PendingPairIDs = append(st.PendingPairIDs, ub.consumed...)
+		}
 		st.LastMetrics = last.Map()
 		for i := range heldLedger {
 			if heldLedger[i].Applied() {
@@ -202,22 +218,29 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			}
 		}
 		t2 := time.Now()
-		for _, hb := range held {
+		kept := unacked[:0]
+		for _, ub := range unacked {
+			if ub.left > 0 {
+				kept = append(kept, ub)
+				continue
+			}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := hb.AckSync(actx)
+			err := ub.b.AckSync(actx)
 			cancel()
 			if err != nil {
 				// The checkpoint lists the ids: a redelivery is dropped, not re-applied.
-				o.Logger.Warn("ack after checkpoint failed", "seq", hb.Seq, "err", err)
+				o.Logger.Warn("ack after checkpoint failed", "seq", ub.b.Seq, "err", err)
 			}
 		}
+		clear(unacked[len(kept):])
+		unacked = kept
 		// A failed ack does not teach the consumer the ids: a redelivery in this process must
 		// be dropped too.
 		cons.MarkSeen(heldIDs...)
 		for _, id := range heldIDs {
 			delete(inFlight, id)
 		}
-		held, heldIDs, heldLedger, stepsSincePublish = nil, nil, nil, 0
+		heldIDs, heldLedger, stepsSincePublish = nil, nil, 0
 		if err := PruneCheckpoints(o.OutDir, o.KeepLast); err != nil {
 			return err
 		}
@@ -225,16 +248,19 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			o.Logger.Info("published policy", "version", version, "loss", last.Loss, "rewards/accuracies", last.Accuracy, "policy/lag", lastLag,
 				"step", time.Duration(last.StepSeconds*float64(time.Second)).Round(time.Millisecond),
 				"checkpoint", t1.Sub(t0).Round(time.Millisecond), "publish", t2.Sub(t1).Round(time.Millisecond),
-				"ack", time.Since(t2).Round(time.Millisecond), "waited_for_pairs", fetchWait.Round(time.Millisecond))
+				"ack", time.Since(t2).Round(time.Millisecond), "waited_for_pairs", fetchWait.Round(time.Millisecond), "carried_pairs", len(pending))
 			fetchWait = 0
 		}
 		return nil
 	}
-	// stopped hands applied-but-uncheckpointed and unapplied batches back to JetStream: the
-	// next trainer resumes from the last checkpoint, which lacks them.
+	// stopped hands every batch not acknowledged back to JetStream: the next trainer resumes
+	// from the last checkpoint, which lacks the pairs applied since and lists those before.
+	// Pulling stops first, or the server could deliver them straight back to this consumer,
+	// where they would wait out the ack wait.
 	stopped := func() error {
-		for _, hb := range append(held, pendingBatches...) {
-			_ = hb.Nak()
+		cons.Close()
+		for _, ub := range unacked {
+			_ = ub.b.Nak()
 		}
 		return nil
 	}
@@ -242,76 +268,81 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		if ctx.Err() != nil {
 			return stopped()
 		}
-		t0 := time.Now()
-		b, err := cons.Next(ctx)
-		fetchWait += time.Since(t0)
-		if err != nil {
-			if ctx.Err() != nil {
-				return stopped()
+		// Pairs carried over from earlier batches age as versions are published.
+		fresh, old := splitStale(pending, version, o.MaxPolicyLag)
+		if len(old) > 0 {
+			for _, pp := range old {
+				consume(pp, LedgerEntry{Step: tr.StepCount() + 1, PairID: pp.pair.ID, Outcome: droppedOutcome(SkipStale)})
 			}
-			return fmt.Errorf("train stream: %w", err)
+			tr.Skipped[SkipStale] += len(old)
+			o.Logger.Info("dropping stale pairs", "pairs", len(old), "policy_version", version, "max_policy_lag", o.MaxPolicyLag)
 		}
-		for _, hb := range held {
-			_ = hb.InProgress()
-		}
-		for _, pb := range pendingBatches {
-			_ = pb.InProgress()
-		}
-		pendingBatches = append(pendingBatches, b)
-		var m Metrics
-		for i := range b.Rows {
-			r := &b.Rows[i]
-			if _, dup := inFlight[r.PairID]; dup {
-				o.Logger.Debug("dropping a pair already pulled", "pair_id", r.PairID, "seq", b.Seq, "delivered", b.Delivered)
-				continue
-			}
-			inFlight[r.PairID] = struct{}{}
-			if stale(version, r.PolicyVersion, o.MaxPolicyLag) {
-				tr.skip(&m, "stale", r.PairID)
-				heldIDs = append(heldIDs, r.PairID) // consumed: acked with the next checkpoint
-				heldLedger = append(heldLedger, LedgerEntry{Step: tr.StepCount() + 1, PairID: r.PairID, Outcome: droppedOutcome("stale")})
-				continue
-			}
-			pending = append(pending, &Pair{ID: r.PairID, Prompt: ints(r.PromptTokenIDs), Chosen: ints(r.ChosenTokenIDs), Rejected: ints(r.RejectedTokenIDs), PolicyVersion: r.PolicyVersion})
-		}
+		pending = fresh
 		if len(pending) < o.PairsPerStep {
+			t0 := time.Now()
+			b, err := cons.Next(ctx)
+			waited := time.Since(t0)
+			fetchWait += waited
+			stepWait += waited
+			if err != nil {
+				if ctx.Err() != nil {
+					return stopped()
+				}
+				return fmt.Errorf("train stream: %w", err)
+			}
+			for _, ub := range unacked {
+				_ = ub.b.InProgress()
+			}
+			pb := &pulledBatch{b: b}
+			unacked = append(unacked, pb)
+			for i := range b.Rows {
+				r := &b.Rows[i]
+				if _, dup := inFlight[r.PairID]; dup {
+					o.Logger.Debug("dropping a pair already pulled", "pair_id", r.PairID, "seq", b.Seq, "delivered", b.Delivered)
+					continue
+				}
+				inFlight[r.PairID] = struct{}{}
+				pb.left++
+				pending = append(pending, pendingPair{batch: pb, pair: &Pair{ID: r.PairID, Prompt: ints(r.PromptTokenIDs),
+					Chosen: ints(r.ChosenTokenIDs), Rejected: ints(r.RejectedTokenIDs), PolicyVersion: r.PolicyVersion}})
+			}
 			continue
 		}
-		var lag int64
-		for _, p := range pending {
-			lag = max(lag, version-p.PolicyVersion)
+		take := pending[:o.PairsPerStep]
+		pairs := make([]*Pair, len(take))
+		info := StreamStep{Version: version, Waited: stepWait}
+		for i, pp := range take {
+			pairs[i] = pp.pair
+			lag := version - pp.pair.PolicyVersion
+			info.MaxLag = max(info.MaxLag, lag)
+			info.MeanLag += float64(lag) / float64(len(take))
 		}
 		// The trainer's own input check tells which pairs the step leaves out, and why.
 		offered := tr.StepCount() + 1
-		reasons := make([]string, len(pending))
-		for i, p := range pending {
+		reasons := make([]string, len(pairs))
+		for i, p := range pairs {
 			reasons[i] = tr.check(p)
 		}
-		m, err = tr.Step(pending)
+		m, err := tr.Step(pairs)
 		if err != nil {
 			return err
 		}
-		for i, p := range pending {
-			heldIDs = append(heldIDs, p.ID)
-			e := LedgerEntry{Step: offered, PairID: p.ID, Outcome: OutcomeApplied}
+		for i, pp := range take {
+			e := LedgerEntry{Step: offered, PairID: pp.pair.ID, Outcome: OutcomeApplied}
 			if reasons[i] != "" {
 				e.Outcome = droppedOutcome(reasons[i])
 			}
-			heldLedger = append(heldLedger, e)
+			consume(pp, e)
 		}
-		held = append(held, pendingBatches...)
-		for _, pb := range pendingBatches {
-			// Redeliveries can arrive out of order: the newest sequence applied, not the last.
-			st.StreamSeq = max(st.StreamSeq, pb.Seq)
-		}
-		pending, pendingBatches = nil, nil
+		pending = slices.Delete(pending, 0, len(take))
+		stepWait = 0
 		if m.Pairs == 0 {
 			continue // everything skipped: acknowledged with the next checkpoint
 		}
 		stepsSincePublish++
-		last, lastLag = m, lag
+		last, lastLag = m, info.MaxLag
 		if o.OnStep != nil {
-			o.OnStep(m, version, lag)
+			o.OnStep(m, info)
 		}
 		if stepsSincePublish >= o.PublishEvery {
 			if err := commit(); err != nil {
@@ -319,11 +350,50 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			}
 		}
 	}
-	// Steps reached: keep what was applied, and give back what was pulled for the next step.
-	for _, pb := range pendingBatches {
-		_ = pb.Nak()
+	// Steps reached: keep what was applied, then give back what was pulled for the next step
+	// (a batch partly applied comes back with its applied ids listed in the checkpoint).
+	if err := commit(); err != nil {
+		return err
 	}
-	return commit()
+	return stopped()
+}
+
+// StreamStep is what RunStream's OnStep learns about a step besides its DPO metrics.
+type StreamStep struct {
+	// Version is the policy version the step trained against (the last one published).
+	Version int64
+	// MaxLag and MeanLag are the step's pairs' versions behind Version.
+	MaxLag  int64
+	MeanLag float64
+	// Waited is the time spent waiting for pairs since the previous step.
+	Waited time.Duration
+}
+
+// pulledBatch is a pair batch pulled from the stream and not yet acknowledged.
+type pulledBatch struct {
+	b        *natsbus.Batch[proto.Pair]
+	left     int      // pairs neither applied nor dropped yet
+	consumed []string // ids applied or dropped so far
+}
+
+// pendingPair is a pulled pair waiting for a step.
+type pendingPair struct {
+	batch *pulledBatch
+	pair  *Pair
+}
+
+// splitStale separates pairs beyond the lag bound at the trainer's version from the rest,
+// keeping each side's order.
+func splitStale(pending []pendingPair, version, maxLag int64) (fresh, old []pendingPair) {
+	fresh = pending[:0:0]
+	for _, pp := range pending {
+		if stale(version, pp.pair.PolicyVersion, maxLag) {
+			old = append(old, pp)
+		} else {
+			fresh = append(fresh, pp)
+		}
+	}
+	return fresh, old
 }
 
 func ints(v []int32) []int {

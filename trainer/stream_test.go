@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +30,8 @@ func streamPairs(from, to int) []proto.Pair {
 }
 
 // pairStream starts an embedded JetStream server in a fresh directory (returned: the test's
-// scratch space), creates run name's streams and publishes pairs two to a batch.
-func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pair) (*natsbus.RunResources, string) {
+// scratch space), creates run name's streams and publishes pairs perBatch to a batch.
+func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pair, perBatch int) (*natsbus.RunResources, string) {
 	t.Helper()
 	dir := t.TempDir()
 	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: filepath.Join(dir, "js"), Logger: quietLogger()})
@@ -44,8 +45,8 @@ func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pa
 		t.Fatal(err)
 	}
 	pub := natsbus.NewPairPublisher(bus.JS, run, natsbus.PublisherOptions{})
-	for b := 0; 2*b < len(pairs); b++ {
-		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), pairs[2*b:min(2*b+2, len(pairs))], nil); err != nil {
+	for b := 0; perBatch*b < len(pairs); b++ {
+		if err := pub.Publish(ctx, fmt.Sprint("batch-", b), pairs[perBatch*b:min(perBatch*(b+1), len(pairs))], nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -61,7 +62,7 @@ func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pa
 func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, dir := pairStream(t, ctx, "streamtest", streamPairs(0, 6))
+	res, dir := pairStream(t, ctx, "streamtest", streamPairs(0, 6), 2)
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	opts := DefaultOptions()
@@ -128,7 +129,7 @@ func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, dir := pairStream(t, ctx, "stopped", streamPairs(0, 8))
+	res, dir := pairStream(t, ctx, "stopped", streamPairs(0, 8), 2)
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	var applied []int
@@ -139,7 +140,7 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 		opts.BatchSize = 2
 		err := RunStream(rctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, PublishEvery: 2, Steps: steps, MaxPolicyLag: -1,
 			Logger: quietLogger(), Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
-			OnStep: func(m Metrics, _, _ int64) {
+			OnStep: func(m Metrics, _ StreamStep) {
 				applied = append(applied, m.Step)
 				if m.Step == stopAt {
 					stop()
@@ -186,10 +187,10 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pairs := streamPairs(0, 10)
+	pairs := streamPairs(0, 13)
 	pairs[3].PolicyVersion = -100                                                // stale under MaxPolicyLag 10
 	pairs[4].RejectedTokenIDs = append([]int32(nil), pairs[4].ChosenTokenIDs...) // chosen_equals_rejected
-	res, dir := pairStream(t, ctx, "ledger", pairs)
+	res, dir := pairStream(t, ctx, "ledger", pairs, 2)
 	start := tinyModelDir(t)
 	out := filepath.Join(dir, "out")
 	train := func(stopAt, steps int) {
@@ -200,7 +201,7 @@ func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 		err := RunStream(rctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, PublishEvery: 2,
 			MaxPolicyLag: 10, Steps: steps, Logger: quietLogger(),
 			Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
-			OnStep: func(m Metrics, _, _ int64) {
+			OnStep: func(m Metrics, _ StreamStep) {
 				if m.Step == stopAt {
 					stop()
 				}
@@ -237,12 +238,12 @@ func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	train(0, 4)
+	train(0, 6) // 12 pairs besides the stale one: six steps of two
 
-	st4 := state(4)
+	st6 := state(6)
 	fi, err := os.Stat(path)
-	if err != nil || fi.Size() != st4.LedgerBytes {
-		t.Fatalf("ledger is %v bytes (%v), checkpoint-4 says %d", fi, err, st4.LedgerBytes)
+	if err != nil || fi.Size() != st6.LedgerBytes {
+		t.Fatalf("ledger is %v bytes (%v), checkpoint-6 says %d", fi, err, st6.LedgerBytes)
 	}
 	entries, err := ReadLedger(path)
 	if err != nil {
@@ -269,26 +270,96 @@ func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 		if e.Outcome != outcome {
 			t.Errorf("pair %s: outcome %q, want %q", p.PairID, e.Outcome, outcome)
 		}
-		// Pairs 0-5 went into steps 1-2 (version 2), the rest into steps 3-4 (version 4).
-		wantStep, wantVersion := [2]int{1, 2}, int64(2)
-		if p.PairID >= "pair-0006" {
-			wantStep, wantVersion = [2]int{3, 4}, 4
+		// Steps 1-2 took pairs 0-4 (pair 3 dropped as stale); an applied pair carries the
+		// version that published its step (every second step).
+		if p.PairID < "pair-0005" && (e.Step < 1 || e.Step > 2) {
+			t.Errorf("pair %s: step %d, want step 1 or 2", p.PairID, e.Step)
 		}
+		wantVersion := int64((e.Step + 1) / 2 * 2)
 		if !e.Applied() {
 			wantVersion = 0
 		}
-		if e.Step < wantStep[0] || e.Step > wantStep[1] || e.PolicyVersion != wantVersion {
-			t.Errorf("pair %s: step %d version %d, want a step in %v and version %d", p.PairID, e.Step, e.PolicyVersion, wantStep, wantVersion)
+		if e.PolicyVersion != wantVersion {
+			t.Errorf("pair %s: step %d version %d, want version %d", p.PairID, e.Step, e.PolicyVersion, wantVersion)
 		}
 	}
 	if len(entries) != len(pairs) {
 		t.Errorf("%d ledger lines, want %d", len(entries), len(pairs))
 	}
-	// checkpoint-2 covers exactly the first six lines.
+	// checkpoint-2 covers exactly the five lines of steps 1-2.
 	data, _ := os.ReadFile(path)
 	head, err := ParseLedger(strings.NewReader(string(data[:st2.LedgerBytes])))
-	if err != nil || len(head) != 6 {
-		t.Errorf("checkpoint-2's ledger bytes hold %d lines (%v), want the 6 of steps 1-2", len(head), err)
+	if err != nil || len(head) != 5 {
+		t.Errorf("checkpoint-2's ledger bytes hold %d lines (%v), want the 5 of steps 1-2", len(head), err)
+	}
+}
+
+// A step takes exactly PairsPerStep pairs, so batches of five straddle steps (and checkpoints)
+// of two: a batch is acknowledged only when all its pairs are in a checkpoint, and until then
+// every checkpoint lists the ids of its pairs applied so far, so a trainer stopped with one
+// partly applied is resumed to apply the rest of it and nothing twice.
+func TestStreamTrainerStepsTakeExactlyPairsPerStepAcrossBatches(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pairs := streamPairs(0, 10)
+	res, dir := pairStream(t, ctx, "straddle", pairs, 5)
+	start := tinyModelDir(t)
+	out := filepath.Join(dir, "out")
+	var sizes []int
+	train := func(steps int) {
+		opts := DefaultOptions()
+		opts.BatchSize = 2
+		err := RunStream(ctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, Steps: steps, MaxPolicyLag: -1,
+			Logger: quietLogger(), Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
+			OnStep: func(m Metrics, _ StreamStep) { sizes = append(sizes, m.Pairs) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Steps 1 and 2 take pairs 0-1 and 2-3, each checkpointed; the first batch is not yet
+	// complete, and the run stops with it pulled.
+	train(2)
+	var st State
+	data, err := os.ReadFile(filepath.Join(CheckpointDir(out, 2), stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"pair-0000", "pair-0001", "pair-0002", "pair-0003"}; !slices.Equal(st.PendingPairIDs, want) {
+		t.Errorf("checkpoint 2 lists %v, want %v: applied, and their batch not acknowledged", st.PendingPairIDs, want)
+	}
+	train(5)
+	if fmt.Sprint(sizes) != "[2 2 2 2 2]" {
+		t.Errorf("pairs per step %v, want [2 2 2 2 2]", sizes)
+	}
+	entries, err := ReadLedger(LedgerPath(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range entries {
+		if !e.Applied() {
+			t.Errorf("ledger: %+v, want every pair applied", e)
+		}
+		count[e.PairID]++
+	}
+	for _, p := range pairs {
+		if count[p.PairID] != 1 {
+			t.Errorf("pair %s applied %d times, want once (ledger %v)", p.PairID, count[p.PairID], entries)
+		}
+	}
+	cons, err := res.Pairs.Consumer(ctx, "trainer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 {
+		t.Errorf("consumer: %d pending, %d awaiting ack; every batch is applied and should be acknowledged", info.NumPending, info.NumAckPending)
 	}
 }
 

@@ -115,6 +115,8 @@ const (
 	SkipIdentical     = "chosen_equals_rejected"
 	SkipTooLong       = "too_long"
 	SkipBadToken      = "token_out_of_vocab"
+	// SkipStale: sampled by a policy more versions behind than the online trainer's bound.
+	SkipStale = "stale"
 )
 
 // Trainer owns the policy's master weights and the optimiser state. It is not safe for

@@ -38,9 +38,9 @@ func benchLoopCommand() *cli.Command {
 			&cli.IntFlag{Name: "pairs-per-step", Value: d.PairsPerStep, Usage: "pairs per DPO step"},
 			&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "pairs per micro-batch"},
 			&cli.IntFlag{Name: "prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts a rollout worker samples together"},
-			&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, Usage: "async: prompts queued at most"},
+			&cli.IntFlag{Name: "max-in-flight", Usage: "async: prompts queued at most (0: one rollout step's, prompts-per-step × rollout-workers, so that the scheduler follows the trainer's backlog closely)"},
 			&cli.Int64Flag{Name: "max-lag", Value: 1, Usage: "trainer's policy-lag bound"},
-			&cli.IntFlag{Name: "pairs-ahead", Value: -1, Usage: "async: pairs sampled by the current policy at most before sampling waits for the next (-1: pairs-per-step × (1 + max-lag); 0: no bound)"},
+			&cli.IntFlag{Name: "pairs-ahead", Value: -1, Usage: "async: stop sampling while this many pairs the trainer can still use wait for it, counting those the prompts in flight should make (-1: pairs-per-step × (1 + max-lag); 0: no bound)"},
 			&cli.IntFlag{Name: "max-new-tokens", Value: d.MaxNewTokens, Usage: "tokens per response at most"},
 			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "DPO learning rate"},
 			&cli.IntFlag{Name: "rollout-workers", Value: 1, Usage: "rollout workers"},
@@ -77,8 +77,8 @@ func benchLoopAction(c *cli.Context) error {
 		Logger: slog.Default(),
 	}
 	o.PairsAhead = c.Int("pairs-ahead")
-	if o.PairsAhead < 0 {
-		o.PairsAhead = o.PairsPerStep * int(1+o.MaxLag)
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = o.PromptsPerStep * max(o.RolloutWorkers, 1)
 	}
 	if o.Steps <= 0 || o.PairsPerStep <= 0 || o.BatchSize <= 0 || o.K < 2 {
 		return fmt.Errorf("bench loop: --steps, --pairs-per-step and --batch-size must be positive and --k at least 2")

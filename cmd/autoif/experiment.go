@@ -58,7 +58,7 @@ func experimentTinyIFCommand() *cli.Command {
 			&cli.IntFlag{Name: "prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts a rollout worker samples together"},
 			&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, Usage: "prompts queued at most"},
 			&cli.Int64Flag{Name: "max-lag", Value: d.MaxLag, Usage: "trainer's policy-lag bound"},
-			&cli.IntFlag{Name: "pairs-ahead", Value: d.PairsAhead, Usage: "async: pairs sampled by the current policy at most before sampling waits for the next version (0: no bound)"},
+			&cli.IntFlag{Name: "pairs-ahead", Value: d.PairsAhead, Usage: "async: stop sampling while this many pairs the trainer can still use wait for it, counting those the prompts in flight should make (-1: pairs-per-step × (1 + max-lag); 0: no bound)"},
 			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "DPO learning rate"},
 			&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "DPO beta"},
 			&cli.IntFlag{Name: "max-new-tokens", Value: d.MaxNewTokens, Usage: "tokens per response at most"},

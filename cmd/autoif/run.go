@@ -58,7 +58,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Value: string(def.Mode), Usage: "sync (one batch per policy version, on-policy) or async (sampling and training overlap)"},
 			&cli.IntFlag{Name: "max-in-flight", Value: def.MaxInFlight, Usage: "prompts enqueued and not yet sampled at most (sync: the batch size)"},
 			&cli.IntFlag{Name: "pairs-per-version", Value: def.PairsPerVersion, Usage: "pairs the trainer needs per policy version (batch size × grad accum × publish-every); sync mode samples more when a batch made fewer"},
-			&cli.IntFlag{Name: "pairs-ahead", Value: def.PairsAhead, Usage: "async: stop enqueuing while this many pairs sampled by the current policy have arrived since it was published (0: no bound)"},
+			&cli.IntFlag{Name: "pairs-ahead", Value: def.PairsAhead, Usage: "async: stop sampling while this many pairs the trainer can still use wait for it, counting those the prompts in flight should make (-1: pairs-per-version × (1 + max-lag); 0: no bound)"},
 			&cli.Int64Flag{Name: "max-lag", Value: def.MaxLag, Usage: "pairs sampled more than this many policy versions ago are stale (dropped by the trainer, counted as pairs/stale)"},
 			&cli.Int64Flag{Name: "max-steps", Usage: "stop when the trainer has published this policy version (0: no limit)"},
 			&cli.Int64Flag{Name: "max-pairs", Usage: "stop after this many preference pairs (0: no limit)"},
@@ -310,7 +310,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		}
 		lo.Trainer = &trainer.StreamOptions{
 			ModelDir: modelDir, OutDir: filepath.Join(dir, "trainer"), Trainer: to,
-			PairsPerStep: cfg.PairsPerVersion, MaxPolicyLag: cfg.MaxLag, Steps: int(cfg.MaxSteps),
+			PairsPerStep: cfg.PairsPerVersion, MaxPolicyLag: cfg.TrainerMaxLag(), Steps: int(cfg.MaxSteps),
 		}
 		if chunk := c.Int("train-chunk"); chunk > 0 {
 			memory := c.Bool("memory")

@@ -176,9 +176,10 @@ func trainStreamCommand() *cli.Command {
 				Trainer: ro.Trainer, PairsPerStep: ro.Trainer.BatchSize * ro.GradAccum,
 				PublishEvery: c.Int("publish-every"), MaxPolicyLag: c.Int64("max-policy-lag"), Steps: ro.Steps,
 				Consumer: natsbus.ConsumerOptions{Durable: c.String("durable"), AckWait: c.Duration("ack-wait")},
-				OnStep: func(m trainer.Metrics, version, lag int64) {
+				OnStep: func(m trainer.Metrics, s trainer.StreamStep) {
 					slog.Info("step", "step", m.Step, "loss", m.Loss, "rewards/accuracies", m.Accuracy,
-						"rewards/margins", m.RewardsMargins, "grad_norm", m.GradNorm, "policy/version", version, "policy/lag", lag)
+						"rewards/margins", m.RewardsMargins, "grad_norm", m.GradNorm, "policy/version", s.Version,
+						"policy/lag", s.MeanLag, "policy/lag_max", s.MaxLag, "waited_for_pairs", s.Waited.Round(time.Millisecond))
 				},
 			})
 		},
