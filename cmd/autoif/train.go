@@ -141,7 +141,7 @@ func trainStreamCommand() *cli.Command {
 	flags := append(optimFlags(1e-6), dpoFlags()...)
 	flags = append(flags,
 		&cli.IntFlag{Name: "publish-every", Value: 1, Usage: "publish a new policy version every N steps"},
-		&cli.Int64Flag{Name: "max-policy-lag", Value: -1, Usage: "skip pairs sampled more than N versions ago (0: only the current policy's; -1 keeps all)"},
+		&cli.Int64Flag{Name: "max-policy-lag", Value: -1, Usage: "skip pairs sampled more than N versions ago (0: only the current policy's, as a sync-mode run needs; -1 keeps all); use the run's max-lag for an async run"},
 		&cli.StringFlag{Name: "durable", Value: "trainer", Usage: "JetStream durable consumer name"},
 		&cli.DurationFlag{Name: "ack-wait", Value: 5 * time.Minute, Usage: "how long a pulled batch may wait for its checkpoint before redelivery"},
 		&cli.BoolFlag{Name: "memory", Usage: "the run's streams are in memory (as `autoif run --memory` makes them)"},
