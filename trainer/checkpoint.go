@@ -45,6 +45,10 @@ type State struct {
 	// ReferenceLogps caches each offline pair's reference log-probs (chosen, rejected) by id,
 	// so a resumed run uses the very numbers the interrupted one did.
 	ReferenceLogps map[string][2]float64 `json:"reference_logps,omitempty"`
+	// ReferenceVersion is the policy version the reference was last refreshed to (online,
+	// StreamOptions.RefRefreshEvery); 0 is the starting reference. When it is set the
+	// checkpoint holds the reference's weights in reference.safetensors.
+	ReferenceVersion int64 `json:"reference_version,omitempty"`
 
 	// ledgerRecorded is set by LoadCheckpoint when the file has ledger_bytes (checkpoints
 	// written before the pair ledger existed lack it).
@@ -54,6 +58,7 @@ type State struct {
 const (
 	stateFile     = "trainer_state.json"
 	optimizerFile = "optimizer.safetensors"
+	referenceFile = "reference.safetensors"
 	ckptPrefix    = "checkpoint-"
 )
 
@@ -95,6 +100,11 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
 	}
 	if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
 		return fail(err)
+	}
+	if st.ReferenceVersion > 0 {
+		if err := model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.Tensors(), model.F32, nil); err != nil {
+			return fail(err)
+		}
 	}
 	if _, err := os.Stat(dir); err == nil {
 		if err := os.RemoveAll(dir); err != nil {
@@ -159,6 +169,11 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 			return st, fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
 		}
 		copy(p.Data, src[i].Data)
+	}
+	if st.ReferenceVersion > 0 {
+		if err := t.loadReference(filepath.Join(dir, referenceFile)); err != nil {
+			return st, fmt.Errorf("resume from %s: %w", dir, err)
+		}
 	}
 	f, err := model.OpenSafetensors(filepath.Join(dir, optimizerFile))
 	if err != nil {
@@ -311,4 +326,33 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// loadReference reads a refreshed reference policy's weights saved with a checkpoint.
+func (t *Trainer) loadReference(path string) error {
+	f, err := model.OpenSafetensors(path)
+	if err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
+	defer f.Close()
+	byName := map[string]model.TensorInfo{}
+	for _, ti := range f.Tensors {
+		byName[ti.Name] = ti
+	}
+	for _, r := range t.ref.Tensors() {
+		ti, ok := byName[r.Name]
+		if !ok {
+			return fmt.Errorf("reference: %s lacks %s", path, r.Name)
+		}
+		d, err := f.Read(ti)
+		if err != nil {
+			return fmt.Errorf("reference: %w", err)
+		}
+		if len(d) != len(r.Data) {
+			return fmt.Errorf("reference: %s has %d values, want %d", r.Name, len(d), len(r.Data))
+		}
+		copy(r.Data, d)
+	}
+	t.dropReferenceGraphs()
+	return nil
 }

@@ -42,6 +42,10 @@ type StreamOptions struct {
 	// many versions old: 0 keeps only pairs of the current policy (the orchestrator's
 	// max_lag 0), a negative value keeps all.
 	MaxPolicyLag int64
+	// RefRefreshEvery makes the reference a copy of the policy each time a version that is a
+	// multiple of it is published (0: the reference stays frozen, AutoIF's way). Checkpoints
+	// then carry the reference, so a resumed trainer continues against the same one.
+	RefRefreshEvery int
 	// Steps stops after this many optimiser steps in all (0: until ctx ends).
 	Steps    int
 	Consumer natsbus.ConsumerOptions
@@ -83,6 +87,9 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	}
 	if o.OutDir == "" {
 		return errors.New("train stream: no output directory")
+	}
+	if o.RefRefreshEvery < 0 {
+		return fmt.Errorf("train stream: reference refresh every %d versions: must be 0 (frozen) or more", o.RefRefreshEvery)
 	}
 	policy, err := model.Load(o.ModelDir)
 	if err != nil {
@@ -188,6 +195,13 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		newVersion := stepsSincePublish > 0
 		if newVersion {
 			version = int64(tr.StepCount())
+			if o.RefRefreshEvery > 0 && version%int64(o.RefRefreshEvery) == 0 {
+				if err := tr.RefreshReference(); err != nil {
+					return err
+				}
+				st.ReferenceVersion = version
+				o.Logger.Info("reference refreshed", "policy_version", version)
+			}
 		}
 		st.PolicyVersion = version
 		st.PendingPairIDs = nil

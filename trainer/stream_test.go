@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -360,6 +361,81 @@ func TestStreamTrainerStepsTakeExactlyPairsPerStepAcrossBatches(t *testing.T) {
 	}
 	if info.NumPending != 0 || info.NumAckPending != 0 {
 		t.Errorf("consumer: %d pending, %d awaiting ack; every batch is applied and should be acknowledged", info.NumPending, info.NumAckPending)
+	}
+}
+
+// With RefRefreshEvery 2 the reference becomes a copy of the policy when versions 2 and 4 are
+// published: the step after each refresh starts with policy = reference (loss ln 2 exactly),
+// and checkpoints carry the reference, so a resumed trainer keeps using the refreshed one.
+func TestStreamTrainerRefreshesTheReferenceEveryNVersions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, dir := pairStream(t, ctx, "refresh", streamPairs(0, 10), 2)
+	start := tinyModelDir(t)
+	out := filepath.Join(dir, "out")
+	losses := map[int]float64{}
+	train := func(steps int) {
+		opts := DefaultOptions()
+		opts.BatchSize, opts.Optim.LR = 2, 1e-2
+		err := RunStream(ctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, Steps: steps,
+			MaxPolicyLag: -1, RefRefreshEvery: 2, Logger: quietLogger(),
+			Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
+			OnStep:   func(m Metrics, _ StreamStep) { losses[m.Step] = m.Loss }})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	train(3)
+	train(5) // resumed from checkpoint 3, whose reference is version 2's policy
+
+	ln2 := math.Log(2)
+	for step, want := range map[int]bool{1: true, 2: false, 3: true, 4: false, 5: true} {
+		if got := math.Abs(losses[step]-ln2) < 1e-6; got != want {
+			t.Errorf("step %d loss %.8f: policy = reference is %v, want %v (losses %v)", step, losses[step], got, want, losses)
+		}
+	}
+	for _, c := range []struct {
+		step      int
+		reference int64 // the version whose policy the checkpoint's reference is (0: none saved)
+	}{{1, 0}, {2, 2}, {3, 2}, {4, 4}, {5, 4}} {
+		ckpt := CheckpointDir(out, c.step)
+		var st State
+		data, err := os.ReadFile(filepath.Join(ckpt, stateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatal(err)
+		}
+		_, statErr := os.Stat(filepath.Join(ckpt, referenceFile))
+		if st.ReferenceVersion != c.reference || (c.reference > 0) != (statErr == nil) {
+			t.Fatalf("checkpoint %d: reference version %d (file: %v), want %d", c.step, st.ReferenceVersion, statErr, c.reference)
+		}
+		if c.reference == 0 {
+			continue
+		}
+		ref, err := model.OpenSafetensors(filepath.Join(ckpt, referenceFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy, err := model.Load(CheckpointDir(out, int(c.reference)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range policy.Tensors() {
+			var data []float32
+			for _, ti := range ref.Tensors {
+				if ti.Name == p.Name {
+					if data, err = ref.Read(ti); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if !slices.Equal(data, p.Data) {
+				t.Fatalf("checkpoint %d: reference tensor %s is not version %d's policy", c.step, p.Name, c.reference)
+			}
+		}
+		ref.Close()
 	}
 }
 

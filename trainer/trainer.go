@@ -437,6 +437,35 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 	return g, nil
 }
 
+// RefreshReference makes the reference a copy of the policy as it is now (a reference
+// refreshed every N versions, as some online DPO recipes do, instead of AutoIF's frozen
+// starting policy). Log-probs already computed for pairs against the old reference are kept.
+func (t *Trainer) RefreshReference() error {
+	src, dst := t.Policy.Tensors(), t.ref.Tensors()
+	if len(src) != len(dst) {
+		return fmt.Errorf("refresh reference: the policy has %d tensors, the reference %d", len(src), len(dst))
+	}
+	for i := range dst {
+		if src[i].Name != dst[i].Name || len(src[i].Data) != len(dst[i].Data) {
+			return fmt.Errorf("refresh reference: policy tensor %s does not fit the reference's %s", src[i].Name, dst[i].Name)
+		}
+	}
+	for i := range dst {
+		copy(dst[i].Data, src[i].Data)
+	}
+	t.dropReferenceGraphs()
+	return nil
+}
+
+// dropReferenceGraphs forgets the reference's graphs: one built in float64 holds a copy of the
+// weights, not the weights.
+func (t *Trainer) dropReferenceGraphs() {
+	for _, g := range t.refGraphs {
+		g.release()
+	}
+	t.refGraphs = nil
+}
+
 // refLogProbs fills the reference log-probs of pairs that lack them with a forward-only graph
 // of the frozen reference: the policy's own graph code, so at step 0 policy and reference agree
 // exactly, in micro-batches of the policy's shape.

@@ -161,6 +161,7 @@ func childTrainerCommand() *cli.Command {
 			&cli.Float64Flag{Name: "lr", Value: 1e-4},
 			&cli.Float64Flag{Name: "beta", Value: 0.1},
 			&cli.Int64Flag{Name: "max-lag", Value: -1},
+			&cli.IntFlag{Name: "ref-refresh-every"},
 			&cli.BoolFlag{Name: "memory"},
 			&cli.DurationFlag{Name: "ack-wait", Value: time.Minute, Usage: "how long a dead trainer's pulled pairs wait before redelivery"},
 		},
@@ -183,7 +184,8 @@ func childTrainerCommand() *cli.Command {
 			return experiment.TrainStream(c.Context, bus.JS, res, trainer.StreamOptions{
 				ModelDir: c.String("model"), OutDir: c.String("out"), KeepLast: 2, Trainer: to,
 				PairsPerStep: c.Int("pairs-per-step"), MaxPolicyLag: c.Int64("max-lag"), Steps: c.Int("steps"),
-				Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: c.Duration("ack-wait")},
+				RefRefreshEvery: c.Int("ref-refresh-every"),
+				Consumer:        natsbus.ConsumerOptions{Durable: "trainer", AckWait: c.Duration("ack-wait")},
 			})
 		},
 	}
@@ -294,7 +296,7 @@ func (r *childRunner) trainer(ctx context.Context, res *natsbus.RunResources, so
 	args := []string{"experiment", "trainer", "--model", so.ModelDir, "--out", so.OutDir,
 		"--pairs-per-step", strconv.Itoa(so.PairsPerStep), "--batch-size", strconv.Itoa(so.Trainer.BatchSize),
 		"--lr", strconv.FormatFloat(so.Trainer.Optim.LR, 'g', -1, 64), "--beta", strconv.FormatFloat(so.Trainer.Loss.Beta, 'g', -1, 64),
-		"--max-lag", strconv.FormatInt(so.MaxPolicyLag, 10)}
+		"--max-lag", strconv.FormatInt(so.MaxPolicyLag, 10), "--ref-refresh-every", strconv.Itoa(so.RefRefreshEvery)}
 	if memory {
 		args = append(args, "--memory")
 	}

@@ -234,6 +234,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "in-process trainer: DPO learning rate (constant)"},
 		&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "in-process trainer: DPO beta"},
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "in-process trainer: pairs per micro-batch (a step takes --pairs-per-version pairs)"},
+		&cli.IntFlag{Name: "ref-refresh-every", Usage: "in-process trainer: make the DPO reference a copy of the policy every N published versions (0: the starting policy, frozen, as in AutoIF)"},
 		&cli.IntFlag{Name: "train-chunk", Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, which also exercises resume (0: a goroutine of this process)"},
 	}
 }
@@ -308,9 +309,13 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
 		}
+		if c.Int("ref-refresh-every") < 0 {
+			return lo, fmt.Errorf("--ref-refresh-every %d: must be 0 (frozen reference) or more", c.Int("ref-refresh-every"))
+		}
 		lo.Trainer = &trainer.StreamOptions{
 			ModelDir: modelDir, OutDir: filepath.Join(dir, "trainer"), Trainer: to,
 			PairsPerStep: cfg.PairsPerVersion, MaxPolicyLag: cfg.TrainerMaxLag(), Steps: int(cfg.MaxSteps),
+			RefRefreshEvery: c.Int("ref-refresh-every"),
 		}
 		if chunk := c.Int("train-chunk"); chunk > 0 {
 			memory := c.Bool("memory")

@@ -142,6 +142,7 @@ func trainStreamCommand() *cli.Command {
 	flags = append(flags,
 		&cli.IntFlag{Name: "publish-every", Value: 1, Usage: "publish a new policy version every N steps"},
 		&cli.Int64Flag{Name: "max-policy-lag", Value: -1, Usage: "skip pairs sampled more than N versions ago (0: only the current policy's, as a sync-mode run needs; -1 keeps all); use the run's max-lag for an async run"},
+		&cli.IntFlag{Name: "ref-refresh-every", Usage: "make the DPO reference a copy of the policy every N published versions (0: the starting policy, or --ref, frozen, as in AutoIF)"},
 		&cli.StringFlag{Name: "durable", Value: "trainer", Usage: "JetStream durable consumer name"},
 		&cli.DurationFlag{Name: "ack-wait", Value: 5 * time.Minute, Usage: "how long a pulled batch may wait for its checkpoint before redelivery"},
 		&cli.BoolFlag{Name: "memory", Usage: "the run's streams are in memory (as `autoif run --memory` makes them)"},
@@ -175,7 +176,8 @@ func trainStreamCommand() *cli.Command {
 				ModelDir: ro.ModelDir, RefDir: ro.RefDir, OutDir: ro.OutDir, KeepLast: ro.KeepLast,
 				Trainer: ro.Trainer, PairsPerStep: ro.Trainer.BatchSize * ro.GradAccum,
 				PublishEvery: c.Int("publish-every"), MaxPolicyLag: c.Int64("max-policy-lag"), Steps: ro.Steps,
-				Consumer: natsbus.ConsumerOptions{Durable: c.String("durable"), AckWait: c.Duration("ack-wait")},
+				RefRefreshEvery: c.Int("ref-refresh-every"),
+				Consumer:        natsbus.ConsumerOptions{Durable: c.String("durable"), AckWait: c.Duration("ack-wait")},
 				OnStep: func(m trainer.Metrics, s trainer.StreamStep) {
 					slog.Info("step", "step", m.Step, "loss", m.Loss, "rewards/accuracies", m.Accuracy,
 						"rewards/margins", m.RewardsMargins, "grad_norm", m.GradNorm, "policy/version", s.Version,
