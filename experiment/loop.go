@@ -321,6 +321,9 @@ func TrainStream(ctx context.Context, js jetstream.JetStream, res *natsbus.RunRe
 		values := m.Map()
 		values["policy/lag"], values["policy/lag_max"] = s.MeanLag, float64(s.MaxLag)
 		values["waited_for_pairs_s"] = s.Waited.Seconds()
+		if s.Interval > 0 {
+			values["idle_fraction"] = min(s.Waited.Seconds()/s.Interval.Seconds(), 1)
+		}
 		// Step s's figures belong to the step that the publication of version s ends: the
 		// trainer publishes its step count as the version.
 		if err := pub.Publish(ctx, int64(m.Step), int64(m.Step), values); err != nil && ctx.Err() == nil {

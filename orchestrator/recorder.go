@@ -31,10 +31,12 @@ const (
 	MetricEnqueued      = "prompts/enqueued" // total so far
 )
 
-// trainerNames are the DPO metrics a step line shows when some component reports them.
+// trainerNames are the trainer figures a step line shows when some component reports them:
+// the DPO metrics, its compute time per step and the share of its time spent waiting for pairs.
 var trainerNames = map[string]bool{
 	"loss": true, "rewards/chosen": true, "rewards/rejected": true, "rewards/margins": true,
 	"rewards/accuracies": true, "logps/chosen": true, "logps/rejected": true,
+	"step_seconds": true, "idle_fraction": true,
 }
 
 // stepAgg accumulates one step: the interval between two policy publications.
@@ -350,6 +352,12 @@ func stepLine(c closedStep, tm map[string]float64) string {
 	for _, k := range []string{"loss", "rewards/accuracies", "rewards/margins"} {
 		if v, ok := tm[k]; ok {
 			fmt.Fprintf(&b, "  %s %.4f", k, v)
+		}
+	}
+	if v, ok := tm["step_seconds"]; ok {
+		fmt.Fprintf(&b, "  train %.2fs", v)
+		if idle, ok := tm["idle_fraction"]; ok {
+			fmt.Fprintf(&b, " (idle %.0f%%)", 100*idle)
 		}
 	}
 	fmt.Fprintf(&b, "  pairs %d", a.Pairs)

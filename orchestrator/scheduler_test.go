@@ -61,7 +61,7 @@ func TestSyncModeWaitsForANewPolicyVersionBeforeTheNextBatch(t *testing.T) {
 	}
 	// The trainer reports its step through the same stream, then moves the policy key.
 	tm := NewMetricsPublisher(r.bus.JS, r.res.Run, "trainer")
-	if err := tm.Publish(context.Background(), 1, 1, map[string]float64{"loss": 0.69, "rewards/accuracies": 0.75, "rewards/margins": 0.2}); err != nil {
+	if err := tm.Publish(context.Background(), 1, 1, map[string]float64{"loss": 0.69, "rewards/accuracies": 0.75, "rewards/margins": 0.2, "step_seconds": 0.42, "idle_fraction": 0.25}); err != nil {
 		t.Fatal(err)
 	}
 	r.publishVersion(1)
@@ -83,8 +83,9 @@ func TestSyncModeWaitsForANewPolicyVersionBeforeTheNextBatch(t *testing.T) {
 	lines := out.String()
 	// Step 1 ended with version 1: the rollouts sampled by version 0 scored 0.5 on average,
 	// and the trainer's loss for step 1 is on the same line.
-	if !strings.Contains(lines, "step 1 ") || !strings.Contains(lines, "policy/version 1") || !strings.Contains(lines, "reward/mean 0.500") || !strings.Contains(lines, "loss 0.6900") {
-		t.Fatalf("step lines:\n%s\nwant step 1 with reward/mean 0.500 and loss 0.6900", lines)
+	if !strings.Contains(lines, "step 1 ") || !strings.Contains(lines, "policy/version 1") || !strings.Contains(lines, "reward/mean 0.500") ||
+		!strings.Contains(lines, "loss 0.6900") || !strings.Contains(lines, "train 0.42s (idle 25%)") {
+		t.Fatalf("step lines:\n%s\nwant step 1 with reward/mean 0.500, loss 0.6900 and the trainer's 0.42 s step, 25%% idle", lines)
 	}
 	if !strings.Contains(lines, "step 2 ") || !strings.Contains(lines, "reward/mean 1.000") {
 		t.Fatalf("step lines:\n%s\nwant step 2 with reward/mean 1.000", lines)

@@ -278,6 +278,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		}
 		return nil
 	}
+	lastStepEnd := time.Now()
 	for o.Steps == 0 || tr.StepCount() < o.Steps {
 		if ctx.Err() != nil {
 			return stopped()
@@ -350,6 +351,8 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		}
 		pending = slices.Delete(pending, 0, len(take))
 		stepWait = 0
+		now := time.Now()
+		info.Interval, lastStepEnd = now.Sub(lastStepEnd), now
 		if m.Pairs == 0 {
 			continue // everything skipped: acknowledged with the next checkpoint
 		}
@@ -379,8 +382,10 @@ type StreamStep struct {
 	// MaxLag and MeanLag are the step's pairs' versions behind Version.
 	MaxLag  int64
 	MeanLag float64
-	// Waited is the time spent waiting for pairs since the previous step.
-	Waited time.Duration
+	// Waited is the time spent waiting for pairs since the previous step; Interval is the
+	// time since the previous step ended (or the trainer started), so Waited/Interval is the
+	// trainer's idle fraction over this step.
+	Waited, Interval time.Duration
 }
 
 // pulledBatch is a pair batch pulled from the stream and not yet acknowledged.

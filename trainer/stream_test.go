@@ -312,7 +312,12 @@ func TestStreamTrainerStepsTakeExactlyPairsPerStepAcrossBatches(t *testing.T) {
 		opts.BatchSize = 2
 		err := RunStream(ctx, res, StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: opts, PairsPerStep: 2, Steps: steps, MaxPolicyLag: -1,
 			Logger: quietLogger(), Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 30 * time.Second, Logger: quietLogger()},
-			OnStep: func(m Metrics, _ StreamStep) { sizes = append(sizes, m.Pairs) }})
+			OnStep: func(m Metrics, s StreamStep) {
+				sizes = append(sizes, m.Pairs)
+				if s.Interval <= 0 || s.Waited < 0 || s.Waited > s.Interval {
+					t.Errorf("step %d: waited %v of an interval of %v", m.Step, s.Waited, s.Interval)
+				}
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
