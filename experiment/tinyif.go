@@ -75,7 +75,7 @@ type TinyIFOptions struct {
 func DefaultTinyIF() TinyIFOptions {
 	return TinyIFOptions{
 		RunDir: filepath.Join("runs", "tinyif"), WarmStart: DefaultWarmStart(),
-		Mode: orchestrator.ModeAsync, Steps: 60, PairsPerStep: 16, BatchSize: 8, K: 8, PromptsPerStep: 8,
+		Mode: orchestrator.ModeAsync, Steps: 80, PairsPerStep: 16, BatchSize: 8, K: 8, PromptsPerStep: 8,
 		MaxInFlight: 16, PairsAhead: -1, MaxLag: 2, LR: 2e-4, Beta: 0.1, MaxNewTokens: 64, Temperature: 0.8,
 		RolloutWorkers: 1, RewardWorkers: 2, Seed: 1, EvalPrompts: 0, EvalTemperature: 0,
 	}

@@ -19,8 +19,9 @@ func benchLoopCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "loop",
 		Usage: "online DPO loop on tinyIF: the same DPO steps in sync then async mode; last line JSON sync_wall_s, async_wall_s, speedup, mean_policy_lag, trainer_idle_fraction",
-		Description: "Both modes start from the same policy (--model, default the tinyIF warm start, trained into\n" +
-			"--warm-start-dir when absent) and stop when the trainer has published --steps versions.\n" +
+		Description: "Both modes start from the same policy (--model, default a small tinyIF warm start of 0.46M\n" +
+			"parameters, trained into --warm-start-dir when absent) and stop when the trainer has\n" +
+			"published --steps versions.\n" +
 			"A mode's wall time runs from the loop's start to the trainer's last step; each mode's\n" +
 			"fastest of --rounds alternating rounds counts. mean_policy_lag is async mode's pair-weighted\n" +
 			"policy/lag; trainer_idle_fraction is async mode's share of trainer time spent waiting for\n" +
@@ -31,7 +32,7 @@ func benchLoopCommand() *cli.Command {
 			"same cores, so overlapping them gains little.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "starting policy (default: the tinyIF warm start)"},
-			&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default warm start is cached"},
+			&cli.StringFlag{Name: "warm-start-dir", Value: experiment.SmallWarmStart().Dir, Usage: "where the default (small) warm start is cached"},
 			&cli.IntFlag{Name: "steps", Value: 24, Usage: "DPO steps (policy versions) per mode (both modes pay the same start-up, about two steps' time, so short runs understate the overlap)"},
 			&cli.IntFlag{Name: "rounds", Value: 2, Usage: "alternating sync/async rounds; each mode's fastest counts"},
 			&cli.IntFlag{Name: "k", Value: d.K, Usage: "responses per prompt"},
@@ -57,7 +58,7 @@ func benchLoopCommand() *cli.Command {
 func benchLoopAction(c *cli.Context) error {
 	modelDir := c.String("model")
 	if modelDir == "" {
-		ws := experiment.DefaultWarmStart()
+		ws := experiment.SmallWarmStart()
 		ws.Dir = c.String("warm-start-dir")
 		if _, _, err := experiment.EnsureWarmStart(c.Context, ws); err != nil {
 			return err
