@@ -266,6 +266,9 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 	if ip.rolloutWorkers < 0 {
 		return ip, fmt.Errorf("--rollout-workers %d: want 0 or more", ip.rolloutWorkers)
 	}
+	if n := c.Int("ref-refresh-every"); n < 0 {
+		return ip, fmt.Errorf("--ref-refresh-every %d: must be 0 (frozen reference) or more", n)
+	}
 	switch ip.reward {
 	case experiment.RewardService, experiment.RewardLocal, experiment.RewardExternal:
 	default:
@@ -308,9 +311,6 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
-		}
-		if c.Int("ref-refresh-every") < 0 {
-			return lo, fmt.Errorf("--ref-refresh-every %d: must be 0 (frozen reference) or more", c.Int("ref-refresh-every"))
 		}
 		lo.Trainer = &trainer.StreamOptions{
 			ModelDir: modelDir, OutDir: filepath.Join(dir, "trainer"), Trainer: to,

@@ -32,6 +32,7 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"instruction without a verified function", "run:\n  prompts: [" + noFuncs + "]\n", "has no verified function"},
 		{"unknown reward mode", "run:\n  reward: oracle\n", `--reward "oracle"`},
 		{"negative rollout workers", "run:\n  rollout-workers: -1\n", "--rollout-workers -1"},
+		{"negative reference refresh", "run:\n  ref-refresh-every: -1\n", "--ref-refresh-every -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,6 +48,19 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 				t.Fatalf("run directory exists after a bad config (%v): something started", err)
 			}
 		})
+	}
+}
+
+// The stream trainer cannot start over in a directory whose checkpoints keep its pairs
+// exactly-once: --no-resume is refused, before anything connects.
+func TestTrainStreamRefusesNoResume(t *testing.T) {
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.RunContext(context.Background(), []string{"autoif", "--nats", "nats://127.0.0.1:1", "train", "stream",
+		"--model", writeTinyPolicy(t), "--out", t.TempDir(), "--no-resume"})
+	if err == nil || !strings.Contains(err.Error(), "always resumes") {
+		t.Fatalf("got %v, want a refusal of --no-resume", err)
 	}
 }
 

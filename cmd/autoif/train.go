@@ -159,6 +159,11 @@ func trainStreamCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.Bool("no-resume") {
+				// The checkpoints hold the pairs applied but not yet acknowledged and the ledger's
+				// length: starting over in the same directory would apply pairs twice.
+				return errors.New("train stream always resumes from --out's checkpoints, which keep its pairs exactly-once; to start over, use a new --out (and a new --durable consumer)")
+			}
 			run, err := runFromFlags(c)
 			if err != nil {
 				return err
