@@ -57,6 +57,37 @@ func pairStream(t *testing.T, ctx context.Context, name string, pairs []proto.Pa
 	return res, dir
 }
 
+// checkpointState reads the trainer_state.json of out's checkpoint of step.
+func checkpointState(t *testing.T, out string, step int) State {
+	t.Helper()
+	var st State
+	data, err := os.ReadFile(filepath.Join(CheckpointDir(out, step), stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// assertAllAcknowledged fails unless the trainer's consumer owes nothing: every batch applied
+// and acknowledged.
+func assertAllAcknowledged(t *testing.T, ctx context.Context, res *natsbus.RunResources) {
+	t.Helper()
+	cons, err := res.Pairs.Consumer(ctx, "trainer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 {
+		t.Errorf("consumer: %d pending, %d awaiting ack; every batch should be applied and acknowledged once", info.NumPending, info.NumAckPending)
+	}
+}
+
 // The online trainer applies pairs from JetStream, publishes every new policy to the object
 // store before moving KV `current`, and a restarted trainer resumes from its checkpoint
 // without re-applying acknowledged pairs.
@@ -97,28 +128,11 @@ func TestStreamTrainerPublishesPoliciesAndResumes(t *testing.T) {
 	if err := RunStream(ctx, res, so); err != nil {
 		t.Fatal(err)
 	}
-	var st State
-	data, err := os.ReadFile(filepath.Join(CheckpointDir(out, 3), stateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := checkpointState(t, out, 3)
 	if st.GlobalStep != 3 || st.PolicyVersion != 3 || len(st.PendingPairIDs) != 2 || st.PendingPairIDs[0] != "pair-0004" {
 		t.Errorf("state after resume: %+v; want step 3 from the third batch (pair-0004, pair-0005)", st)
 	}
-	cons, err := res.Pairs.Consumer(ctx, "trainer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumPending != 0 || info.NumAckPending != 0 {
-		t.Errorf("consumer: %d pending, %d awaiting ack; every batch should be applied and acked once", info.NumPending, info.NumAckPending)
-	}
+	assertAllAcknowledged(t, ctx, res)
 	if _, err := model.Load(CheckpointDir(out, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -158,15 +172,7 @@ func TestStreamTrainerStoppedBetweenCheckpointsAppliesEveryPairOnce(t *testing.T
 	}
 	seen := map[string]int{}
 	for _, step := range []int{2, 4} {
-		var st State
-		data, err := os.ReadFile(filepath.Join(CheckpointDir(out, step), stateFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(data, &st); err != nil {
-			t.Fatal(err)
-		}
-		for _, id := range st.PendingPairIDs {
+		for _, id := range checkpointState(t, out, step).PendingPairIDs {
 			seen[id]++
 		}
 	}
@@ -211,18 +217,7 @@ func TestStreamTrainerLedgerRecordsEachPairOnceAcrossResume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	state := func(step int) State {
-		t.Helper()
-		var st State
-		data, err := os.ReadFile(filepath.Join(CheckpointDir(out, step), stateFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(data, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	state := func(step int) State { return checkpointState(t, out, step) }
 	path := LedgerPath(out)
 
 	train(3, 0) // steps 1 and 2 are checkpointed; step 3 is applied, then stopped
@@ -325,14 +320,7 @@ func TestStreamTrainerStepsTakeExactlyPairsPerStepAcrossBatches(t *testing.T) {
 	// Steps 1 and 2 take pairs 0-1 and 2-3, each checkpointed; the first batch is not yet
 	// complete, and the run stops with it pulled.
 	train(2)
-	var st State
-	data, err := os.ReadFile(filepath.Join(CheckpointDir(out, 2), stateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := checkpointState(t, out, 2)
 	if want := []string{"pair-0000", "pair-0001", "pair-0002", "pair-0003"}; !slices.Equal(st.PendingPairIDs, want) {
 		t.Errorf("checkpoint 2 lists %v, want %v: applied, and their batch not acknowledged", st.PendingPairIDs, want)
 	}
@@ -356,17 +344,7 @@ func TestStreamTrainerStepsTakeExactlyPairsPerStepAcrossBatches(t *testing.T) {
 			t.Errorf("pair %s applied %d times, want once (ledger %v)", p.PairID, count[p.PairID], entries)
 		}
 	}
-	cons, err := res.Pairs.Consumer(ctx, "trainer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumPending != 0 || info.NumAckPending != 0 {
-		t.Errorf("consumer: %d pending, %d awaiting ack; every batch is applied and should be acknowledged", info.NumPending, info.NumAckPending)
-	}
+	assertAllAcknowledged(t, ctx, res)
 }
 
 // With RefRefreshEvery 2 the reference becomes a copy of the policy when versions 2 and 4 are
@@ -404,14 +382,7 @@ func TestStreamTrainerRefreshesTheReferenceEveryNVersions(t *testing.T) {
 		reference int64 // the version whose policy the checkpoint's reference is (0: none saved)
 	}{{1, 0}, {2, 2}, {3, 2}, {4, 4}, {5, 4}} {
 		ckpt := CheckpointDir(out, c.step)
-		var st State
-		data, err := os.ReadFile(filepath.Join(ckpt, stateFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(data, &st); err != nil {
-			t.Fatal(err)
-		}
+		st := checkpointState(t, out, c.step)
 		_, statErr := os.Stat(filepath.Join(ckpt, referenceFile))
 		if st.ReferenceVersion != c.reference || (c.reference > 0) != (statErr == nil) {
 			t.Fatalf("checkpoint %d: reference version %d (file: %v), want %d", c.step, st.ReferenceVersion, statErr, c.reference)
