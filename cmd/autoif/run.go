@@ -168,8 +168,19 @@ func runAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "orchestrating %d prompts (%d instructions) in %s mode, %d in flight, max lag %d; in this process: reward %s, %d rollout workers, trainer %v\n",
-			len(set.Units), set.Instructions(), cfg.Mode, cfg.MaxInFlight, cfg.MaxLag, lo.RewardMode, lo.RolloutWorkers, lo.Trainer != nil)
+		mode := "sync mode (on-policy)"
+		if cfg.Mode == orchestrator.ModeAsync {
+			mode = fmt.Sprintf("async mode (max lag %d)", cfg.MaxLag)
+		}
+		workers, trainerHere := "rollout workers", "no trainer"
+		if lo.RolloutWorkers == 1 {
+			workers = "rollout worker"
+		}
+		if lo.Trainer != nil {
+			trainerHere = "the trainer"
+		}
+		fmt.Fprintf(c.App.Writer, "orchestrating %d prompts (%d instructions) in %s, %d in flight; in this process: reward %s, %d %s, %s\n",
+			len(set.Units), set.Instructions(), mode, cfg.MaxInFlight, lo.RewardMode, lo.RolloutWorkers, workers, trainerHere)
 		if sum, err = loop.Run(ctx); err != nil {
 			return err
 		}
