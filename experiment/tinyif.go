@@ -40,21 +40,24 @@ type TinyIFOptions struct {
 
 	// Online DPO.
 	Mode           orchestrator.Mode
-	Steps          int     // policy versions to train (online and offline)
-	PairsPerStep   int     // pairs per optimiser step (online and offline)
-	BatchSize      int     // micro-batch (pairs)
-	K              int     // responses per prompt
-	PromptsPerStep int     // rollout worker batch
-	MaxInFlight    int     // orchestrator bound
-	PairsAhead     int     // async: orchestrator.Config.PairsAhead (-1: PairsPerStep × (1 + MaxLag))
-	MaxLag         int64   // trainer's bound
-	LR             float64 // DPO learning rate (online and offline)
-	Beta           float64
-	MaxNewTokens   int
-	Temperature    float64
-	RolloutWorkers int
-	RewardWorkers  int
-	Seed           uint64
+	Steps          int   // policy versions to train (online and offline)
+	PairsPerStep   int   // pairs per optimiser step (online and offline)
+	BatchSize      int   // micro-batch (pairs)
+	K              int   // responses per prompt
+	PromptsPerStep int   // rollout worker batch
+	MaxInFlight    int   // orchestrator bound
+	PairsAhead     int   // async: orchestrator.Config.PairsAhead (-1: PairsPerStep × (1 + MaxLag))
+	MaxLag         int64 // trainer's bound
+	// RefRefreshEvery refreshes the online trainer's reference every N versions (0: frozen,
+	// AutoIF's way; the offline baseline's reference is always frozen).
+	RefRefreshEvery int
+	LR              float64 // DPO learning rate (online and offline)
+	Beta            float64
+	MaxNewTokens    int
+	Temperature     float64
+	RolloutWorkers  int
+	RewardWorkers   int
+	Seed            uint64
 
 	// EvalPrompts is how many held-out prompts are evaluated (0: all), spread over every
 	// instruction; EvalTemperature 0 decodes greedily.
@@ -237,6 +240,7 @@ func RunTinyIF(ctx context.Context, o TinyIFOptions) (Summary, error) {
 		Trainer: &trainer.StreamOptions{
 			ModelDir: o.WarmStart.Dir, OutDir: trainerDir, KeepLast: 2, Trainer: topts,
 			PairsPerStep: o.PairsPerStep, MaxPolicyLag: cfg.TrainerMaxLag(), Steps: o.Steps, Logger: log,
+			RefRefreshEvery: o.RefRefreshEvery,
 		},
 		RunTrainer: o.RunTrainer,
 		Logger:     log,

@@ -58,6 +58,7 @@ func experimentTinyIFCommand() *cli.Command {
 			&cli.IntFlag{Name: "prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts a rollout worker samples together"},
 			&cli.IntFlag{Name: "max-in-flight", Value: d.MaxInFlight, Usage: "prompts queued at most"},
 			&cli.Int64Flag{Name: "max-lag", Value: d.MaxLag, Usage: "trainer's policy-lag bound"},
+			&cli.IntFlag{Name: "ref-refresh-every", Usage: "online DPO: make the reference a copy of the policy every N versions (0: the warm start, frozen, as in AutoIF; the offline baseline's stays frozen)"},
 			&cli.IntFlag{Name: "pairs-ahead", Value: d.PairsAhead, Usage: "async: stop sampling while this many pairs the trainer can still use wait for it, counting those the prompts in flight should make (-1: pairs-per-step × (1 + max-lag); 0: no bound)"},
 			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "DPO learning rate"},
 			&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "DPO beta"},
@@ -99,6 +100,9 @@ func experimentTinyIFAction(c *cli.Context) error {
 	o.Steps, o.PairsPerStep, o.BatchSize = c.Int("steps"), c.Int("pairs-per-step"), c.Int("batch-size")
 	o.K, o.PromptsPerStep, o.MaxInFlight, o.MaxLag = c.Int("k"), c.Int("prompts-per-step"), c.Int("max-in-flight"), c.Int64("max-lag")
 	o.PairsAhead = c.Int("pairs-ahead")
+	if o.RefRefreshEvery = c.Int("ref-refresh-every"); o.RefRefreshEvery < 0 {
+		return fmt.Errorf("--ref-refresh-every %d: must be 0 (frozen reference) or more", o.RefRefreshEvery)
+	}
 	o.LR, o.Beta, o.MaxNewTokens = c.Float64("lr"), c.Float64("beta"), c.Int("max-new-tokens")
 	o.RolloutWorkers, o.RewardWorkers = c.Int("rollout-workers"), c.Int("reward-workers")
 	o.EvalPrompts, o.EvalTemperature, o.Seed = c.Int("eval-prompts"), c.Float64("eval-temperature"), c.Uint64("seed")

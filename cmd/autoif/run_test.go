@@ -64,6 +64,25 @@ func TestTrainStreamRefusesNoResume(t *testing.T) {
 	}
 }
 
+// A negative reference refresh is refused before the experiment trains or writes anything.
+func TestExperimentRefusesANegativeReferenceRefresh(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	ws := filepath.Join(t.TempDir(), "warmstart")
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.RunContext(context.Background(), []string{"autoif", "--run-dir", dir, "experiment", "tinyif",
+		"--warm-start-dir", ws, "--ref-refresh-every", "-1"})
+	if err == nil || !strings.Contains(err.Error(), "--ref-refresh-every -1") {
+		t.Fatalf("got %v, want a refusal naming --ref-refresh-every", err)
+	}
+	for _, d := range []string{dir, ws} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("%s exists after a refused flag (%v): something started", d, err)
+		}
+	}
+}
+
 // writeTinyPolicy writes a random byte-level model small enough to sample and train in a
 // test: it follows no instruction, but its samples differ, so some prompts make pairs.
 func writeTinyPolicy(t *testing.T) string {
