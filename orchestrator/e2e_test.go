@@ -158,8 +158,8 @@ func TestOneRunWithARealRolloutWorker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A worker still loading a new version samples with the old one, so sync mode's pairs can
-	// lag by one; they count as stale only beyond max_lag.
+	// Sync mode is on-policy: pairs a batch made beyond one version's arrive a version behind
+	// and count as stale, whatever max_lag says.
 	if sum.Reason != "steps" || sum.Version != 2 || sum.Pairs == 0 || sum.Enqueued == 0 {
 		t.Fatalf("summary %+v, want stopped by steps at version 2 with pairs", sum)
 	}

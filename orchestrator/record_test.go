@@ -2,6 +2,8 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -222,5 +224,33 @@ func TestResumeRefusesStreamsThatWereRecreated(t *testing.T) {
 	}
 	if _, err := orc.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "use a new run directory") {
 		t.Fatalf("got %v, want a refusal to read on past the recreated stream", err)
+	}
+}
+
+// Pairs past the trainer's lag bound on arrival count as stale: max_lag in async mode, and
+// any lag at all in sync mode, which is on-policy whatever max_lag says.
+func TestStalePairsFollowTheTrainersLagBound(t *testing.T) {
+	for _, tc := range []struct {
+		mode      Mode
+		lag       int64 // versions behind on arrival
+		wantStale int64
+	}{
+		{ModeAsync, 1, 0},
+		{ModeAsync, 2, 0},
+		{ModeAsync, 3, 2},
+		{ModeSync, 0, 0},
+		{ModeSync, 1, 2},
+	} {
+		t.Run(fmt.Sprintf("%s lag %d", tc.mode, tc.lag), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Mode, cfg.MaxLag = tc.mode, 2
+			r := newRecorder(RecordState{}, cfg, &PromptSet{}, io.Discard, time.Second)
+			r.onVersion(5, time.Now(), 0, 0)
+			pairs := []proto.Pair{{PairID: "a", PromptID: "p", PolicyVersion: 5 - tc.lag}, {PairID: "b", PromptID: "p", PolicyVersion: 5 - tc.lag}}
+			r.onPairs(1, pairs, time.Now())
+			if r.st.StalePairs != tc.wantStale {
+				t.Fatalf("%d stale pairs, want %d", r.st.StalePairs, tc.wantStale)
+			}
+		})
 	}
 }

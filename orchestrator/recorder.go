@@ -22,7 +22,7 @@ const (
 	MetricPolicyVersion = "policy/version" // the version whose publication ended the step
 	MetricPolicyLag     = "policy/lag"     // mean versions behind current of the step's pairs, on arrival
 	MetricPolicyLagMax  = "policy/lag_max" // the largest of those
-	MetricStalePairs    = "pairs/stale"    // pairs already more than max_lag behind on arrival
+	MetricStalePairs    = "pairs/stale"    // pairs already past the trainer's lag bound on arrival (Config.TrainerMaxLag)
 	MetricPairs         = "pairs/count"    // pairs that arrived during the step
 	MetricPairsPerSec   = "pairs/s"        // MetricPairs over the step's duration
 	MetricRollouts      = "rollouts/count" // scored responses that arrived during the step
@@ -96,7 +96,7 @@ type sampleKey struct {
 
 func newRecorder(st RecordState, cfg Config, set *PromptSet, out io.Writer, grace time.Duration) *recorder {
 	r := &recorder{
-		st: st, k: cfg.K, maxLag: cfg.MaxLag, perStep: cfg.SamplesPerStep, out: out, grace: grace,
+		st: st, k: cfg.K, maxLag: cfg.TrainerMaxLag(), perStep: cfg.SamplesPerStep, out: out, grace: grace,
 		prompts: map[string]*proto.PromptUnit{}, sampleAt: map[sampleKey]int{}, trainer: map[int64]map[string]float64{},
 		scored: map[sampleKey]bool{}, awaiting: map[sampleKey]bool{},
 	}
