@@ -108,8 +108,7 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 	var mu sync.Mutex
 	var stepEnds []time.Time
 	var waited time.Duration
-	var lagSum float64
-	var lagPairs int
+	var lagSum float64 // of the steps' mean lags: every step has PairsPerStep pairs
 	cfg := orchestrator.DefaultConfig()
 	cfg.RunDir, cfg.Prompts, cfg.Mode = dir, []string{"tinyif"}, mode
 	cfg.K, cfg.PairsPerVersion, cfg.MaxLag, cfg.MaxSteps, cfg.Seed = o.K, o.PairsPerStep, o.MaxLag, int64(o.Steps), o.Seed
@@ -146,8 +145,7 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 			stepEnds = append(stepEnds, at)
 			res.TrainerStepS += m.StepSeconds
 			waited += s.Waited
-			lagSum += s.MeanLag * float64(o.PairsPerStep)
-			lagPairs += o.PairsPerStep
+			lagSum += s.MeanLag
 			mu.Unlock()
 		},
 		Logger: quiet,
@@ -170,17 +168,16 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 
 	mu.Lock()
 	defer mu.Unlock()
-	if n := len(stepEnds); n > 0 {
+	n := len(stepEnds)
+	if n > 0 {
 		res.WallS = stepEnds[n-1].Sub(start).Seconds()
-		res.TrainerStepS /= float64(n)
 	}
 	if res.WallS <= 0 {
 		return res, fmt.Errorf("bench loop %s: the trainer reported no steps", mode)
 	}
+	res.TrainerStepS /= float64(n)
+	res.MeanPolicyLag = lagSum / float64(n)
 	res.TrainerIdleFraction = waited.Seconds() / res.WallS
-	if lagPairs > 0 {
-		res.MeanPolicyLag = lagSum / float64(lagPairs)
-	}
 	return res, nil
 }
 

@@ -294,17 +294,18 @@ loop:
 	defer fcancel()
 	if reason != "error" {
 		// The step closes publish the orchestrator's own metrics to the metrics stream, where
-		// they are read back into metrics.parquet: store them before reading to the end.
-		if err := orc.mpub.Flush(fctx); err != nil {
-			orc.log.Warn("publish step metrics", "err", err)
-		}
-		orc.catchUp(fctx, events, 5*time.Second)
-		if orc.closing != nil {
-			orc.closeVersion(fctx, time.Now(), true)
+		// they are read back into metrics.parquet: store them before reading to the end, and
+		// again after closing a step still pending.
+		drain := func() {
 			if err := orc.mpub.Flush(fctx); err != nil {
 				orc.log.Warn("publish step metrics", "err", err)
 			}
 			orc.catchUp(fctx, events, 5*time.Second)
+		}
+		drain()
+		if orc.closing != nil {
+			orc.closeVersion(fctx, time.Now(), true)
+			drain()
 		}
 	}
 	stopReaders()

@@ -168,8 +168,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	// checkpoint lists the ids of its pairs already consumed (State.PendingPairIDs).
 	var unacked []*pulledBatch   // in pull order
 	var pending []pendingPair    // pulled, neither applied nor dropped yet, oldest first
-	var heldIDs []string         // consumed since the last checkpoint
-	var heldLedger []LedgerEntry // heldIDs' ledger lines, written by the next checkpoint
+	var heldLedger []LedgerEntry // a line per pair consumed since the last checkpoint, written by the next
 	// inFlight are the ids of pairs pulled but not yet checkpointed. A batch whose ack wait ran
 	// out while it waited here is delivered again, and the consumer's seen set only learns ids
 	// at the ack: its rows are dropped here instead.
@@ -179,7 +178,6 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		st.StreamSeq = max(st.StreamSeq, pp.batch.b.Seq)
 		pp.batch.left--
 		pp.batch.consumed = append(pp.batch.consumed, pp.pair.ID)
-		heldIDs = append(heldIDs, pp.pair.ID)
 		heldLedger = append(heldLedger, e)
 	}
 	stepsSincePublish := 0
@@ -189,7 +187,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	// commit writes a checkpoint holding every applied pair, publishes it as a new version if
 	// steps were taken, and only then acknowledges the batches whose pairs are all in it.
 	commit := func() error {
-		if stepsSincePublish == 0 && len(heldIDs) == 0 {
+		if stepsSincePublish == 0 && len(heldLedger) == 0 {
 			return nil
 		}
 		newVersion := stepsSincePublish > 0
@@ -250,11 +248,11 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		unacked = kept
 		// A failed ack does not teach the consumer the ids: a redelivery in this process must
 		// be dropped too.
-		cons.MarkSeen(heldIDs...)
-		for _, id := range heldIDs {
-			delete(inFlight, id)
+		for _, e := range heldLedger {
+			cons.MarkSeen(e.PairID)
+			delete(inFlight, e.PairID)
 		}
-		heldIDs, heldLedger, stepsSincePublish = nil, nil, 0
+		heldLedger, stepsSincePublish = nil, 0
 		if err := PruneCheckpoints(o.OutDir, o.KeepLast); err != nil {
 			return err
 		}

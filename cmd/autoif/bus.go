@@ -48,3 +48,22 @@ func connectBus(ctx context.Context, c *cli.Context, name string) (*natsbus.Bus,
 	}
 	return bus, nil
 }
+
+// joinRun connects to the bus as name and opens (creating if needed) the run's streams and
+// buckets, in memory with --memory. The caller closes the bus.
+func joinRun(c *cli.Context, name string) (*natsbus.Bus, *natsbus.RunResources, error) {
+	run, err := runFromFlags(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	bus, err := connectBus(c.Context, c, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := natsbus.EnsureRun(c.Context, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory")})
+	if err != nil {
+		bus.Close()
+		return nil, nil, err
+	}
+	return bus, res, nil
+}

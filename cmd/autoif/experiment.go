@@ -170,19 +170,11 @@ func childTrainerCommand() *cli.Command {
 			&cli.DurationFlag{Name: "ack-wait", Value: time.Minute, Usage: "how long a dead trainer's pulled pairs wait before redelivery"},
 		},
 		Action: func(c *cli.Context) error {
-			run, err := runFromFlags(c)
-			if err != nil {
-				return err
-			}
-			bus, err := connectBus(c.Context, c, "trainer")
+			bus, res, err := joinRun(c, "trainer")
 			if err != nil {
 				return err
 			}
 			defer bus.Close()
-			res, err := natsbus.EnsureRun(c.Context, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory")})
-			if err != nil {
-				return err
-			}
 			to := trainer.DefaultOptions()
 			to.BatchSize, to.Optim.LR, to.Loss.Beta = c.Int("batch-size"), c.Float64("lr"), c.Float64("beta")
 			return experiment.TrainStream(c.Context, bus.JS, res, trainer.StreamOptions{

@@ -164,19 +164,11 @@ func trainStreamCommand() *cli.Command {
 				// length: starting over in the same directory would apply pairs twice.
 				return errors.New("train stream always resumes from --out's checkpoints, which keep its pairs exactly-once; to start over, use a new --out (and a new --durable consumer)")
 			}
-			run, err := runFromFlags(c)
-			if err != nil {
-				return err
-			}
-			bus, err := connectBus(c.Context, c, "trainer")
+			bus, res, err := joinRun(c, "trainer")
 			if err != nil {
 				return err
 			}
 			defer bus.Close()
-			res, err := natsbus.EnsureRun(c.Context, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory")})
-			if err != nil {
-				return err
-			}
 			return trainer.RunStream(c.Context, res, trainer.StreamOptions{
 				ModelDir: ro.ModelDir, RefDir: ro.RefDir, OutDir: ro.OutDir, KeepLast: ro.KeepLast,
 				Trainer: ro.Trainer, PairsPerStep: ro.Trainer.BatchSize * ro.GradAccum,
