@@ -75,10 +75,11 @@ func (h *hostFiles) assertUnchanged(t *testing.T) {
 	}
 }
 
-// strayProcesses lists processes running as the sandbox uid that are not pool workers: a
-// worker's child (its parent runs as the sandbox uid too) or an orphan adopted by init. Pool
-// workers are children of a root test process: this one, or another package's test binary
-// running at the same time. It also counts this process's children.
+// strayProcesses lists processes running as the sandbox uid that are not part of a pool
+// worker: a worker is a zygote (its parent is a root process: this test binary, or another
+// package's running at the same time) and the zygote's children (the call running now, the
+// spare forked for the next one, and children it has not reaped yet). Anything deeper, or an
+// orphan adopted by init, escaped. It also counts this process's children.
 func strayProcesses(t *testing.T, uid int) (stray []string, children int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
@@ -109,17 +110,19 @@ func strayProcesses(t *testing.T, uid int) (stray []string, children int) {
 		procs[pid] = pr
 	}
 	me := os.Getpid()
+	zygote := func(pid int) bool {
+		pr, ok := procs[pid]
+		parent, pok := procs[pr.ppid]
+		return ok && pok && pr.uid == uid && pr.ppid > 1 && parent.uid != uid
+	}
 	for pid, pr := range procs {
 		if pr.ppid == me {
 			children++
 		}
-		if pr.uid != uid {
+		if pr.uid != uid || zygote(pid) || zygote(pr.ppid) {
 			continue
 		}
-		parent, ok := procs[pr.ppid]
-		if pr.ppid <= 1 || !ok || parent.uid == uid {
-			stray = append(stray, fmt.Sprintf("pid %d ppid %d", pid, pr.ppid))
-		}
+		stray = append(stray, fmt.Sprintf("pid %d ppid %d", pid, pr.ppid))
 	}
 	return stray, children
 }
@@ -232,9 +235,9 @@ def evaluate(response):
 			outcomes: []Outcome{Error}, kinds: []Kind{KindImportDenied}},
 		{name: "import ctypes is denied", src: "import ctypes\ndef evaluate(response):\n    return ctypes.c_int(1).value == 1\n",
 			outcomes: []Outcome{Error}, kinds: []Kind{KindImportDenied}},
-		{name: "garbage written into the protocol pipe costs only its function", src: "import os\ndef evaluate(response):\n    os.write(4, b'\\x05\\x00\\x00\\x00hello')\n    return True\n",
+		{name: "garbage written into every open pipe costs only its function", src: "import os\ndef evaluate(response):\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'\\x05\\x00\\x00\\x00hello')\n        except OSError:\n            pass\n    return True\n",
 			outcomes: []Outcome{Error}, kinds: []Kind{KindCrash}},
-		{name: "closing the protocol pipe costs only its function", src: "import os\ndef evaluate(response):\n    os.close(4)\n    return True\n",
+		{name: "closing every descriptor costs only its function", src: "import os\ndef evaluate(response):\n    for fd in range(64):\n        try:\n            os.close(fd)\n        except OSError:\n            pass\n    return True\n",
 			outcomes: []Outcome{Error}, kinds: []Kind{KindCrash}},
 		{name: "top-level infinite loop times out", src: "while True:\n    pass\ndef evaluate(response):\n    return True\n",
 			outcomes: []Outcome{Timeout}},
@@ -304,28 +307,26 @@ func TestTamperingDoesNotLeak(t *testing.T) {
 	cases := []struct {
 		name, patch, victim, response string
 		want                          Outcome
-		shared                        bool // the patch reaches state shared with other functions
 	}{
 		{"patched builtins.len", "import builtins\ndef evaluate(response):\n    builtins.len = lambda x: 0\n    builtins.isinstance = lambda a, b: False\n    return True\n",
-			"def evaluate(response):\n    return len(response) == 3\n", "abc", Pass, true},
+			"def evaluate(response):\n    return len(response) == 3\n", "abc", Pass},
 		{"patched own builtins copy", "def evaluate(response):\n    __builtins__['len'] = lambda x: 0\n    return True\n",
-			"def evaluate(response):\n    return len(response) == 3\n", "abc", Pass, false},
+			"def evaluate(response):\n    return len(response) == 3\n", "abc", Pass},
 		{"patched json encoder internals", "import json\ndef evaluate(response):\n    json.JSONEncoder.encode = lambda self, o: 'garbage'\n    json.dumps = lambda *a, **k: 'garbage'\n    return True\n",
-			"import json\ndef evaluate(response):\n    return json.dumps([1]) == '[1]'\n", "abc", Pass, true},
+			"import json\ndef evaluate(response):\n    return json.dumps([1]) == '[1]'\n", "abc", Pass},
 		{"patched re.search", "import re\ndef evaluate(response):\n    re.search = lambda *a, **k: None\n    return True\n",
-			"import re\ndef evaluate(response):\n    return re.search('b', response) is not None\n", "abc", Pass, true},
+			"import re\ndef evaluate(response):\n    return re.search('b', response) is not None\n", "abc", Pass},
 		{"patched str method via string module", "import string\ndef evaluate(response):\n    string.ascii_lowercase = ''\n    return True\n",
-			"import string\ndef evaluate(response):\n    return all(c in string.ascii_lowercase for c in response)\n", "abc", Pass, true},
+			"import string\ndef evaluate(response):\n    return all(c in string.ascii_lowercase for c in response)\n", "abc", Pass},
 		{"patched a module through another module's alias for it", "import random\ndef evaluate(response):\n    random._os.getcwd = lambda: ''\n    return True\n",
-			"import os\ndef evaluate(response):\n    return os.getcwd() != ''\n", "abc", Pass, true},
+			"import os\ndef evaluate(response):\n    return os.getcwd() != ''\n", "abc", Pass},
 		{"patched a submodule through an attribute chain", "import json\ndef evaluate(response):\n    json.decoder.JSONDecodeError = KeyError\n    return True\n",
-			"import json\ndef evaluate(response):\n    try:\n        json.loads('{')\n    except ValueError:\n        return True\n    return False\n", "abc", Pass, true},
+			"import json\ndef evaluate(response):\n    try:\n        json.loads('{')\n    except ValueError:\n        return True\n    return False\n", "abc", Pass},
 		{"replaced module in sys.modules", "import sys\ndef evaluate(response):\n    sys.modules['json'] = None\n    return True\n",
-			"import json\ndef evaluate(response):\n    return json.loads('[1]') == [1]\n", "abc", Pass, true},
+			"import json\ndef evaluate(response):\n    return json.loads('[1]') == [1]\n", "abc", Pass},
 	}
 	for _, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			before := p.Stats().Tampered
 			own, err := p.Evaluate(ctx, tc.patch, []string{"x"})
 			if err != nil {
 				t.Fatal(err)
@@ -339,13 +340,6 @@ func TestTamperingDoesNotLeak(t *testing.T) {
 			}
 			if got[0].Outcome != tc.want {
 				t.Errorf("victim gave %+v, want %v", got[0], tc.want)
-			}
-			want := before
-			if tc.shared {
-				want++
-			}
-			if got := p.Stats().Tampered; got != want {
-				t.Errorf("tampered count %d, want %d (stats %+v)", got, want, p.Stats())
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package reward
 
 import (
 	"log/slog"
-	"os"
 	"runtime"
 	"time"
 )
@@ -26,8 +25,9 @@ type Options struct {
 	OpenFiles uint64
 	// MaxOutput caps the characters one evaluation may print. Default 1 MiB.
 	MaxOutput int
-	// CacheSize is how many compiled functions a worker keeps. Default 512.
-	CacheSize int
+	// TmpBytes sizes each worker's private /tmp (a tmpfs, also its working directory).
+	// Default 16 MiB.
+	TmpBytes int64
 	// UID and GID run the workers when the pool is started as root. Default 65534 (nobody).
 	UID, GID int
 	// StartTimeout bounds starting one worker. Default 20s.
@@ -39,9 +39,14 @@ type Options struct {
 	MaxTimeouts int
 	// FlushInterval is how long a worker batches results before it sends them. Default 2ms.
 	FlushInterval time.Duration
-	// NoNamespaces runs workers without new namespaces, for hosts that forbid them. Weaker:
-	// the worker can reach the network namespace of the host.
-	NoNamespaces bool
+	// UnsafeNoSandbox runs workers without the OS sandbox (namespaces, private root,
+	// seccomp), for hosts whose kernel forbids namespaces: only the uid (when started as
+	// root), the rlimits and the audit hook remain, and a function can read whatever that uid
+	// can and reach the network. Every pool start logs a warning.
+	UnsafeNoSandbox bool
+	// noAuditHook leaves the CPython audit hook out, so tests can show what the OS layer
+	// alone refuses.
+	noAuditHook bool
 	// Logger receives worker lifecycle events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -65,8 +70,8 @@ func (o Options) withDefaults() Options {
 	if o.MaxOutput <= 0 {
 		o.MaxOutput = 1 << 20
 	}
-	if o.CacheSize <= 0 {
-		o.CacheSize = 512
+	if o.TmpBytes <= 0 {
+		o.TmpBytes = 16 << 20
 	}
 	if o.UID == 0 && o.GID == 0 {
 		o.UID, o.GID = 65534, 65534
@@ -85,6 +90,3 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
-
-// dropPrivileges reports whether workers change uid: only a root parent can, and must.
-func dropPrivileges() bool { return os.Geteuid() == 0 }

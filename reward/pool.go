@@ -2,11 +2,10 @@ package reward
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 )
@@ -34,15 +33,17 @@ type Stats struct {
 	Timeouts         int64 `json:"timeouts"`
 	Crashes          int64 `json:"crashes"` // evaluations during which the worker died
 	WorkersStarted   int64 `json:"workers_started"`
-	WorkersRestarted int64 `json:"workers_restarted"` // replaced after a kill, crash or tampering
-	Tampered         int64 `json:"tampered"`          // calls that changed shared state
-	Compiles         int64 `json:"compiles"`          // calls that missed the worker's compile cache
+	WorkersRestarted int64 `json:"workers_restarted"` // replaced after a kill or crash
+	// Isolation names the OS layer the workers run in; Limits what bounds their memory and
+	// processes.
+	Isolation string `json:"isolation"`
+	Limits    string `json:"limits"`
 }
 
 // Pool is a fixed-size set of sandboxed Python workers. It is safe for concurrent use.
 type Pool struct {
 	opts   Options
-	python string
+	interp *interpreter
 	log    *slog.Logger
 
 	// slots holds one token per worker: a ready worker, or nil for one to start on demand.
@@ -58,7 +59,7 @@ type Pool struct {
 	nextSet    atomic.Uint64 // response set ids
 	stats      struct {
 		calls, evals, passes, fails, errors, timeouts, crashes atomic.Int64
-		started, restarted, tampered, compiles                 atomic.Int64
+		started, restarted                                     atomic.Int64
 	}
 }
 
@@ -68,12 +69,15 @@ var _ Evaluator = (*Pool)(nil)
 // NewPool resolves the interpreter and starts opts.Workers workers.
 func NewPool(ctx context.Context, opts Options) (*Pool, error) {
 	opts = opts.withDefaults()
-	python, err := ResolvePython(ctx, opts.Python, opts)
+	in, err := resolveInterpreter(ctx, opts.Python, opts)
 	if err != nil {
 		return nil, fmt.Errorf("reward pool: %w", err)
 	}
-	opts.Python = python
-	p := &Pool{opts: opts, python: python, log: opts.Logger, slots: make(chan *worker, opts.Workers)}
+	opts.Python = in.path
+	if opts.UnsafeNoSandbox {
+		opts.Logger.Warn("reward sandbox disabled (--unsafe-no-sandbox): verification functions run without namespaces, a private root or seccomp, and can read what uid " + fmt.Sprint(workerUID(opts)) + " can read and reach the network")
+	}
+	p := &Pool{opts: opts, interp: in, log: opts.Logger, slots: make(chan *worker, opts.Workers)}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	type started struct {
@@ -99,18 +103,18 @@ func NewPool(ctx context.Context, opts Options) (*Pool, error) {
 		p.Close()
 		return nil, fmt.Errorf("reward pool: %w", errors.Join(errs...))
 	}
-	p.log.Debug("reward pool started", "python", python, "workers", opts.Workers, "deadline", opts.Deadline)
+	p.log.Debug("reward pool started", "python", in.path, "workers", opts.Workers, "deadline", opts.Deadline, "isolation", p.isolation())
 	return p, nil
 }
 
 // Python is the interpreter the workers run.
-func (p *Pool) Python() string { return p.python }
+func (p *Pool) Python() string { return p.interp.path }
 
 // Options returns the pool's options with defaults applied.
 func (p *Pool) Options() Options { return p.opts }
 
 func (p *Pool) start() (*worker, error) {
-	w, err := startWorker(p.python, p.opts, p.nextWorker.Add(1))
+	w, err := startWorker(p.interp, p.opts, p.nextWorker.Add(1))
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +178,6 @@ func (p *Pool) Evaluate(ctx context.Context, fn string, responses []string) ([]E
 // evaluate runs fn on responses, which the caller names rset so that workers that hold the
 // same set (the other functions of one Score call) are not sent it again.
 func (p *Pool) evaluate(ctx context.Context, fn string, responses []string, rset uint64) ([]Eval, error) {
-	sum := sha256.Sum256([]byte(fn))
-	hash := hex.EncodeToString(sum[:])
 	evals := make([]Eval, len(responses))
 	pending := make([]int, len(responses))
 	for i := range pending {
@@ -213,15 +215,9 @@ func (p *Pool) evaluate(ctx context.Context, fn string, responses []string, rset
 			rset = p.nextSet.Add(1)
 		}
 		callCtx, stop := mergeDone(ctx, p.ctx)
-		res := w.call(callCtx, hash, fn, sub, rset)
+		res := w.call(callCtx, fn, sub, rset)
 		stop()
 		p.stats.calls.Add(1)
-		if res.compiled {
-			p.stats.compiles.Add(1)
-		}
-		if res.tampered {
-			p.stats.tampered.Add(1)
-		}
 		p.release(w)
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -250,23 +246,15 @@ func (p *Pool) evaluate(ctx context.Context, fn string, responses []string, rset
 // Check runs fn's top level once, as every evaluation would, and returns why fn cannot be
 // used (it does not compile, its top level fails, or it defines no evaluate), or nil.
 func (p *Pool) Check(ctx context.Context, fn string) (*Eval, error) {
-	sum := sha256.Sum256([]byte(fn))
-	hash := hex.EncodeToString(sum[:])
 	for range 3 {
 		w, err := p.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
 		callCtx, stop := mergeDone(ctx, p.ctx)
-		res := w.call(callCtx, hash, fn, nil, 0)
+		res := w.call(callCtx, fn, nil, 0)
 		stop()
 		p.stats.calls.Add(1)
-		if res.compiled {
-			p.stats.compiles.Add(1)
-		}
-		if res.tampered {
-			p.stats.tampered.Add(1)
-		}
 		p.release(w)
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -349,7 +337,8 @@ func (p *Pool) Stats() Stats {
 	return Stats{
 		Calls: s.calls.Load(), Evals: s.evals.Load(), Passes: s.passes.Load(), Fails: s.fails.Load(),
 		Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Crashes: s.crashes.Load(),
-		WorkersStarted: s.started.Load(), WorkersRestarted: s.restarted.Load(), Tampered: s.tampered.Load(), Compiles: s.compiles.Load(),
+		WorkersStarted: s.started.Load(), WorkersRestarted: s.restarted.Load(),
+		Isolation: p.isolation(), Limits: "rlimits (address space, CPU time, file size, open files; no processes or threads in a function's process)",
 	}
 }
 
@@ -374,4 +363,20 @@ func mergeDone(a, b context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(a)
 	stop := context.AfterFunc(b, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// isolation names the OS layer the workers run in, for stats and logs.
+func (p *Pool) isolation() string {
+	if p.opts.UnsafeNoSandbox {
+		return "none (--unsafe-no-sandbox): uid and rlimits only"
+	}
+	return "namespaces (user, mount, pid, net, ipc, uts), read-only root, seccomp, fork per call"
+}
+
+// workerUID is the host uid functions run as.
+func workerUID(o Options) int {
+	if runningAsRoot() {
+		return o.UID
+	}
+	return os.Getuid()
 }

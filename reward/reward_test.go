@@ -86,7 +86,7 @@ func TestFunctionSources(t *testing.T) {
 		{"syntax error is a compile error", "def evaluate(response)\n    return True\n", Error, KindCompile},
 		{"missing evaluate is a compile error", "def check(response):\n    return True\n", Error, KindCompile},
 		{"top-level exception is an exception", "raise ValueError('boom')\ndef evaluate(response):\n    return True\n", Error, KindException},
-		{"missing optional module is unavailable", "import langdetect\ndef evaluate(response):\n    return langdetect.detect(response) == 'en'\n", Error, KindModuleUnavailable},
+		{"missing optional module is unavailable", "import no_such_package_autoif.sub\ndef evaluate(response):\n    return True\n", Error, KindModuleUnavailable},
 		{"missing module inside evaluate is unavailable", "def evaluate(response):\n    import no_such_module_autoif\n    return True\n", Error, KindModuleUnavailable},
 		{"exception inside evaluate", "def evaluate(response):\n    return response[100] == 'x'\n", Error, KindException},
 		{"standard library works", "import re, json, collections, unicodedata, datetime\ndef evaluate(response):\n    return bool(re.match(r'hi', response)) and json.loads('[1]') == [1] and collections.Counter(response)['i'] == 1 and unicodedata.category('a') == 'Ll' and datetime.date(2024, 1, 1).year == 2024\n", Pass, ""},
@@ -108,10 +108,10 @@ func TestFunctionSources(t *testing.T) {
 func TestSandboxEnvironment(t *testing.T) {
 	p := newTestPool(t, Options{Workers: 1})
 	cases := []struct{ name, expr string }{
-		{"own PID namespace", "os.getpid() == 1"},
-		{"empty environment", "len(os.environ) == 0 or set(os.environ) <= {'LC_CTYPE'}"},
+		{"own PID namespace, forked from the zygote at PID 1", "os.getppid() == 1 and os.getpid() > 1"},
+		{"environment holds only the thread pins", "all(k.endswith('_THREADS') or k == 'LC_CTYPE' for k in os.environ)"},
 		{"unprivileged uid", unprivilegedExpr()},
-		{"empty working directory", "'autoif-reward-' in os.getcwd()"},
+		{"private /tmp as working directory", "os.getcwd() == '/tmp'"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
@@ -169,38 +169,8 @@ func TestWorkersRunInTheirOwnNamespaces(t *testing.T) {
 	}
 }
 
-func TestCompileCacheIsKeyedByContent(t *testing.T) {
-	p := newTestPool(t, Options{Workers: 1})
-	ctx := context.Background()
-	a := "def evaluate(response):\n    return response == 'a'\n"
-	b := "def evaluate(response):\n    return response == 'b'\n"
-	steps := []struct {
-		src          string
-		wantCompiles int64
-		want         Outcome
-	}{
-		{a, 1, Pass},
-		{a, 1, Pass},
-		{b, 2, Fail},
-		{a, 2, Pass},
-		{a + " ", 3, Pass}, // one byte differs: a different function
-	}
-	for i, s := range steps {
-		got, err := p.Evaluate(ctx, s.src, []string{"a"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got[0].Outcome != s.want {
-			t.Errorf("step %d: got %+v, want %v", i, got[0], s.want)
-		}
-		if c := p.Stats().Compiles; c != s.wantCompiles {
-			t.Errorf("step %d: %d compiles, want %d", i, c, s.wantCompiles)
-		}
-	}
-}
-
-// Cached code still runs its top level in fresh globals each call, so state a function keeps
-// in globals cannot make the same inputs score differently.
+// Every call runs in a fresh fork of the worker's zygote, so state a function keeps in globals
+// cannot make the same inputs score differently.
 func TestScoreIsDeterministic(t *testing.T) {
 	p := newTestPool(t, Options{Workers: 2})
 	funcs := []string{

@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,17 +27,23 @@ import (
 //go:embed worker.py
 var workerSource string
 
-// Progress slot phases (Python's PHASE_* plus pending, which only Go writes).
+// Progress slot phases (Python's PHASE_TOPLEVEL, plus pending, which only Go writes).
 const (
 	phaseTopLevel = -1
-	phaseCheck    = -2
 	phasePending  = -3
 )
 
 const progressSize = 4096
 
-// worker is one sandboxed interpreter. It is used by one goroutine at a time (the pool hands
-// it out exclusively), so it has no lock of its own.
+// Reply frame tags: C frames are the function's child's results, relayed by the zygote; Z
+// frames are the zygote's own (ready, and the end of each call), which no function can write.
+const (
+	tagChild  = 'C'
+	tagZygote = 'Z'
+)
+
+// worker is one sandboxed zygote interpreter. It is used by one goroutine at a time (the pool
+// hands it out exclusively), so it has no lock of its own.
 type worker struct {
 	id     int64
 	opts   Options
@@ -53,14 +61,15 @@ type worker struct {
 }
 
 // startWorker starts one sandboxed worker and waits until it is ready to take requests.
-func startWorker(python string, opts Options, id int64) (w *worker, err error) {
+func startWorker(in *interpreter, opts Options, id int64) (w *worker, err error) {
 	w = &worker{id: id, opts: opts, stderr: &tailBuffer{max: 4096}}
 	defer func() {
 		if err != nil {
 			w.close()
 		}
 	}()
-	// An empty directory nobody can write: the worker's cwd.
+	// An empty directory nobody can write: the mount point of the sandbox's root (in the
+	// worker's mount namespace only), or the working directory without a sandbox.
 	if w.dir, err = os.MkdirTemp("", "autoif-reward-"); err != nil {
 		return w, fmt.Errorf("worker scratch dir: %w", err)
 	}
@@ -93,39 +102,75 @@ func startWorker(python string, opts Options, id int64) (w *worker, err error) {
 	}
 	w.setProgress(phasePending)
 
-	// The worker applies its rlimits itself before it reports ready, hence before it reads
-	// any untrusted code (a parent without CAP_SYS_RESOURCE cannot prlimit another uid).
+	// The worker applies its rlimits itself, after its imports and before it reports ready,
+	// hence before it reads any untrusted code (a parent without CAP_SYS_RESOURCE cannot
+	// prlimit a process of another uid).
 	cpu := max(int64(opts.CPULimit/time.Second), 1)
-	// A process limit only binds a non-root uid; with a user namespace the worker's uid is the
-	// caller's own, where 0 would also stop the caller's other processes from forking.
-	nproc := int64(-1)
-	if dropPrivileges() {
-		nproc = 0
+	audit := "1"
+	if opts.noAuditHook {
+		audit = "0"
 	}
-	w.cmd = exec.Command(python, "-I", "-B", "-c", workerSource,
-		strconv.Itoa(opts.MaxOutput), strconv.Itoa(opts.CacheSize),
-		strconv.FormatUint(opts.MemoryLimit, 10), strconv.FormatInt(cpu, 10),
-		strconv.FormatUint(opts.OpenFiles, 10), strconv.FormatInt(nproc, 10))
-	w.cmd.Env = []string{}
-	w.cmd.Dir = w.dir
+	args := []string{in.path, "-I", "-B", "-c", workerSource,
+		strconv.Itoa(opts.MaxOutput), strconv.FormatUint(opts.MemoryLimit, 10), strconv.FormatInt(cpu, 10),
+		strconv.FormatUint(opts.OpenFiles, 10), strconv.FormatInt(opts.TmpBytes, 10), audit}
+	if opts.UnsafeNoSandbox {
+		w.cmd = exec.Command(in.path, args[1:]...)
+		w.cmd.Env = threadPins
+		w.cmd.Dir = w.dir
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return w, fmt.Errorf("reward sandbox: find this program to re-execute: %w", err)
+		}
+		spec := sandboxSpec{Root: w.dir, Python: in.path, Args: args, Env: threadPins, Mounts: in.mounts,
+			UID: opts.UID, GID: opts.GID, TmpBytes: opts.TmpBytes}
+		if _, userns := opts.namespaceFlags(true); userns {
+			spec.UID, spec.GID = -1, -1
+		}
+		b, err := json.Marshal(spec)
+		if err != nil {
+			return w, err
+		}
+		w.cmd = &exec.Cmd{Path: exe, Args: []string{sandboxArg0, string(b)}, Env: []string{}, Dir: "/"}
+	}
 	w.cmd.ExtraFiles = []*os.File{reqR, repW, progFile}
 	w.cmd.Stderr = w.stderr
-	w.cmd.SysProcAttr = opts.sysProcAttr()
+	w.cmd.SysProcAttr = opts.sysProcAttr(true)
 	w.cmd.WaitDelay = time.Second
 	if err = w.cmd.Start(); err != nil {
-		return w, fmt.Errorf("start worker %s: %w", python, err)
+		if !opts.UnsafeNoSandbox && refusedNamespaces(err) {
+			return w, namespaceError(err)
+		}
+		return w, fmt.Errorf("start worker %s: %w", in.path, err)
 	}
-	frame, err := w.readFrame(time.Now().Add(opts.StartTimeout))
+	// Only the worker may hold its ends now, so that its death reads as end of stream.
+	reqR.Close()
+	repW.Close()
+	progFile.Close()
+	tag, frame, err := w.readFrame(time.Now().Add(opts.StartTimeout))
 	if err != nil {
-		return w, fmt.Errorf("worker did not become ready: %w (stderr: %s)", err, w.stderr.String())
+		if line := sandboxFailure(w.stderr.String()); line != "" {
+			return w, fmt.Errorf("reward sandbox: %s", line)
+		}
+		return w, fmt.Errorf("worker did not become ready: %w (stderr: %s)", err, truncate(w.stderr.String(), 600))
 	}
 	var ready struct {
 		Ready bool `json:"ready"`
 	}
-	if err = json.Unmarshal(frame, &ready); err != nil || !ready.Ready {
+	if err = json.Unmarshal(frame, &ready); err != nil || tag != tagZygote || !ready.Ready {
 		return w, fmt.Errorf("worker sent %q instead of ready", truncate(string(frame), 200))
 	}
 	return w, nil
+}
+
+// sandboxFailure returns the sandbox init's one-line reason from a worker's stderr, if any.
+func sandboxFailure(stderr string) string {
+	for _, line := range strings.Split(stderr, "\n") {
+		if rest, ok := strings.CutPrefix(line, "sandbox: "); ok {
+			return rest
+		}
+	}
+	return ""
 }
 
 func (w *worker) setProgress(idx int64) {
@@ -156,23 +201,23 @@ func monotonicNow() int64 {
 
 var errFrameTimeout = errors.New("reply deadline")
 
-// readFrame returns the next reply frame, waiting until deadline. On timeout, bytes already
-// read stay buffered so the next call resumes mid-frame.
-func (w *worker) readFrame(deadline time.Time) ([]byte, error) {
+// readFrame returns the next reply frame's tag and payload, waiting until deadline. On
+// timeout, bytes already read stay buffered so the next call resumes mid-frame.
+func (w *worker) readFrame(deadline time.Time) (byte, []byte, error) {
 	for {
 		if len(w.buf) >= 4 {
 			n := int(binary.LittleEndian.Uint32(w.buf))
-			if n > 64<<20 {
-				return nil, fmt.Errorf("reply frame of %d bytes", n)
+			if n < 1 || n > 64<<20+1 {
+				return 0, nil, fmt.Errorf("reply frame of %d bytes", n)
 			}
 			if len(w.buf) >= 4+n {
 				frame := w.buf[4 : 4+n]
 				w.buf = w.buf[4+n:]
-				return frame, nil
+				return frame[0], frame[1:], nil
 			}
 		}
 		if err := w.rep.SetReadDeadline(deadline); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		if cap(w.buf)-len(w.buf) < 32<<10 {
 			nb := make([]byte, len(w.buf), 2*cap(w.buf)+64<<10)
@@ -183,45 +228,100 @@ func (w *worker) readFrame(deadline time.Time) ([]byte, error) {
 		w.buf = w.buf[:len(w.buf)+n]
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return nil, errFrameTimeout
+				return 0, nil, errFrameTimeout
 			}
-			return nil, err
+			return 0, nil, err
 		}
 	}
 }
 
-type request struct {
-	ID   int64  `json:"id"`
-	Hash string `json:"hash"`
-	Src  string `json:"src"`
-	// RSet names the response set; Responses is null when the worker already holds it.
-	RSet      uint64   `json:"rset"`
-	Responses []string `json:"responses"`
-	FlushMS   float64  `json:"flush_ms"`
+// callOptions travel with the function's source.
+type callOptions struct {
+	Src     string  `json:"src"`
+	FlushMS float64 `json:"flush_ms"`
 }
 
-type reply struct {
-	ID       int64               `json:"id"`
-	From     int                 `json:"from"`
-	V        string              `json:"v"` // one of p, f, e per evaluation from From
-	E        [][]json.RawMessage `json:"e"` // [index, kind, message] for each e
-	Done     bool                `json:"done"`
-	CPU      float64             `json:"cpu"`
-	Fatal    []string            `json:"fatal"`
-	Tampered string              `json:"tampered"`
-	Compiled bool                `json:"compiled"`
+// Request flags (worker.py's REQ_*).
+const (
+	reqResponses = 1 // the responses follow; otherwise the worker holds the set
+	reqHeavy     = 2 // the source names a module only some zygotes import (see HEAVY)
+)
+
+// heavyImport matches sources that name a module a zygote imports only on demand.
+var heavyImport = regexp.MustCompile(`\b(nltk|numpy)\b`)
+
+// encodeRequest lays a request out for a zygote that never parses it: a fixed header (id,
+// response set, flags, length of the options), the options as JSON, then, unless the worker
+// holds them, the responses as a count, their lengths and their UTF-8 bytes, which the zygote
+// keeps as they are for later calls on the same set.
+func encodeRequest(id int64, rset uint64, opts callOptions, responses []string) ([]byte, error) {
+	ob, err := json.Marshal(opts)
+	if err != nil {
+		return nil, err
+	}
+	const hdr = 8 + 8 + 1 + 4
+	size := hdr + len(ob)
+	var flags byte
+	if heavyImport.MatchString(opts.Src) {
+		flags |= reqHeavy
+	}
+	if responses != nil {
+		flags |= reqResponses
+		size += 4 + 4*len(responses)
+		for _, r := range responses {
+			size += len(r)
+		}
+	}
+	if size > 64<<20 {
+		return nil, fmt.Errorf("request of %d bytes exceeds the worker's 64 MiB frame limit", size)
+	}
+	le := binary.LittleEndian
+	msg := make([]byte, 4+hdr, 4+size)
+	le.PutUint32(msg[0:], uint32(size))
+	le.PutUint64(msg[4:], uint64(id))
+	le.PutUint64(msg[12:], rset)
+	msg[20] = flags
+	le.PutUint32(msg[21:], uint32(len(ob)))
+	msg = append(msg, ob...)
+	if responses != nil {
+		msg = le.AppendUint32(msg, uint32(len(responses)))
+		for _, r := range responses {
+			msg = le.AppendUint32(msg, uint32(len(r)))
+		}
+		for _, r := range responses {
+			msg = append(msg, r...)
+		}
+	}
+	return msg, nil
+}
+
+// childReply is one C frame: results from index From, and with End the function's last.
+type childReply struct {
+	ID    int64               `json:"id"`
+	From  int                 `json:"from"`
+	V     string              `json:"v"` // one of p, f, e per evaluation from From
+	E     [][]json.RawMessage `json:"e"` // [index, kind, message] for each e
+	End   bool                `json:"end"`
+	Fatal []string            `json:"fatal"`
+}
+
+// zygoteDone is the Z frame that ends a call: nothing the call started can write any more.
+type zygoteDone struct {
+	ID     int64 `json:"id"`
+	Done   bool  `json:"done"`
+	Status int   `json:"status"` // a child that did not report its end: its exit code, or minus the signal that killed it
+	// Garbled: the child broke the framing of its results.
+	Garbled bool `json:"garbled"`
 }
 
 // callResult is what one round trip established. Entries of evals with filled false are
-// unknown (the worker died or was killed first) and must be run again elsewhere.
+// unknown (the function's process died or was killed first) and must be run again.
 type callResult struct {
 	evals    []Eval
 	filled   []bool
 	timeouts int
 	crashes  int
-	compiled bool  // the worker compiled the source (it was not in its cache)
-	done     bool  // the worker finished the call
-	tampered bool  // the function changed state shared with later calls
+	done     bool  // the call ran to its end
 	fatal    *Eval // the source's top level failed: every response gets this
 }
 
@@ -229,29 +329,25 @@ const cancelPoll = 100 * time.Millisecond
 
 // call runs one function on responses. A worker that misbehaves, or a cancelled ctx, leaves
 // the worker dead and the call's unknown entries unfilled.
-func (w *worker) call(ctx context.Context, hash, src string, responses []string, rset uint64) callResult {
+func (w *worker) call(ctx context.Context, src string, responses []string, rset uint64) callResult {
 	res := callResult{evals: make([]Eval, len(responses)), filled: make([]bool, len(responses))}
-	// Ids are random, not sequential: code in the worker cannot forge frames for a request
-	// that has not been sent yet.
+	// Ids are random, not sequential: nothing in the worker can guess the next request's.
 	id := rand.Int64N(1<<53) + 1
 	w.setProgress(phasePending)
-	req := request{ID: id, Hash: hash, Src: src, RSet: rset, Responses: responses,
-		FlushMS: float64(w.opts.FlushInterval) / float64(time.Millisecond)}
+	send := responses
 	switch {
 	case rset != 0 && rset == w.rset:
-		req.Responses = nil // the worker holds them
+		send = nil // the worker holds them
 	case responses == nil:
-		req.Responses = []string{} // null means "held"
+		send = []string{}
 	}
-	body, err := json.Marshal(req)
+	msg, err := encodeRequest(id, rset, callOptions{Src: src,
+		FlushMS: float64(w.opts.FlushInterval) / float64(time.Millisecond)}, send)
 	if err != nil {
 		w.kill("encode request: " + err.Error())
 		return res
 	}
-	msg := make([]byte, 4+len(body))
-	binary.LittleEndian.PutUint32(msg, uint32(len(body)))
-	copy(msg[4:], body)
-	// The worker reads whole requests before running anything, so a write that cannot finish
+	// The zygote reads whole requests before running anything, so a write that cannot finish
 	// in a deadline's time means the worker is gone or wedged.
 	_ = w.req.SetWriteDeadline(time.Now().Add(w.opts.Deadline + w.opts.StartTimeout))
 	if _, err := w.req.Write(msg); err != nil {
@@ -259,7 +355,12 @@ func (w *worker) call(ctx context.Context, hash, src string, responses []string,
 		return res
 	}
 	w.rset = rset
-	deadline := time.Now().Add(w.opts.Deadline)
+	start := time.Now()
+	deadline := start.Add(w.opts.Deadline)
+	// The progress slot is the child's to write, so it could keep moving its own deadline:
+	// the call as a whole gets a deadline per response, and one for the top level.
+	hardDeadline := start.Add(time.Duration(len(responses)+2) * w.opts.Deadline)
+	var ended, misbehaved bool
 	for {
 		if ctx.Err() != nil {
 			w.kill("call cancelled")
@@ -270,15 +371,18 @@ func (w *worker) call(ctx context.Context, hash, src string, responses []string,
 		if poll := time.Now().Add(cancelPoll); poll.Before(rd) {
 			rd = poll
 		}
-		frame, err := w.readFrame(rd)
+		tag, frame, err := w.readFrame(rd)
 		if errors.Is(err, errFrameTimeout) {
 			if time.Now().Before(deadline) {
 				continue
 			}
-			idx, start := w.progress()
-			left := time.Duration(start + int64(w.opts.Deadline) - monotonicNow())
+			idx, started := w.progress()
+			left := time.Duration(started + int64(w.opts.Deadline) - monotonicNow())
 			if idx == phasePending {
 				left = time.Until(deadline.Add(w.opts.StartTimeout))
+			}
+			if hard := time.Until(hardDeadline); idx != phasePending && hard < left {
+				left = hard
 			}
 			if left > 0 {
 				deadline = time.Now().Add(left)
@@ -288,51 +392,84 @@ func (w *worker) call(ctx context.Context, hash, src string, responses []string,
 			return res
 		}
 		if err != nil {
-			w.crashAt(err, &res)
+			w.kill("worker died: " + err.Error())
+			w.crashAt("worker died: "+w.exitStatus(), &res)
 			return res
 		}
-		var rp reply
-		if err := json.Unmarshal(frame, &rp); err != nil {
-			w.corrupted(frame, &res)
-			return res
-		}
-		if rp.ID != id {
-			// Out of step (a forged frame ended an earlier call early): nobody to blame.
-			w.kill(fmt.Sprintf("protocol: frame for request %d during %d", rp.ID, id))
-			return res
-		}
-		if !fill(&rp, &res) {
-			w.corrupted(frame, &res)
-			return res
-		}
-		if !rp.Done {
-			continue
-		}
-		res.compiled = rp.Compiled
-		res.done = true
-		if len(rp.Fatal) == 2 {
-			res.fatal = &Eval{Outcome: Error, Kind: Kind(rp.Fatal[0]), Message: rp.Fatal[1]}
-			for i := range res.evals {
-				if !res.filled[i] {
-					res.evals[i] = Eval{Outcome: Error, Kind: Kind(rp.Fatal[0]), Message: rp.Fatal[1]}
-					res.filled[i] = true
+		switch tag {
+		case tagChild:
+			if misbehaved {
+				continue
+			}
+			var rp childReply
+			if json.Unmarshal(frame, &rp) != nil || rp.ID != id || !fill(&rp, &res) {
+				misbehaved = true
+				continue
+			}
+			if rp.End {
+				ended = true
+				if len(rp.Fatal) == 2 {
+					res.fatal = &Eval{Outcome: Error, Kind: Kind(rp.Fatal[0]), Message: rp.Fatal[1]}
 				}
 			}
+		case tagZygote:
+			var d zygoteDone
+			if json.Unmarshal(frame, &d) != nil || d.ID != id || !d.Done {
+				w.kill(fmt.Sprintf("protocol: zygote frame %q during %d", truncate(string(frame), 120), id))
+				return res
+			}
+			w.finish(d, ended, misbehaved, &res)
+			return res
+		default:
+			w.kill(fmt.Sprintf("protocol: frame tag %q", tag))
+			return res
 		}
-		if rp.Tampered != "" {
-			res.tampered = true
-			w.retire = "function changed shared interpreter state (" + rp.Tampered + ")"
-		}
-		if rp.CPU > 0.8*w.opts.CPULimit.Seconds() {
-			w.retire = "CPU time limit nearly used"
-		}
-		return res
 	}
+}
+
+// finish settles a call once its child is gone.
+func (w *worker) finish(d zygoteDone, ended, misbehaved bool, res *callResult) {
+	switch {
+	case d.Garbled || misbehaved:
+		// Only this call's child writes C frames: what it broke is its own.
+		w.blameUnfilled(res, Eval{Outcome: Error, Kind: KindCrash, Message: "the function wrote into the worker's protocol pipe"})
+		res.done = true
+	case !ended:
+		w.crashAt(childExit(d.Status), res)
+	default:
+		if res.fatal != nil {
+			w.blameUnfilled(res, *res.fatal)
+		}
+		res.done = true
+	}
+}
+
+func (w *worker) blameUnfilled(res *callResult, e Eval) {
+	for i := range res.evals {
+		if !res.filled[i] {
+			res.evals[i] = e
+			res.filled[i] = true
+			if e.Kind == KindCrash {
+				res.crashes++
+			}
+		}
+	}
+}
+
+// childExit describes how a function's process ended without reporting its end.
+func childExit(status int) string {
+	switch {
+	case status == -int(syscall.SIGXCPU):
+		return "the function's process ran out of its CPU time limit"
+	case status < 0:
+		return "the function's process was killed by " + unix.SignalName(syscall.Signal(-status))
+	}
+	return fmt.Sprintf("the function's process exited with status %d", status)
 }
 
 // fill records a frame's results: V has one character per evaluation starting at From, and
 // each 'e' has an [index, kind, message] entry in E.
-func fill(rp *reply, res *callResult) bool {
+func fill(rp *childReply, res *callResult) bool {
 	if rp.From < 0 || rp.From+len(rp.V) > len(res.evals) {
 		return false
 	}
@@ -362,24 +499,6 @@ func fill(rp *reply, res *callResult) bool {
 	return true
 }
 
-// corrupted handles a frame that is not one the worker code writes. Once the worker is
-// evaluating this call's responses, only the function can have written it, and re-running
-// would only corrupt a fresh worker the same way: the function's unknown results are errors.
-func (w *worker) corrupted(frame []byte, res *callResult) {
-	idx, _ := w.progress()
-	w.kill(fmt.Sprintf("protocol: bad frame %q", truncate(string(frame), 120)))
-	if idx < 0 {
-		return
-	}
-	for i := range res.evals {
-		if !res.filled[i] {
-			res.evals[i] = Eval{Outcome: Error, Kind: KindCrash, Message: "the function wrote into the worker's protocol pipe"}
-			res.filled[i] = true
-			res.crashes++
-		}
-	}
-}
-
 func (w *worker) timeoutAt(idx int64, res *callResult) {
 	msg := fmt.Sprintf("ran past the %v deadline", w.opts.Deadline)
 	switch {
@@ -387,18 +506,12 @@ func (w *worker) timeoutAt(idx int64, res *callResult) {
 		res.evals[idx] = Eval{Outcome: Timeout, Message: msg}
 		res.filled[idx] = true
 		res.timeouts++
-	case idx == phaseTopLevel || idx == phaseCheck:
-		// The source's top level runs before every evaluation; it would hang each time. The
-		// state check after the evaluations only hangs on state the function tampered with.
-		what := "top level "
-		if idx == phaseCheck {
-			what = "state left behind by the function: check "
-		} else {
-			res.fatal = &Eval{Outcome: Timeout, Message: what + msg}
-		}
+	case idx == phaseTopLevel:
+		// The source's top level runs before every evaluation; it would hang each time.
+		res.fatal = &Eval{Outcome: Timeout, Message: "top level " + msg}
 		for i := range res.evals {
 			if !res.filled[i] {
-				res.evals[i] = Eval{Outcome: Timeout, Message: what + msg}
+				res.evals[i] = *res.fatal
 				res.filled[i] = true
 				res.timeouts++
 			}
@@ -407,10 +520,10 @@ func (w *worker) timeoutAt(idx int64, res *callResult) {
 	w.kill("deadline")
 }
 
-func (w *worker) crashAt(readErr error, res *callResult) {
+// crashAt blames the evaluation the function's process was running when it died; the ones
+// after it stay unfilled, to run again.
+func (w *worker) crashAt(msg string, res *callResult) {
 	idx, _ := w.progress()
-	w.kill("worker died: " + readErr.Error())
-	msg := "worker died: " + w.exitStatus()
 	switch {
 	case idx >= 0 && idx < int64(len(res.evals)) && !res.filled[idx]:
 		res.evals[idx] = Eval{Outcome: Error, Kind: KindCrash, Message: msg}
@@ -418,13 +531,7 @@ func (w *worker) crashAt(readErr error, res *callResult) {
 		res.crashes++
 	case idx == phaseTopLevel:
 		res.fatal = &Eval{Outcome: Error, Kind: KindCrash, Message: "top level: " + msg}
-		for i := range res.evals {
-			if !res.filled[i] {
-				res.evals[i] = *res.fatal
-				res.filled[i] = true
-				res.crashes++
-			}
-		}
+		w.blameUnfilled(res, *res.fatal)
 	}
 }
 

@@ -1,30 +1,39 @@
 # autoif reward worker: runs untrusted `evaluate(response)` verification functions.
 #
-# Started by the Go pool (reward/worker.go) with: fd 3 = requests, fd 4 = replies, fd 5 = a
-# 16-byte shared progress slot (memfd), fds 0/1 = /dev/null, fd 2 = a capped diagnostics pipe.
-# Frames are a 4-byte little-endian length followed by UTF-8 JSON.
+# Started by the Go pool (reward/worker.go), inside the sandbox reward/sandbox_linux.go builds,
+# with: fd 3 = requests, fd 4 = replies, fd 5 = a 16-byte shared progress slot (memfd), fds 0/1
+# = /dev/null, fd 2 = a capped diagnostics pipe. Frames are a 4-byte little-endian length and a
+# payload.
 #
-# The OS layer (namespaces, uid, rlimits, Go-side deadlines) is the security boundary. The
-# audit hook below is defence in depth and, more usefully, turns a forbidden operation into a
-# clear error instead of a confusing failure later.
+# This process is a zygote: it imports everything verification functions use, then for each
+# request forks a child that runs the one function on the request's responses and exits. The
+# zygote never runs untrusted code and never parses a request: it holds request bytes only in
+# buffers it zeroes once the child has its copy, so no function can change what a later
+# function sees or read what an earlier one was sent. The child's result frames reach Go
+# through the zygote, which re-frames them (tag C) and then reports the child's end itself (tag
+# Z), after every process the child left behind is dead: a function can forge its own results,
+# never another's.
+#
+# The OS layer (namespaces, read-only root, seccomp, uid, rlimits, Go-side deadlines) is the
+# security boundary. The audit hook below is defence in depth and, more usefully, turns a
+# forbidden operation into a clear error instead of a confusing failure later.
 import sys
 import os
 import json
 import struct
 import time
 import mmap
-import operator
 import builtins
 
 # The worker's own functions resolve builtins through this private copy (a function captures
-# its globals' __builtins__ when it is defined), so untrusted code patching the builtins module
-# cannot break the protocol before the tamper check retires the worker.
+# its globals' __builtins__ when it is defined), so a function patching the builtins module
+# cannot break the child's reporting of its results.
 __builtins__ = dict(builtins.__dict__)
 
 REQ_FD, REP_FD, PROG_FD = 3, 4, 5
 
-# Modules verification functions commonly use, imported while we are still trusted so that
-# untrusted code pays no import cost and their state is part of the tamper snapshot.
+# Modules verification functions commonly use, imported by the zygote so that no child pays
+# for them (each child is a copy-on-write fork).
 PRELOAD = (
     "re", "string", "json", "math", "collections", "itertools", "functools", "datetime",
     "unicodedata", "textwrap", "statistics", "difflib", "random", "operator", "typing", "enum",
@@ -32,7 +41,11 @@ PRELOAD = (
     "urllib.parse", "keyword", "abc", "numbers", "dataclasses", "_strptime", "locale",
     "encodings.ascii", "encodings.latin_1", "encodings.utf_8",
 )
-OPTIONAL = ("langdetect", "nltk", "nltk.tokenize")
+OPTIONAL = ("langdetect",)
+# Imported by a zygote only once a request needs them (Go sets a flag when the source names
+# them): they triple the cost of every fork (NLTK maps ~50 MB and ~300 regions), so a worker
+# that never scores such a function never pays it.
+HEAVY = ("numpy", "nltk", "nltk.tokenize")
 
 # Import of these (top-level package name) is refused: they open sockets, start processes,
 # load native code or reach into the interpreter's internals.
@@ -135,13 +148,15 @@ def _allowed_roots():
 
 
 def _make_hook(roots, state, deny_import, deny_events, deny_families, write_flags,
-               fspath=os.fspath, normpath=os.path.normpath, abspath=os.path.abspath,
+               normpath=os.path.normpath, abspath=os.path.abspath,
                SandboxDenied=SandboxDenied, ImportDenied=ImportDenied):
     def readable(path):
-        if isinstance(path, int):
+        # Only str and bytes: a path-like object's __fspath__ could answer this check with
+        # one path and the opener with another.
+        if type(path) is not str and type(path) is not bytes:
             return False
         try:
-            p = fspath(path)
+            p = path
             if isinstance(p, bytes):
                 p = p.decode("utf-8", "surrogateescape")
             p = normpath(abspath(p))
@@ -195,7 +210,7 @@ class Progress:
         self.pack(self.m, 0, idx, self.now())
 
 
-PHASE_TOPLEVEL, PHASE_CHECK = -1, -2
+PHASE_TOPLEVEL = -1
 
 
 def classify(e, state, out):
@@ -211,6 +226,10 @@ def classify(e, state, out):
         return "import_denied", state.denied_import or msg
     if state.denied is not None or isinstance(e, SandboxDenied):
         return "denied", state.denied or msg
+    if isinstance(e, PermissionError) and e.errno == 1:
+        # EPERM: what the seccomp filter answers to a call it refuses (and the kernel to a
+        # process limit or a namespace operation).
+        return "denied", msg + " (refused by the sandbox)"
     if isinstance(e, ModuleNotFoundError):
         return "module_unavailable", msg
     if isinstance(e, MemoryError):
@@ -218,316 +237,418 @@ def classify(e, state, out):
     return "exception", msg
 
 
-def snapshot_modules(skip=("sys",)):
-    snap = {}
-    for name, m in list(sys.modules.items()):
-        if name in skip or m is None:
-            continue
-        d = getattr(m, "__dict__", None)
-        if isinstance(d, dict):
-            snap[name] = (m, d, dict(d))
-    return snap
-
-
-SYS_VOLATILE = ("stdout", "stderr", "last_type", "last_value", "last_traceback", "last_exc")
-
-# Names through which code can reach state it does not name: with any of them (or any dunder
-# name or string), the tamper check compares every module; without, only the modules the code
-# names (by import, attribute or alias), since attribute stores are spelled out in co_names.
-REACH_ANYWHERE = frozenset((
-    "sys", "builtins", "getattr", "setattr", "delattr", "vars", "globals", "locals", "exec",
-    "eval", "compile", "__import__", "importlib", "modules", "attrgetter", "methodcaller",
-    "inspect", "copyreg", "gc", "ctypes", "pickle", "marshal", "types", "object", "type",
-    "super", "classmethod", "staticmethod", "property", "breakpoint", "help", "input", "open",
-    "f_globals", "f_locals", "f_builtins", "f_back", "tb_frame", "tb_next", "gi_frame",
-    "cr_frame", "ag_frame", "traceback",
-))
-
-
-def code_reach(code, CodeType=type(compile("0", "", "eval"))):
-    """Returns (names, anywhere): the names code and its nested code objects use, and whether
-    it can reach unnamed state."""
-    names = set()
-    todo = [code]
-    anywhere = False
-    while todo:
-        co = todo.pop()
-        for n in co.co_names:
-            names.add(n)
-            for part in n.split("."):
-                names.add(part)
-                if part in REACH_ANYWHERE or part.startswith("__"):
-                    anywhere = True
-        consts = list(co.co_consts)
-        while consts:
-            c = consts.pop()
-            if isinstance(c, CodeType):
-                todo.append(c)
-            elif isinstance(c, str):
-                if "__" in c or c in REACH_ANYWHERE:
-                    anywhere = True
-            elif isinstance(c, (tuple, frozenset)):
-                consts.extend(c)
-    return frozenset(names), anywhere
-
-
-def set_limits(address_space, cpu_seconds, open_files, processes):
-    # Lowering our own limits needs no privilege (Go cannot prlimit a process of another uid
-    # without CAP_SYS_RESOURCE), and nothing untrusted has run yet.
+def set_limits(address_space, cpu_seconds, open_files, file_size):
+    # Lowering our own limits needs no privilege, and nothing untrusted has run yet. Applied
+    # after the imports: a library that starts threads on import (OpenBLAS) must not meet a
+    # process limit there.
     import resource
-    limits = [
+    for res, val in (
         (resource.RLIMIT_AS, address_space),
         (resource.RLIMIT_CPU, cpu_seconds),
-        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_FSIZE, file_size),
         (resource.RLIMIT_NOFILE, open_files),
         (resource.RLIMIT_CORE, 0),
-    ]
-    if processes >= 0:
-        limits.append((resource.RLIMIT_NPROC, processes))
-    for res, val in limits:
+    ):
         resource.setrlimit(res, (val, val))
-    sys.modules.pop("resource", None)
+    return resource
+
+
+def layout():
+    """--layout: what this interpreter needs from the filesystem once everything is imported."""
+    preload(PRELOAD + OPTIONAL + HEAVY)
+    maps = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                maps.add(parts[5].strip())
+    json.dump({"executable": os.path.realpath(sys.executable), "path": sys.path,
+               "maps": sorted(maps), "version": sys.version.split()[0]}, sys.stdout)
+
+
+def preload(names):
+    for name in names:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
+
+HDR = struct.Struct("<I")
+# Request id, response set, flags, length of the options JSON. The responses follow it as a
+# count and that many lengths (uint32) and the UTF-8 texts back to back: cheaper for a child to
+# split than JSON to parse.
+REQ_HDR = struct.Struct("<qQBI")
+REQ_RESPONSES, REQ_HEAVY = 1, 2
+MAX_FRAME = 64 << 20
+
+
+def read_exact(fd, buf):
+    """Fills buf (a bytearray or memoryview) from fd; False at end of stream."""
+    view = memoryview(buf)
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def write_all(fd, *parts):
+    data = [memoryview(p) for p in parts]
+    while data:
+        n = os.writev(fd, data)
+        while n:
+            if n >= len(data[0]):
+                n -= len(data[0])
+                data.pop(0)
+            else:
+                data[0] = data[0][n:]
+                n = 0
+
+
+def zero(buf):
+    memoryview(buf)[:] = bytes(len(buf))
 
 
 def main():
-    out_limit, cache_size = int(sys.argv[1]), int(sys.argv[2])
-    set_limits(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+    if sys.argv[1:] == ["--layout"]:
+        return layout()
+    out_limit = int(sys.argv[1])
+    address_space, cpu_seconds = int(sys.argv[2]), int(sys.argv[3])
+    open_files, file_size = int(sys.argv[4]), int(sys.argv[5])
+    audit = sys.argv[6] == "1"
 
-    for name in PRELOAD:
-        try:
-            __import__(name)
-        except Exception:
-            pass
-    for name in OPTIONAL:
-        try:
-            __import__(name)
-        except Exception:
-            pass
-
-    rf = open(REQ_FD, "rb", buffering=1 << 16, closefd=True)
-    rep_fd = REP_FD
+    preload(PRELOAD + OPTIONAL)
+    import gc
+    import signal
+    # Signals from inside the PID namespace reach its init (us) only for handlers it set:
+    # with none, a function cannot interrupt the zygote.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    resource = set_limits(address_space, cpu_seconds, open_files, file_size)
     progress = Progress(PROG_FD)
     os.close(PROG_FD)
+    init = os.getpid() == 1
+    # Objects that exist now are never collected: children do not copy their pages by
+    # touching them.
+    unimport = unimportable()
+    gc.freeze()
+
+    def send(obj):
+        b = b"Z" + json.dumps(obj, separators=(",", ":")).encode()
+        write_all(REP_FD, HDR.pack(len(b)), b)
+
+    send({"ready": True, "python": sys.version.split()[0]})
+
+    roots = _allowed_roots()
+
+    def spawn():
+        return fork_child(progress, out_limit, audit, resource, unimport, init, roots)
+
+    spare = spawn()
+    hdr = bytearray(HDR.size)
+    # The response set later calls may name lives in a memfd, not in this process's memory:
+    # a child forked ahead of its request inherits the zygote's memory, and must not find
+    # another call's responses there.
+    held_fd, held_set, held_len = -1, 0, 0
+    heavy = False
+    while True:
+        if not read_exact(REQ_FD, hdr):
+            return
+        (n,) = HDR.unpack(hdr)
+        if n < REQ_HDR.size or n > MAX_FRAME:
+            os._exit(70)
+        req = bytearray(n)
+        if not read_exact(REQ_FD, req):
+            return
+        rid, rset, flags, src_len = REQ_HDR.unpack_from(req)
+        if src_len > n - REQ_HDR.size:
+            os._exit(70)
+        if flags & REQ_HEAVY and not heavy:
+            # The spare was forked without them: replace it once they are imported.
+            discard(spare)
+            gc.unfreeze()
+            preload(HEAVY)
+            unimport = unimportable()
+            gc.freeze()
+            heavy = True
+            spare = spawn()
+        opts = memoryview(req)[REQ_HDR.size:REQ_HDR.size + src_len]
+        responses = None
+        if flags & REQ_RESPONSES:
+            responses = memoryview(req)[REQ_HDR.size + src_len:]
+            if rset:
+                if held_fd >= 0:
+                    os.close(held_fd)
+                held_fd = os.memfd_create("responses", os.MFD_CLOEXEC)
+                write_all(held_fd, responses)
+                held_set, held_len = rset, len(responses)
+        elif rset == 0 or rset != held_set:
+            os._exit(70)  # Go's bookkeeping and ours disagree: start afresh
+        pid, req_w, res_r = spare
+        try:
+            write_all(req_w, CALL_HDR.pack(rid, src_len,
+                                           len(responses) if responses is not None else held_len), opts)
+            if responses is not None:
+                write_all(req_w, responses)
+            else:
+                sent = 0
+                while sent < held_len:
+                    sent += os.sendfile(req_w, held_fd, sent, held_len - sent)
+        except OSError:
+            pass  # the child is gone; relay finds out how
+        os.close(req_w)
+        del opts, responses
+        zero(req)
+        del req
+        garbled, ended = relay(res_r, rid)
+        os.close(res_r)
+        # The pipe is closed everywhere: nothing of this call can reach Go any more. A child
+        # that did not report its end is waited for, to say how it ended (one that hangs is
+        # Go's deadline's).
+        status = 0
+        if ended:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        else:
+            _, st, _ = os.wait4(pid, 0)
+            status = os.waitstatus_to_exitcode(st)
+        send({"id": rid, "done": True, "status": status, "garbled": garbled})
+        # The next call's child is forked only once this one is gone, with everything it
+        # could have started (its process limit is 0; this is the second lock): a process of
+        # the same uid could signal it, or read and write it through /proc.
+        if init:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        spare = spawn()
+
+
+# What the zygote hands a child: request id, length of the options JSON, length of the
+# responses; then those bytes.
+CALL_HDR = struct.Struct("<qII")
+
+
+def fork_child(progress, out_limit, audit, resource, unimport, init, roots):
+    """Forks the next call's child before its request arrives, so the fork and the child's
+    preparation overlap Go's turnaround rather than lengthen the call. Returns the child's pid,
+    the pipe its request goes into and the pipe its results come out of."""
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    # Made here, not in the child, which would copy every page it touches on the way.
+    fresh_builtins = dict(builtins.__dict__)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            # The child's descriptors are its request and result pipes, as fds 3 and 4, and
+            # 0-2; the zygote's (Go's pipes, the held responses) are closed.
+            os.dup2(req_r, REQ_FD)
+            os.dup2(res_w, REP_FD)
+            os.closerange(REP_FD + 1, 1 << 16)
+            child(REQ_FD, REP_FD, progress, out_limit, audit, resource, unimport, roots,
+                  fresh_builtins)
+        finally:
+            os._exit(0)
+    os.close(req_r)
+    os.close(res_w)
+    if not init:
+        os.setpgid(pid, pid)
+    return pid, req_w, res_r
+
+
+def discard(spare):
+    pid, req_w, res_r = spare
+    os.close(req_w)
+    os.close(res_r)
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
+def relay(fd, rid):
+    """Forwards the child's frames to Go as C frames until the child's pipe closes. Returns
+    whether the child broke the framing (the rest of its output is dropped) and whether its
+    last frame said it was its end (the child could lie, but only about itself)."""
+    hdr = bytearray(HDR.size)
+    ended = False
+    while True:
+        if not read_exact(fd, hdr):
+            return False, ended
+        (n,) = HDR.unpack(hdr)
+        if n > MAX_FRAME:
+            drain(fd)
+            return True, False
+        body = bytearray(n)
+        if not read_exact(fd, body):
+            zero(body)
+            return True, False
+        write_all(REP_FD, HDR.pack(n + 1), b"C", body)
+        ended = body.find(b'"end":true', max(0, n - 4096)) >= 0
+        zero(body)
+
+
+def drain(fd):
+    scratch = bytearray(1 << 16)
+    while os.readv(fd, [scratch]):
+        pass
+    zero(scratch)
+
+
+def unimportable():
+    """Modules the zygote's imports pulled in that a function may not import (NLTK loads
+    subprocess and socket, numpy ctypes), and the zygote's own: dropped from a child's module
+    cache, an import of them reaches the audit hook again. Computed in the zygote, so a child
+    does not touch (and copy) every module object to find them."""
+    return tuple(name for name in sys.modules
+                 if name in DENY_IMPORT or name.split(".", 1)[0] in DENY_IMPORT
+                 or name in ("_signal", "signal", "gc", "__main__"))
+
+
+def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh_builtins):
+    # Still trusted: no more processes or threads, output captured, the hook in place, all
+    # before the request exists in this process.
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    for name in unimport:
+        sys.modules.pop(name, None)
+    out = CappedWriter(out_limit)
+    sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = out
+    sys.stdin = sys.__stdin__ = None
+    state = STATE
+    hdr = HDR
     write = os.write
-    loads, dumps = json.loads, json.dumps
-    hdr = struct.Struct("<I")
+    close, exit_ = os.close, os._exit
     monotonic = time.monotonic
-    process_time = time.process_time
-
+    pset = progress.set
     esc = json.encoder.encode_basestring_ascii  # C; immune to patched json internals
+    g = {"__builtins__": fresh_builtins, "__name__": "__verifier__"}
+    if audit:
+        sys.addaudithook(_make_hook(roots, STATE, DENY_IMPORT, DENY_EVENTS, DENY_FAMILIES,
+                                    WRITE_FLAGS))
+    call = bytearray(CALL_HDR.size)
+    if not read_exact(req_r, call):
+        exit_(0)  # no request: the zygote is replacing this spare or shutting down
+    rid, src_len, resp_len = CALL_HDR.unpack(call)
+    body = bytearray(src_len + resp_len)
+    if not read_exact(req_r, body):
+        exit_(71)
+    close(req_r)
+    try:
+        opts = json.loads(bytes(memoryview(body)[:src_len]))
+        responses = split_responses(memoryview(body)[src_len:])
+    except Exception:
+        exit_(71)
+    del body
+    flush_s = opts.get("flush_ms", 2) / 1000.0
 
-    def send_raw(text):
+    def send(text):
         b = text.encode()
         view = memoryview(hdr.pack(len(b)) + b)
         while view:
-            n = write(rep_fd, view)
+            n = write(w, view)
             view = view[n:]
 
-    def send(obj):
-        send_raw(dumps(obj, separators=(",", ":")))
-
-    def encode_results(base, codes, errs):
-        # v holds one character per evaluation from index base: p pass, f fail, e error;
-        # e lists the errors as [index, kind, message].
-        return '"from":%d,"v":"%s","e":[%s]' % (
-            base, "".join(codes),
+    def results(base, codes, errs):
+        # v holds one character per evaluation from index base: p pass, f fail, e error; e
+        # lists the errors as [index, kind, message]. Built from C-level pieces: the function
+        # may have patched the json module's Python classes in this process.
+        return '{"id":%d,"from":%d,"v":"%s","e":[%s]' % (
+            rid, base, "".join(codes),
             ",".join(["[%d,%s,%s]" % (i, esc(k), esc(m)) for i, k, m in errs]))
 
-    def send_done(rid, base, codes, errs, cpu, fatal, reason, compiled):
-        # Built by hand from C-level pieces: after untrusted code ran, library Python code
-        # (json's encoder classes) may be patched; this frame must still be right.
-        text = '{"id":%d,"done":true,"cpu":%r,"compiled":%s,%s' % (
-            rid, cpu, "true" if compiled else "false", encode_results(base, codes, errs))
-        if fatal is not None:
-            text += ',"fatal":[%s,%s]' % (esc(fatal[0]), esc(fatal[1]))
-        if reason is not None:
-            text += ',"tampered":%s' % esc(reason)
-        send_raw(text + "}")
-
-    # Signal handling state belongs to the worker; take the module out of reach.
-    for name in ("_signal", "signal", "gc", "posix", "__main__"):
-        sys.modules.pop(name, None)
-
-    out = CappedWriter(out_limit)
-    sys.stdout = out
-    sys.stderr = out
-    sys.__stdout__ = out
-    sys.__stderr__ = out
-    sys.stdin = None
-    sys.__stdin__ = None
-
-    pristine_builtins = dict(builtins.__dict__)
-    snap = snapshot_modules()
-    known = [len(sys.modules)]
-    sys_snap = {k: v for k, v in sys.__dict__.items() if k not in SYS_VOLATILE}
-    rec_limit = sys.getrecursionlimit()
-
-    # The snapshot as parallel tuples, compared with C-level loops (map over operator
-    # functions); and an index from every name a module is known by (its name, its last dotted
-    # component, and every attribute name under which some module holds it) to the modules,
-    # so a call that names only a few modules checks only those.
-    ne, is_not = operator.ne, operator.is_not
-    ModuleType = type(sys)
-    view = {}
-
-    def rebuild():
-        view["names"] = tuple(snap)
-        view["mods"] = tuple(v[0] for v in snap.values())
-        view["dicts"] = tuple(v[1] for v in snap.values())
-        view["copies"] = tuple(v[2] for v in snap.values())
-        view["sys_keys"] = tuple(sys_snap)
-        view["sys_vals"] = tuple(sys_snap.values())
-        by_id = {id(v[0]): k for k, v in snap.items()}
-        index = {}
-        for k, (m, d, c) in snap.items():
-            index.setdefault(k, set()).add(k)
-            index.setdefault(k.rsplit(".", 1)[-1], set()).add(k)
-            for attr, v in c.items():
-                if type(v) is ModuleType and id(v) in by_id:
-                    index.setdefault(attr, set()).add(by_id[id(v)])
-        view["index"] = index
-
-    rebuild()
-    sysd = sys.__dict__
-
-    def tampered(reach):
-        if builtins.__dict__ != pristine_builtins:
-            return "builtins"
-        mods = sys.modules
-        if len(mods) != known[0]:
-            # Imported during the call: check, then snapshot as they are now.
-            for name, m in list(mods.items()):
-                if name not in snap and name != "sys" and m is not None:
-                    d = getattr(m, "__dict__", None)
-                    if isinstance(d, dict):
-                        snap[name] = (m, d, dict(d))
-            known[0] = len(mods)
-            rebuild()
-            reach = None
-        if reach is not None and not reach[1]:
-            index = view["index"]
-            for n in reach[0]:
-                for k in index.get(n, ()):
-                    m, d, c = snap[k]
-                    if mods.get(k) is not m or d != c:
-                        return k
-            return None
-        if any(map(is_not, map(mods.get, view["names"]), view["mods"])):
-            for name, m in zip(view["names"], view["mods"]):
-                if mods.get(name) is not m:
-                    return "sys.modules[%r]" % name
-        if any(map(ne, view["dicts"], view["copies"])):
-            for name, d, c in zip(view["names"], view["dicts"], view["copies"]):
-                if d != c:
-                    return name
-        if any(map(is_not, map(sysd.get, view["sys_keys"]), view["sys_vals"])):
-            return "sys"
-        return None
-
-    sys.addaudithook(_make_hook(_allowed_roots(), STATE, DENY_IMPORT, DENY_EVENTS,
-                                DENY_FAMILIES, WRITE_FLAGS))
-    cache = {}
-    held = [0, None]
-    state = STATE
-    pset = progress.set
-    send({"ready": True, "python": sys.version.split()[0]})
-
-    while True:
-        h = rf.read(4)
-        if len(h) < 4:
-            return
-        (n,) = hdr.unpack(h)
-        req = loads(rf.read(n))
-        rid = req["id"]
-        # Go sends a response set once per worker and then refers to it by its id.
-        rset = req.get("rset", 0)
-        responses = req["responses"]
-        if responses is None:
-            if held[0] != rset or rset == 0:
-                os._exit(70)  # Go's bookkeeping and ours disagree: start afresh
-            responses = held[1]
-        elif rset:
-            held[0], held[1] = rset, responses
-        flush_s = req.get("flush_ms", 2) / 1000.0
-        key = req["hash"]
-
-        entry = cache.get(key)
-        compiled = entry is None
-        if compiled:
-            try:
-                code = compile(req["src"], "<verifier>", "exec", dont_inherit=True)
-            except BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError
-                send_done(rid, 0, [], [], process_time(),
-                          ("compile", ("%s: %s" % (type(e).__name__, e))[:300]), None, True)
-                continue
-            if len(cache) >= cache_size:
-                cache.pop(next(iter(cache)))
-            entry = cache[key] = (code, code_reach(code))
-        code, reach = entry
-
-        g = {"__builtins__": dict(pristine_builtins), "__name__": "__verifier__"}
-        sys.stdout = sys.stderr = out
-        sys.setrecursionlimit(rec_limit)
-        out.n = 0
-        out.over = False
-        state.denied = state.denied_import = None
-        progress.set(PHASE_TOPLEVEL)
-        fatal = None
+    fatal = None
+    opts_src = opts.pop("src")
+    del opts
+    pset(PHASE_TOPLEVEL)
+    try:
+        code = compile(opts_src, "<verifier>", "exec", dont_inherit=True)
+    except BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError
+        fatal = ("compile", ("%s: %s" % (type(e).__name__, e))[:300])
+    else:
+        del opts_src
         try:
             exec(code, g)
         except BaseException as e:
             fatal = classify(e, state, out)
-        fn = None
-        if fatal is None:
-            fn = g.get("evaluate")
-            if not callable(fn):
-                fatal = ("compile", "no callable evaluate(response) defined")
+    fn = None
+    if fatal is None:
+        fn = g.get("evaluate")
+        if not callable(fn):
+            fatal = ("compile", "no callable evaluate(response) defined")
 
-        base = 0
-        codes = []
-        errs = []
-        if fatal is None:
-            last = monotonic()
-            for i, resp in enumerate(responses):
-                if out.n:
-                    out.n = 0
-                    out.over = False
-                if state.denied is not None or state.denied_import is not None:
-                    state.denied = state.denied_import = None
-                pset(i)
-                try:
-                    r = fn(resp)
-                except BaseException as e:
-                    kind, msg = classify(e, state, out)
-                    codes.append("e")
-                    errs.append((i, kind, msg))
+    base = 0
+    codes = []
+    errs = []
+    if fatal is None:
+        last = monotonic()
+        for i, resp in enumerate(responses):
+            if out.n:
+                out.n = 0
+                out.over = False
+            if state.denied is not None or state.denied_import is not None:
+                state.denied = state.denied_import = None
+            pset(i)
+            try:
+                r = fn(resp)
+            except BaseException as e:
+                kind, msg = classify(e, state, out)
+                codes.append("e")
+                errs.append((i, kind, msg))
+            else:
+                if r is True:
+                    codes.append("p")
+                elif r is False:
+                    codes.append("f")
                 else:
-                    if r is True:
-                        codes.append("p")
-                    elif r is False:
-                        codes.append("f")
+                    t = type(r)
+                    if t is int and (r == 0 or r == 1):
+                        codes.append("p" if r == 1 else "f")
                     else:
-                        t = type(r)
-                        if t is int and (r == 0 or r == 1):
-                            codes.append("p" if r == 1 else "f")
-                        else:
-                            codes.append("e")
-                            errs.append((i, "bad_return_type",
-                                         "evaluate returned %s, want bool" % t.__name__))
-                now = monotonic()
-                if now - last >= flush_s:
-                    send_raw('{"id":%d,%s}' % (rid, encode_results(base, codes, errs)))
-                    base = i + 1
-                    codes = []
-                    errs = []
-                    last = now
-        # The remaining results travel with the done frame: one write per call. The check can
-        # only run untrusted code (a replaced value's __eq__) if the function tampered, and Go
-        # bounds that phase with the deadline too.
-        progress.set(PHASE_CHECK)
-        sys.stdout = sys.stderr = out
-        reason = tampered(reach)
-        send_done(rid, base, codes, errs, process_time(), fatal, reason, compiled)
+                        codes.append("e")
+                        errs.append((i, "bad_return_type",
+                                     "evaluate returned %s, want bool" % t.__name__))
+            now = monotonic()
+            if now - last >= flush_s:
+                send(results(base, codes, errs) + "}")
+                base = i + 1
+                codes = []
+                errs = []
+                last = now
+    text = results(base, codes, errs) + ',"end":true'
+    if fatal is not None:
+        text += ',"fatal":[%s,%s]' % (esc(fatal[0]), esc(fatal[1]))
+    send(text + "}")
+    close(w)
+    exit_(0)
+
+
+def split_responses(raw):
+    """The responses of a request: a uint32 count, the lengths, the UTF-8 texts."""
+    (n,) = HDR.unpack_from(raw)
+    lens = raw[4:4 + 4 * n].cast("I")
+    pos = 4 + 4 * n
+    out = []
+    for k in lens:
+        out.append(str(raw[pos:pos + k], "utf-8", "replace"))
+        pos += k
+    if pos != len(raw):
+        raise ValueError("response set of %d bytes, %d used" % (len(raw), pos))
+    return out
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,14 +111,22 @@ type Options struct {
 	Progress io.Writer
 }
 
-// Figures are the run's results; the CLI prints them as its last line.
+// Figures are the run's results; the CLI prints them as its last line. Each sandbox figure
+// is compared with in-process exec given the same number of cores: one sandbox worker against
+// one unsandboxed interpreter, and Workers sandbox workers against as many interpreters, each
+// taking a share of the functions.
 type Figures struct {
-	Functions                 int          `json:"functions"`
-	Responses                 int          `json:"responses"`
-	Rounds                    int          `json:"rounds"`
-	Evals                     int          `json:"evals"` // per way, all rounds (process per eval: sampled)
-	Workers                   int          `json:"workers"`
-	Python                    string       `json:"python"`
+	Functions int    `json:"functions"`
+	Responses int    `json:"responses"`
+	Rounds    int    `json:"rounds"`
+	Evals     int    `json:"evals"` // per way, all rounds (process per eval: sampled)
+	Workers   int    `json:"workers"`
+	Python    string `json:"python"`
+	// One worker against one interpreter.
+	Sandbox1EvalsPerS   float64 `json:"sandbox_1_evals_per_s"`
+	Inprocess1EvalsPerS float64 `json:"inprocess_1_evals_per_s"`
+	SandboxOverInproc1  float64 `json:"sandbox_over_inprocess_1"`
+	// Workers workers against Workers interpreters.
 	SandboxSeconds            float64      `json:"sandbox_s"`
 	SandboxEvalsPerS          float64      `json:"sandbox_evals_per_s"`
 	InprocessSeconds          float64      `json:"inprocess_s"`
@@ -144,6 +154,13 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 	if opts.Pool.Deadline == 0 {
 		opts.Pool.Deadline = 5 * time.Second // the reference scripts' alarm
 	}
+	one := opts.Pool
+	one.Workers = 1
+	pool1, err := reward.NewPool(ctx, one)
+	if err != nil {
+		return nil, err
+	}
+	defer pool1.Close()
 	pool, err := reward.NewPool(ctx, opts.Pool)
 	if err != nil {
 		return nil, err
@@ -152,34 +169,39 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 	fig := &Figures{Functions: len(w.Funcs), Responses: len(w.Responses), Rounds: opts.Rounds,
 		Evals:   opts.Rounds * len(w.Funcs) * len(w.Responses),
 		Workers: pool.Options().Workers, Python: pool.Python()}
-
 	fmt.Fprintf(opts.Progress, "workload: %d functions × %d responses × %d rounds = %d evaluations, python %s\n",
 		fig.Functions, fig.Responses, fig.Rounds, fig.Evals, fig.Python)
-	// Warm the compile caches the way a long-running service is warm: one call per function.
-	if _, err := pool.Score(ctx, w.Funcs, w.Responses[:1]); err != nil {
+
+	secs, _, err := runSandbox(ctx, pool1, w, opts.Rounds)
+	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Progress, "sandbox: %d workers...\n", fig.Workers)
-	start := time.Now()
-	var res *reward.Result
-	for range opts.Rounds {
-		if res, err = pool.Score(ctx, w.Funcs, w.Responses); err != nil {
-			return nil, err
-		}
+	fig.Sandbox1EvalsPerS = float64(fig.Evals) / secs
+	_, secs, err = runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, 1)
+	if err != nil {
+		return nil, err
 	}
-	fig.SandboxSeconds = time.Since(start).Seconds()
+	fig.Inprocess1EvalsPerS = float64(fig.Evals) / secs
+	fig.SandboxOverInproc1 = fig.Sandbox1EvalsPerS / fig.Inprocess1EvalsPerS
+	fmt.Fprintf(opts.Progress, "1 worker: sandbox %.0f evals/s, in-process %.0f evals/s (%.2fx)\n",
+		fig.Sandbox1EvalsPerS, fig.Inprocess1EvalsPerS, fig.SandboxOverInproc1)
+
+	fmt.Fprintf(opts.Progress, "%d workers...\n", fig.Workers)
+	var res *reward.Result
+	if fig.SandboxSeconds, res, err = runSandbox(ctx, pool, w, opts.Rounds); err != nil {
+		return nil, err
+	}
 	fig.SandboxEvalsPerS = float64(fig.Evals) / fig.SandboxSeconds
 	fig.SandboxStats = pool.Stats()
-	fmt.Fprintf(opts.Progress, "sandbox: %.0f evals/s\n", fig.SandboxEvalsPerS)
-
-	fmt.Fprintf(opts.Progress, "in-process: one python, unsandboxed...\n")
-	verdicts, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds)
+	verdicts, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, fig.Workers)
 	if err != nil {
 		return nil, err
 	}
 	fig.InprocessSeconds = secs
 	fig.InprocessEvalsPerS = float64(fig.Evals) / secs
-	fmt.Fprintf(opts.Progress, "in-process: %.0f evals/s\n", fig.InprocessEvalsPerS)
+	fig.SandboxOverInprocess = fig.SandboxEvalsPerS / fig.InprocessEvalsPerS
+	fmt.Fprintf(opts.Progress, "%d workers: sandbox %.0f evals/s, in-process %.0f evals/s (%.2fx)\n",
+		fig.Workers, fig.SandboxEvalsPerS, fig.InprocessEvalsPerS, fig.SandboxOverInprocess)
 	agree := 0
 	for f, row := range res.Evals {
 		for r, e := range row {
@@ -199,9 +221,25 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 	fig.ProcessPerEvalSeconds = secs
 	fig.ProcessPerEvalEvalsPerS = float64(n) / secs
 	fmt.Fprintf(opts.Progress, "process per evaluation: %.1f evals/s\n", fig.ProcessPerEvalEvalsPerS)
-	fig.SandboxOverInprocess = fig.SandboxEvalsPerS / fig.InprocessEvalsPerS
 	fig.SandboxOverProcessPerEval = fig.SandboxEvalsPerS / fig.ProcessPerEvalEvalsPerS
 	return fig, nil
+}
+
+// runSandbox scores the workload rounds times, after one warm-up call per function (a
+// long-running service is warm), and returns the seconds and the last round's result.
+func runSandbox(ctx context.Context, pool *reward.Pool, w *Workload, rounds int) (float64, *reward.Result, error) {
+	if _, err := pool.Score(ctx, w.Funcs, w.Responses[:1]); err != nil {
+		return 0, nil, err
+	}
+	start := time.Now()
+	var res *reward.Result
+	var err error
+	for range rounds {
+		if res, err = pool.Score(ctx, w.Funcs, w.Responses); err != nil {
+			return 0, nil, err
+		}
+	}
+	return time.Since(start).Seconds(), res, nil
 }
 
 func verdictChar(e reward.Eval) byte {
@@ -214,8 +252,46 @@ func verdictChar(e reward.Eval) byte {
 	return 'e'
 }
 
-func runInprocess(ctx context.Context, python string, w *Workload, deadline time.Duration, rounds int) ([]string, float64, error) {
-	in, err := json.Marshal(map[string]any{"funcs": w.Funcs, "responses": w.Responses,
+// runInprocess runs the workload in procs unsandboxed interpreters at once, each taking every
+// procs-th function, and returns the verdicts (one string per function) and the seconds the
+// slowest spent on its share.
+func runInprocess(ctx context.Context, python string, w *Workload, deadline time.Duration, rounds, procs int) ([]string, float64, error) {
+	verdicts := make([]string, len(w.Funcs))
+	elapsed := make([]float64, procs)
+	errs := make([]error, procs)
+	var wg sync.WaitGroup
+	for p := range procs {
+		var idx []int
+		var funcs []string
+		for f := p; f < len(w.Funcs); f += procs {
+			idx = append(idx, f)
+			funcs = append(funcs, w.Funcs[f])
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, secs, err := runInprocessOne(ctx, python, funcs, w.Responses, deadline, rounds)
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			elapsed[p] = secs
+			for j, f := range idx {
+				if j < len(v) {
+					verdicts[f] = v[j]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	return verdicts, slices.Max(elapsed), nil
+}
+
+func runInprocessOne(ctx context.Context, python string, funcs, responses []string, deadline time.Duration, rounds int) ([]string, float64, error) {
+	in, err := json.Marshal(map[string]any{"funcs": funcs, "responses": responses,
 		"timeout": max(1, int(deadline/time.Second)), "rounds": rounds})
 	if err != nil {
 		return nil, 0, err

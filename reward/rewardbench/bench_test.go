@@ -25,7 +25,8 @@ func TestBenchmarkOnRealData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fig.SandboxEvalsPerS <= 0 || fig.InprocessEvalsPerS <= 0 || fig.ProcessPerEvalEvalsPerS <= 0 {
+	if fig.SandboxEvalsPerS <= 0 || fig.InprocessEvalsPerS <= 0 || fig.ProcessPerEvalEvalsPerS <= 0 ||
+		fig.Sandbox1EvalsPerS <= 0 || fig.Inprocess1EvalsPerS <= 0 {
 		t.Errorf("figures %+v", fig)
 	}
 	if fig.VerdictAgreement != 1 {
