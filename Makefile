@@ -17,11 +17,12 @@ GOTAGS ?= openblas
 all: build
 
 # Debian packages the build and tests need: a system Python for the reward sandbox (its
-# workers run as an unprivileged user, who cannot read a Python installed under /root), and
-# OpenBLAS for the trainer. PyTorch is only needed by benchmarks and by the scripts that
-# regenerate test goldens.
-DEB_PACKAGES := python3 libopenblas-dev gcc
-DEB_BENCH_PACKAGES := python3-torch python3-numpy
+# workers run as an unprivileged user, who cannot read a Python installed under /root), with
+# the packages AutoIF's verification functions import (NLTK, numpy with OpenBLAS, langdetect:
+# the sandbox must start and score with them installed), and OpenBLAS for the trainer.
+# PyTorch is only needed by benchmarks and by the scripts that regenerate test goldens.
+DEB_PACKAGES := python3 python3-nltk python3-numpy python3-langdetect libopenblas-dev gcc
+DEB_BENCH_PACKAGES := python3-torch
 
 deps:
 	@bash scripts/ensure_deps.sh $(DEB_PACKAGES)
@@ -31,6 +32,7 @@ build: deps
 
 test: deps lint
 	$(GO) test -tags "$(GOTAGS)" -count=1 -timeout 12m ./...
+	GO="$(GO)" GOTAGS="$(GOTAGS)" bash scripts/test_as_nobody.sh
 	$(MAKE) fuzz
 
 # Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser and

@@ -1,45 +1,74 @@
 // Package reward scores responses by executing LLM-written Python verification functions
 // (`def evaluate(response) -> bool`, AutoIF stage 2/3) in a sandbox.
 //
-// A Pool keeps long-lived CPython workers. Each worker runs in new PID, network, IPC and UTS
-// namespaces (no network at all), as an unprivileged uid when started as root, under rlimits
-// (address space, CPU time, processes, file size, open files), with an empty environment and an
-// empty working directory, and with CPython audit hooks that refuse file writes, reads outside
-// the interpreter's library, sockets, subprocesses, ctypes and signal changes. The OS layer is
-// the security boundary; the audit hooks are defence in depth that turn a forbidden operation
-// into a clear error outcome.
+// # Threat model
 //
-// Deadlines are enforced from Go, per evaluation: the worker publishes which evaluation it is
-// running and since when in a shared memory slot, and a worker that overruns is killed with its
-// whole process group (its PID namespace dies with it) and replaced. Work the dead worker had
-// not reported is re-run on a fresh worker, so one bad response costs only itself.
+// A verification function is untrusted code: LLM-written, and in self-alignment written by the
+// very model being trained, which can learn to game its reward. It may be buggy (hang, crash,
+// allocate, print without end), hostile (read or change the host's files, reach the network,
+// start processes, attack the worker) or adversarial towards other functions (change their
+// verdicts, read their requests). A function may always forge its own verdict: that is what
+// cross-validation is for. Everything else it must not do:
 //
-// Interpreter and uid. Started as root, workers run as nobody (65534). The interpreter behind
-// the `python3` pyenv shim lives under /root, which nobody cannot traverse, so ResolvePython
-// probes each candidate by actually running it with the workers' credentials and namespaces,
-// and falls back to /usr/bin/python3. We chose a real unprivileged uid over "root inside a
-// user namespace mapped to an unprivileged host uid" because both see the same files (the
-// host uid decides), and the plain uid keeps RLIMIT_NPROC meaningful. Started as a non-root
-// user, workers get a user namespace mapping that user to root inside it instead. Rlimits are
-// applied by the worker itself before it reports ready (a parent without CAP_SYS_RESOURCE
-// cannot prlimit a process of another uid), and it reads no untrusted code before that.
+//	layer                    what it guarantees
+//	-----------------------  -----------------------------------------------------------------
+//	namespaces (user, mount, no network at all; sees only its own worker's processes; in its
+//	  pid, net, ipc, uts)    own mount tree. Started as root, workers run as Options.UID
+//	                         (nobody); otherwise a user namespace maps the caller to root
+//	                         inside, with no capability left (bounding set emptied).
+//	read-only root           the filesystem is a tmpfs holding read-only binds of exactly the
+//	                         interpreter's files (its executable and loader, its import path,
+//	                         the directories of the libraries it loads), /dev/null, /dev/zero,
+//	                         /dev/urandom, a private size-limited /tmp (also the cwd) and a
+//	                         /proc of its own PID namespace whose /proc/1 (the zygote, which
+//	                         holds the protocol pipes) is hidden. No /home, /root, checkout,
+//	                         run directory or /etc beyond the loader's cache.
+//	seccomp + no_new_privs   an allowlist of the calls CPython, numpy and NLTK make; everything
+//	                         else fails with EPERM (an error of kind "denied"): no ptrace,
+//	                         mount, bpf, keyctl, perf_event_open, userfaultfd, process_vm_*,
+//	                         kexec, modules, unshare/setns, sockets, device nodes; clone only
+//	                         without namespace flags; execve only the init's own exec of the
+//	                         interpreter; prlimit only on itself.
+//	rlimits                  address space, CPU time, file size and open files per process; a
+//	                         function's process may start no process and no thread (NPROC 0).
+//	                         cgroup v2 is not used (Stats.Limits says so).
+//	fork per call            each call (one function on a batch of responses) runs in a fresh
+//	                         fork of a zygote that imported the shared modules and never runs
+//	                         or parses untrusted input: nothing a function changes (modules,
+//	                         classes, builtins, the response list, the worker's own code)
+//	                         outlives its call. Request bytes live only in buffers the zygote
+//	                         zeroes once handed over, held response sets in a memfd, so a
+//	                         function finds no other request's data even in freed memory. The
+//	                         zygote re-frames the child's results and itself ends each call
+//	                         once every process of the call is dead, so forged or late writes
+//	                         cannot reach another call.
+//	Go-side deadline         per evaluation (the child publishes which one it runs in a shared
+//	                         slot) and per call; an overrun kills the worker's whole namespace.
+//	audit hook               defence in depth inside the child: turns forbidden imports,
+//	                         writes, reads outside the interpreter, sockets, processes and
+//	                         ctypes into clear "denied"/"import_denied" errors. Nothing relies
+//	                         on it: the adversarial suite also runs with it off.
 //
-// The protocol is length-prefixed JSON on dedicated pipes (fds 3 and 4); fds 0 and 1 are
-// /dev/null and sys.stdout/sys.stderr are replaced by a capped counter, so printing cannot
-// corrupt the protocol. Code inside the worker can still write to fd 4 directly: frames are
-// validated and a malformed stream kills the worker, but a function can forge its own results
-// (never another function's: the next call finds the stream out of step and re-runs on a
-// fresh worker).
+// Where the kernel forbids the namespaces, NewPool fails with ErrNoNamespaces naming the
+// missing capability, unless Options.UnsafeNoSandbox (--unsafe-no-sandbox) runs workers with
+// only the uid, rlimits and the audit hook, which every pool start logs as a warning.
 //
-// One round trip carries one function and many responses. Workers cache compiled functions by
-// content hash but execute the source's top level in a fresh globals dict (with a fresh copy of
-// the builtins) on every request, so top-level helpers and imports are visible to evaluate and
-// no state leaks from one request to the next. A function that rebinds an attribute of a
-// shared module or of the builtins module, or replaces a module in sys.modules, is detected
-// after its request and its worker is replaced. The check compares the builtins and the
-// modules the function's code names (by import, by attribute, or by any module's alias for
-// them: attribute stores are spelled out in the code), and every module when the code uses a
-// name that reaches unnamed state (getattr, vars, sys, exec, frames, any dunder, ...): about
-// 2 µs instead of ~80 µs a call. Attributes of classes inside modules and the internal state
-// of objects (random's generator, decimal's context) are not compared.
+// # How a worker starts
+//
+// The sandbox is built by this binary re-executed under a marker argv[0] (sandbox_linux.go's
+// init runs before main in any binary that links this package): Go's exec creates the
+// namespaces, the init makes the root, pivots into it, drops privileges, loads the seccomp
+// filter on its own thread and execs the interpreter, which becomes PID 1 of its namespace:
+// the zygote (worker.py). What to bind is learned once per interpreter by running it on the
+// host, as the workers' uid, importing what the workers import, and reading back its import
+// path and mapped files (ResolvePython). Numeric libraries are pinned to one thread and
+// limits applied after the imports, so workers start with NLTK, numpy and OpenBLAS installed;
+// NLTK and numpy are imported by a zygote only once a function names them (they triple the
+// cost of a fork).
+//
+// The protocol is length-prefixed frames on dedicated pipes (fds 3 and 4). Requests carry a
+// binary header, the function and, unless the worker holds them, the responses; replies are
+// the child's result frames (tag C) and the zygote's own (tag Z). fds 0 and 1 are /dev/null
+// and a child's sys.stdout/sys.stderr are a capped counter, so printing cannot corrupt the
+// protocol.
 package reward

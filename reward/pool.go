@@ -338,7 +338,7 @@ func (p *Pool) Stats() Stats {
 		Calls: s.calls.Load(), Evals: s.evals.Load(), Passes: s.passes.Load(), Fails: s.fails.Load(),
 		Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Crashes: s.crashes.Load(),
 		WorkersStarted: s.started.Load(), WorkersRestarted: s.restarted.Load(),
-		Isolation: p.isolation(), Limits: "rlimits (address space, CPU time, file size, open files; no processes or threads in a function's process)",
+		Isolation: p.isolation(), Limits: limitsInUse,
 	}
 }
 
@@ -365,12 +365,21 @@ func mergeDone(a, b context.Context) (context.Context, context.CancelFunc) {
 	return ctx, func() { stop(); cancel() }
 }
 
+// limitsInUse says what bounds a worker's resources. cgroup v2 would bound a worker's
+// processes together; rlimits bound each process, which the fork-per-call design makes
+// enough: a function's process can start no other.
+const limitsInUse = "rlimits per process (address space, CPU time, file size, open files; a function's process starts no process or thread); no cgroup"
+
 // isolation names the OS layer the workers run in, for stats and logs.
 func (p *Pool) isolation() string {
 	if p.opts.UnsafeNoSandbox {
-		return "none (--unsafe-no-sandbox): uid and rlimits only"
+		return fmt.Sprintf("none (--unsafe-no-sandbox): uid %d, rlimits and the audit hook only", workerUID(p.opts))
 	}
-	return "namespaces (user, mount, pid, net, ipc, uts), read-only root, seccomp, fork per call"
+	ns := "user, mount, pid, net, ipc, uts"
+	if runningAsRoot() {
+		ns = fmt.Sprintf("mount, pid, net, ipc, uts; uid %d", p.opts.UID)
+	}
+	return "namespaces (" + ns + "), read-only root, seccomp, a fork per call"
 }
 
 // workerUID is the host uid functions run as.

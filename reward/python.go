@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoPython means no interpreter could be run inside the sandbox.
@@ -20,11 +22,13 @@ var ErrNoPython = errors.New("no python interpreter usable in the sandbox")
 // ErrNoNamespaces means the kernel refused the namespaces the sandbox is built from.
 var ErrNoNamespaces = errors.New("the kernel refused the reward sandbox's namespaces")
 
-// threadPins keep numeric libraries single-threaded: a worker has no threads to spare (its
-// children may not create any), and OpenBLAS starting a pool at import is what used to hang
-// workers under a process limit.
-var threadPins = []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
-	"NUMEXPR_NUM_THREADS=1", "VECLIB_MAXIMUM_THREADS=1"}
+// workerEnv is a worker's whole environment. The thread pins keep numeric libraries
+// single-threaded: a worker has no threads to spare (its children may not create any), and
+// OpenBLAS starting a pool at import is what used to hang workers under a process limit. HOME
+// is the private /tmp: NLTK's import fails without a home directory, and the sandbox has no
+// passwd file to find one in.
+var workerEnv = []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+	"NUMEXPR_NUM_THREADS=1", "VECLIB_MAXIMUM_THREADS=1", "HOME=/tmp"}
 
 // namespaceFlags are the namespaces of every sandboxed process. The user namespace comes
 // with them when the caller is not root: it is what lets an unprivileged caller create the
@@ -158,7 +162,7 @@ func probeLayout(ctx context.Context, python string, opts Options) (*pythonLayou
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "-I", "-B", "-c", workerSource, "--layout")
-	cmd.Env = threadPins
+	cmd.Env = workerEnv
 	cmd.Dir = "/"
 	cmd.SysProcAttr = opts.sysProcAttr(false)
 	var stdout, stderr bytes.Buffer
@@ -197,7 +201,14 @@ func namespaceError(err error) error {
 	if !runningAsRoot() {
 		who = "unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone or user.max_user_namespaces) and this process is not root"
 	}
-	return fmt.Errorf("%w (%v): %s; run as root or enable user namespaces, or pass --unsafe-no-sandbox to run verification functions without OS isolation", ErrNoNamespaces, err, who)
+	// The errno, not its text: "no space left on device" is how ENOSPC reads, and here it
+	// means a namespace limit.
+	cause := err.Error()
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		cause = "clone: " + unix.ErrnoName(errno)
+	}
+	return fmt.Errorf("%w (%s): %s; run as root or enable user namespaces, or pass --unsafe-no-sandbox to run verification functions without OS isolation", ErrNoNamespaces, cause, who)
 }
 
 // runningAsRoot reports whether workers can be given another uid: only a root parent can.

@@ -109,7 +109,7 @@ func TestSandboxEnvironment(t *testing.T) {
 	p := newTestPool(t, Options{Workers: 1})
 	cases := []struct{ name, expr string }{
 		{"own PID namespace, forked from the zygote at PID 1", "os.getppid() == 1 and os.getpid() > 1"},
-		{"environment holds only the thread pins", "all(k.endswith('_THREADS') or k == 'LC_CTYPE' for k in os.environ)"},
+		{"environment holds only the thread pins and HOME", "all(k.endswith('_THREADS') or k in ('LC_CTYPE', 'HOME') for k in os.environ)"},
 		{"unprivileged uid", unprivilegedExpr()},
 		{"private /tmp as working directory", "os.getcwd() == '/tmp'"},
 	}
@@ -276,5 +276,29 @@ func TestContextCancellationStopsACall(t *testing.T) {
 	got, err := p.Evaluate(context.Background(), benign, []string{"ok"})
 	if err != nil || got[0].Outcome != Pass {
 		t.Fatalf("pool unusable after cancellation: %+v %v", got, err)
+	}
+}
+
+// Workers start and score with the packages AutoIF's functions import installed: numpy and
+// NLTK pull in OpenBLAS, whose thread pool must not meet the workers' process limit (it once
+// hung every worker's start). `make deps` installs them.
+func TestWorkersScoreWithNumericPackages(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1, Deadline: 10 * time.Second})
+	src := "import numpy as np\nimport nltk\nimport langdetect\n" +
+		"def evaluate(response):\n    v = np.arange(4.0)\n    return float(v @ v) == 14.0 and len(nltk.tokenize.wordpunct_tokenize(response)) == 3\n"
+	got, err := p.Evaluate(context.Background(), src, []string{"hi there !", "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Kind == KindModuleUnavailable {
+		t.Fatalf("%s: numpy, NLTK and langdetect must be installed for %s (make deps installs python3-numpy, python3-nltk, python3-langdetect)", got[0].Message, p.Python())
+	}
+	if got[0].Outcome != Pass || got[1].Outcome != Fail {
+		t.Errorf("got %+v, want pass, fail", got)
+	}
+	// The zygote imported them for that call; a plain function after it still runs.
+	got, err = p.Evaluate(context.Background(), "def evaluate(response):\n    return response == 'x'\n", []string{"x"})
+	if err != nil || got[0].Outcome != Pass {
+		t.Errorf("plain function after the numeric one: %+v, %v", got, err)
 	}
 }

@@ -115,14 +115,14 @@ func startWorker(in *interpreter, opts Options, id int64) (w *worker, err error)
 		strconv.FormatUint(opts.OpenFiles, 10), strconv.FormatInt(opts.TmpBytes, 10), audit}
 	if opts.UnsafeNoSandbox {
 		w.cmd = exec.Command(in.path, args[1:]...)
-		w.cmd.Env = threadPins
+		w.cmd.Env = workerEnv
 		w.cmd.Dir = w.dir
 	} else {
 		exe, err := os.Executable()
 		if err != nil {
 			return w, fmt.Errorf("reward sandbox: find this program to re-execute: %w", err)
 		}
-		spec := sandboxSpec{Root: w.dir, Python: in.path, Args: args, Env: threadPins, Mounts: in.mounts,
+		spec := sandboxSpec{Root: w.dir, Python: in.path, Args: args, Env: workerEnv, Mounts: in.mounts,
 			UID: opts.UID, GID: opts.GID, TmpBytes: opts.TmpBytes}
 		if _, userns := opts.namespaceFlags(true); userns {
 			spec.UID, spec.GID = -1, -1

@@ -511,12 +511,15 @@ def drain(fd):
 
 
 def unimportable():
-    """Modules the zygote's imports pulled in that a function may not import (NLTK loads
-    subprocess and socket, numpy ctypes), and the zygote's own: dropped from a child's module
-    cache, an import of them reaches the audit hook again. Computed in the zygote, so a child
-    does not touch (and copy) every module object to find them."""
+    """Modules the zygote's imports pulled in that a function's process must not keep: ctypes
+    (numpy loads it) would reach native code with no import to refuse, and the zygote's own
+    signal, gc and __main__. Dropped from a child's module cache, an import of them reaches the
+    audit hook again. Other refused modules a library loaded (NLTK loads subprocess and socket)
+    stay: libraries import them lazily, their actions raise audit events, and the OS layer
+    refuses what they would do. Computed in the zygote, so a child does not touch (and copy)
+    every module object to find them."""
     return tuple(name for name in sys.modules
-                 if name in DENY_IMPORT or name.split(".", 1)[0] in DENY_IMPORT
+                 if name.split(".", 1)[0] in ("ctypes", "_ctypes")
                  or name in ("_signal", "signal", "gc", "__main__"))
 
 

@@ -43,7 +43,15 @@ func rewardPoolFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "deadline", Usage: "wall-clock limit of one evaluation", Value: 2 * time.Second},
 		&cli.IntFlag{Name: "memory-mb", Usage: "address-space limit of each worker, MiB", Value: 1024},
 		&cli.IntFlag{Name: "max-output", Usage: "characters one evaluation may print", Value: 1 << 20},
+		unsafeNoSandboxFlag(),
 	}
+}
+
+// unsafeNoSandboxFlag is the one way to run verification functions where the kernel forbids
+// the sandbox's namespaces.
+func unsafeNoSandboxFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "unsafe-no-sandbox", EnvVars: []string{"AUTOIF_UNSAFE_NO_SANDBOX"},
+		Usage: "run verification functions without the OS sandbox (namespaces, private root, seccomp), for kernels that forbid namespaces: they can then read what the worker uid can and reach the network"}
 }
 
 func rewardPoolOptions(c *cli.Context) reward.Options {
@@ -53,6 +61,8 @@ func rewardPoolOptions(c *cli.Context) reward.Options {
 		Deadline:    c.Duration("deadline"),
 		MemoryLimit: uint64(c.Int("memory-mb")) << 20,
 		MaxOutput:   c.Int("max-output"),
+
+		UnsafeNoSandbox: c.Bool("unsafe-no-sandbox"),
 	}
 }
 
@@ -437,7 +447,19 @@ func printRewardStats(c *cli.Context, reports []reward.ServerReport) error {
 			fmt.Sprintf("all %d", len(reports)), "", s.Workers, s.EvalsPerSec, s.Pool.Evals, s.Requests, s.Scored, s.Failed,
 			s.BadRequests, s.Rejected, s.InFlight, s.Queued, s.Pool.Errors, s.Pool.Timeouts, s.Pool.Crashes, s.Pool.WorkersRestarted)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// What isolates and bounds each server's workers, once per distinct answer.
+	seen := map[string]bool{}
+	for _, r := range reports {
+		line := fmt.Sprintf("sandbox: %s; limits: %s", r.Stats.Pool.Isolation, r.Stats.Pool.Limits)
+		if r.Stats.Pool.Isolation != "" && !seen[line] {
+			seen[line] = true
+			fmt.Fprintln(c.App.Writer, line)
+		}
+	}
+	return nil
 }
 
 // rewardExecRemote is exec through the reward service: what a rollout worker sees.

@@ -237,6 +237,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
 		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
 		&cli.IntFlag{Name: "reward-workers", Usage: "sandbox workers of an in-process reward pool (default: number of CPUs)"},
+		unsafeNoSandboxFlag(),
 		&cli.StringFlag{Name: "model", Usage: "starting policy and frozen reference of in-process components (default: the tinyIF warm start in --warm-start-dir, trained when absent)"},
 		&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default tinyIF warm start is cached"},
 		&cli.IntFlag{Name: "rollout-prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts an in-process rollout worker samples together"},
@@ -309,7 +310,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	lo := experiment.LoopOptions{
 		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
 		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
-		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers")},
+		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,
 		Rollout: rollout.Options{
 			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),
