@@ -43,7 +43,9 @@
 //	                         once every process of the call is dead, so forged or late writes
 //	                         cannot reach another call.
 //	Go-side deadline         per evaluation (the child publishes which one it runs in a shared
-//	                         slot) and per call; an overrun kills the worker's whole namespace.
+//	                         slot) and per call; an overrun kills the function's process (the
+//	                         zygote's one child) and the worker serves on; if the zygote does
+//	                         not then end the call, the worker's whole namespace is killed.
 //	audit hook               defence in depth inside the child: turns forbidden imports,
 //	                         writes, reads outside the interpreter, sockets, processes and
 //	                         ctypes into clear "denied"/"import_denied" errors. Nothing relies

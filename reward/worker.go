@@ -389,6 +389,9 @@ func (w *worker) call(ctx context.Context, src string, responses []string, rset 
 				continue
 			}
 			w.timeoutAt(idx, &res)
+			if !w.killCall(id) {
+				w.kill("deadline")
+			}
 			return res
 		}
 		if err != nil {
@@ -517,7 +520,41 @@ func (w *worker) timeoutAt(idx int64, res *callResult) {
 			}
 		}
 	}
-	w.kill("deadline")
+}
+
+// killCall ends a call that overran by killing only the function's process, the zygote's one
+// child while a call runs, and waits for the zygote to report the call over. The worker then
+// serves on without a restart (a new zygote costs its imports). False when that did not
+// work out, and the whole worker must go.
+func (w *worker) killCall(id int64) bool {
+	if w.cmd == nil || w.cmd.Process == nil {
+		return false
+	}
+	pid := w.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return false
+	}
+	kids := strings.Fields(string(b))
+	if len(kids) != 1 {
+		return false
+	}
+	child, err := strconv.Atoi(kids[0])
+	if err != nil || syscall.Kill(child, syscall.SIGKILL) != nil {
+		return false
+	}
+	until := time.Now().Add(w.opts.StartTimeout)
+	for {
+		tag, frame, err := w.readFrame(until)
+		if err != nil {
+			return false
+		}
+		if tag != tagZygote {
+			continue // the killed function's last results: its verdicts are settled already
+		}
+		var d zygoteDone
+		return json.Unmarshal(frame, &d) == nil && d.ID == id && d.Done
+	}
 }
 
 // crashAt blames the evaluation the function's process was running when it died; the ones
