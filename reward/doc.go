@@ -35,13 +35,19 @@
 //	fork per call            each call (one function on a batch of responses) runs in a fresh
 //	                         fork of a zygote that imported the shared modules and never runs
 //	                         or parses untrusted input: nothing a function changes (modules,
-//	                         classes, builtins, the response list, the worker's own code)
-//	                         outlives its call. Request bytes live only in buffers the zygote
-//	                         zeroes once handed over, held response sets in a memfd, so a
-//	                         function finds no other request's data even in freed memory. The
-//	                         zygote re-frames the child's results and itself ends each call
-//	                         once every process of the call is dead, so forged or late writes
-//	                         cannot reach another call.
+//	                         classes, builtins, the response list, the worker's own code,
+//	                         files in /tmp, which the zygote empties between calls) outlives
+//	                         its call. Request bytes live only in buffers the zygote zeroes
+//	                         once handed over, held response sets in a memfd, so a function
+//	                         finds no other request's data even in freed memory. The zygote
+//	                         re-frames the child's results and itself ends each call once every
+//	                         process of the call is dead, so forged or late writes cannot reach
+//	                         another call. The next call's child is forked while a call runs;
+//	                         the running one cannot reach it: every process of the worker exec'd
+//	                         an interpreter it cannot read, so none is dumpable (no /proc/PID
+//	                         mem or fd of another), all catchable signals are blocked from
+//	                         birth, and a stopped or killed spare is woken or replaced before it
+//	                         gets a request.
 //	Go-side deadline         per evaluation (the child publishes which one it runs in a shared
 //	                         slot) and per call; an overrun kills the function's process (the
 //	                         zygote's one child) and the worker serves on; if the zygote does

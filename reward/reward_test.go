@@ -303,3 +303,18 @@ func TestWorkersScoreWithNumericPackages(t *testing.T) {
 		t.Errorf("plain function after the numeric one: %+v, %v", got, err)
 	}
 }
+
+// Workers exec an interpreter no one can read, so the kernel marks them not dumpable, and
+// their forks too: no worker process can open another's /proc/PID/mem or fd entries, even
+// under the same uid. (Asked with ctypes, so with the audit hook off.)
+func TestWorkerProcessesAreNotDumpable(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1, noAuditHook: true})
+	got, err := p.Evaluate(context.Background(),
+		"import ctypes\ndef evaluate(response):\n    return ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0\n", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Outcome != Pass {
+		t.Errorf("prctl(PR_GET_DUMPABLE) == 0 gave %+v", got[0])
+	}
+}

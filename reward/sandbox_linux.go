@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -120,7 +121,7 @@ func buildRoot(s *sandboxSpec) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	root := s.Root
-	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4m,mode=0755"); err != nil {
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=128m,mode=0755"); err != nil {
 		return fmt.Errorf("mount root tmpfs: %w", err)
 	}
 	tmp := filepath.Join(root, "tmp")
@@ -135,6 +136,9 @@ func buildRoot(s *sandboxSpec) error {
 		if err := m.apply(root); err != nil {
 			return err
 		}
+	}
+	if err := execOnlyCopy(root, s.Python); err != nil {
+		return err
 	}
 	for _, dev := range []string{"/dev/null", "/dev/zero", "/dev/urandom"} {
 		if err := (mountOp{Path: dev}).apply(root); err != nil {
@@ -167,6 +171,37 @@ func buildRoot(s *sandboxSpec) error {
 		return fmt.Errorf("detach host root: %w", err)
 	}
 	return unix.Chdir("/tmp")
+}
+
+// execOnlyCopy puts a copy of the interpreter that no one inside can read (mode 0111) over its
+// path. The kernel marks a process that execs a file it cannot read as not dumpable, and every
+// fork inherits that: then no process of the worker can open another's /proc/PID/mem or fd
+// entries, even under the same uid (the zygote's children fork while another runs).
+func execOnlyCopy(root, python string) error {
+	src, err := os.Open(python)
+	if err != nil {
+		return fmt.Errorf("interpreter: %w", err)
+	}
+	defer src.Close()
+	copyPath := filepath.Join(root, ".interpreter")
+	dst, err := os.OpenFile(copyPath, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o700)
+	if err != nil {
+		return fmt.Errorf("interpreter copy: %w", err)
+	}
+	_, err = io.Copy(dst, src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(copyPath, 0o111)
+	}
+	if err != nil {
+		return fmt.Errorf("interpreter copy: %w", err)
+	}
+	if err := unix.Mount(copyPath, filepath.Join(root, python), "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the interpreter copy: %w", err)
+	}
+	return nil
 }
 
 func (m mountOp) apply(root string) error {
@@ -236,6 +271,14 @@ func dropPrivileges(uid, gid int) error {
 		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); errno != 0 {
 			return fmt.Errorf("setresuid %d: %w", uid, errno)
 		}
+	}
+	// No capability left in any set, so that the exec below runs with no privilege to read
+	// the execute-only interpreter (which is what makes the worker not dumpable) even as root
+	// of a user namespace.
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if _, _, errno := unix.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
+		return fmt.Errorf("drop capabilities: %w", errno)
 	}
 	// A change of credentials clears the parent-death signal: set it again. (The parent is
 	// outside this PID namespace, so getppid cannot tell whether it is still there.)

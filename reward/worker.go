@@ -82,6 +82,8 @@ func startWorker(in *interpreter, opts Options, id int64) (w *worker, err error)
 	}
 	defer reqR.Close()
 	w.req = reqW
+	// Room for a whole response set in one write (the default is 64 KiB); best effort.
+	_, _ = unix.FcntlInt(reqW.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 	repR, repW, err := os.Pipe()
 	if err != nil {
 		return w, fmt.Errorf("reply pipe: %w", err)
@@ -522,25 +524,36 @@ func (w *worker) timeoutAt(idx int64, res *callResult) {
 	}
 }
 
-// killCall ends a call that overran by killing only the function's process, the zygote's one
-// child while a call runs, and waits for the zygote to report the call over. The worker then
-// serves on without a restart (a new zygote costs its imports). False when that did not
-// work out, and the whole worker must go.
+// killCall ends a call that overran by killing only the function's process, which the zygote
+// names in the progress slot (by its pid in the worker's namespace), and waits for the zygote
+// to report the call over. The worker then serves on without a restart (a new zygote costs its
+// imports). False when that did not work out, and the whole worker must go. (A function that
+// writes another pid into the slot only gets its own worker killed.)
 func (w *worker) killCall(id int64) bool {
 	if w.cmd == nil || w.cmd.Process == nil {
 		return false
 	}
-	pid := w.cmd.Process.Pid
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	nsPid := strconv.FormatUint(binary.LittleEndian.Uint64(w.prog[16:24]), 10)
+	zygote := w.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", zygote, zygote))
 	if err != nil {
 		return false
 	}
-	kids := strings.Fields(string(b))
-	if len(kids) != 1 {
-		return false
+	child := 0
+	for _, kid := range strings.Fields(string(b)) {
+		status, err := os.ReadFile("/proc/" + kid + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			// NSpid: the pid in each namespace, outermost first.
+			// (One entry only without the sandbox: the same pid.)
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "NSpid:" && f[len(f)-1] == nsPid {
+				child, _ = strconv.Atoi(f[1])
+			}
+		}
 	}
-	child, err := strconv.Atoi(kids[0])
-	if err != nil || syscall.Kill(child, syscall.SIGKILL) != nil {
+	if child <= 0 || syscall.Kill(child, syscall.SIGKILL) != nil {
 		return false
 	}
 	until := time.Now().Add(w.opts.StartTimeout)

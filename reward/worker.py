@@ -199,15 +199,20 @@ def _make_hook(roots, state, deny_import, deny_events, deny_families, write_flag
 
 
 class Progress:
-    """The shared slot Go reads to learn which evaluation is running and since when."""
+    """The shared slot Go reads to learn which evaluation is running and since when, and
+    (from the zygote) which process runs the call, so that a deadline kills only it."""
 
     def __init__(self, fd):
-        self.m = mmap.mmap(fd, 16)
+        self.m = mmap.mmap(fd, 24)
         self.pack = struct.Struct("<qq").pack_into
+        self.pack_pid = struct.Struct("<q").pack_into
         self.now = time.monotonic_ns
 
     def set(self, idx):
         self.pack(self.m, 0, idx, self.now())
+
+    def set_call_pid(self, pid):
+        self.pack_pid(self.m, 16, pid)
 
 
 PHASE_TOPLEVEL = -1
@@ -323,9 +328,15 @@ def main():
     preload(PRELOAD + OPTIONAL)
     import gc
     import signal
+    global fcntl
+    import fcntl
     # Signals from inside the PID namespace reach its init (us) only for handlers it set:
     # with none, a function cannot interrupt the zygote.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # Every catchable signal blocked, here and so in every fork from birth: a child cannot
+    # interrupt the next call's child, which is forked while it runs (SIGKILL and SIGSTOP
+    # cannot be blocked; see alive()).
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     resource = set_limits(address_space, cpu_seconds, open_files, file_size)
     progress = Progress(PROG_FD)
     os.close(PROG_FD)
@@ -386,56 +397,112 @@ def main():
                 held_set, held_len = rset, len(responses)
         elif rset == 0 or rset != held_set:
             os._exit(70)  # Go's bookkeeping and ours disagree: start afresh
-        pid, req_w, res_r = spare
-        try:
-            write_all(req_w, CALL_HDR.pack(rid, src_len,
-                                           len(responses) if responses is not None else held_len), opts)
-            if responses is not None:
-                write_all(req_w, responses)
-            else:
-                sent = 0
-                while sent < held_len:
-                    sent += os.sendfile(req_w, held_fd, sent, held_len - sent)
-        except OSError:
-            pass  # the child is gone; relay finds out how
+        # The spare was forked while the previous call's child ran: that child is dead now
+        # (killed before Go heard the call was over), but it may have stopped or killed the
+        # spare (signals are all it could reach: the spare blocks the rest, is not dumpable,
+        # and seccomp refuses ptrace). What it left in /tmp goes.
+        if init:
+            wipe("/tmp")
+        call_len = len(responses) if responses is not None else held_len
+        for attempt in (0, 1):
+            if attempt or not alive(spare):
+                discard(spare)
+                spare = spawn()
+            pid, req_w, res_r = spare
+            progress.set_call_pid(pid)
+            try:
+                write_all(req_w, CALL_HDR.pack(rid, src_len, call_len), opts)
+                if responses is not None:
+                    write_all(req_w, responses)
+                else:
+                    sent = 0
+                    while sent < held_len:
+                        sent += os.sendfile(req_w, held_fd, sent, held_len - sent)
+                break
+            except OSError:
+                if attempt:
+                    break  # the child is gone again; relay finds out how
         os.close(req_w)
         del opts, responses
         zero(req)
         del req
+        # The next call's child is forked now, while this one runs: its fork and preparation
+        # are then off the next call's path.
+        spare = spawn()
         garbled, ended = relay(res_r, rid)
         os.close(res_r)
         # The pipe is closed everywhere: nothing of this call can reach Go any more. A child
         # that did not report its end is waited for, to say how it ended (one that hangs is
         # Go's deadline's).
         status = 0
-        if ended:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        else:
+        if not ended:
             _, st, _ = os.wait4(pid, 0)
             status = os.waitstatus_to_exitcode(st)
+        # The child dies, with anything it could have started (its process limit is 0; this
+        # is the second lock), before Go hears the call is over.
+        kill_all_but(spare[0], pid, init)
         send({"id": rid, "done": True, "status": status, "garbled": garbled})
-        # The next call's child is forked only once this one is gone, with everything it
-        # could have started (its process limit is 0; this is the second lock): a process of
-        # the same uid could signal it, or read and write it through /proc.
-        if init:
+        reap()
+
+
+def alive(spare):
+    """Wakes the spare (a stop signal is the one thing the last child could have left it
+    with) and reports whether it still lives."""
+    pid = spare[0]
+    try:
+        os.kill(pid, 18)  # SIGCONT
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except OSError:
+        return False
+
+
+def kill_all_but(spare, pid, init):
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    if not init:
+        try:
+            os.killpg(pid, 9)
+        except OSError:
+            pass
+        return
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, spare):
             try:
-                os.kill(-1, signal.SIGKILL)
+                os.kill(int(name), 9)
             except OSError:
                 pass
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-        spare = spawn()
+
+
+def reap():
+    """Collects dead children without waiting: a child's teardown (unmapping its copy of the
+    zygote) overlaps the next call instead of delaying it."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wipe(top):
+    """Empties a directory whatever a function did to its contents (modes, nesting)."""
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                os.chmod(e.path, 0o700)
+                wipe(e.path)
+                os.rmdir(e.path)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
 
 
 # What the zygote hands a child: request id, length of the options JSON, length of the
@@ -449,6 +516,12 @@ def fork_child(progress, out_limit, audit, resource, unimport, init, roots):
     the pipe its request goes into and the pipe its results come out of."""
     req_r, req_w = os.pipe()
     res_r, res_w = os.pipe()
+    try:
+        # Room for a whole response set in one write (F_SETPIPE_SZ): the child then reads its
+        # request without a round trip per 64 KiB.
+        fcntl.fcntl(req_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
     # Made here, not in the child, which would copy every page it touches on the way.
     fresh_builtins = dict(builtins.__dict__)
     pid = os.fork()
@@ -513,14 +586,14 @@ def drain(fd):
 def unimportable():
     """Modules the zygote's imports pulled in that a function's process must not keep: ctypes
     (numpy loads it) would reach native code with no import to refuse, and the zygote's own
-    signal, gc and __main__. Dropped from a child's module cache, an import of them reaches the
+    signal, gc, fcntl and __main__. Dropped from a child's module cache, an import of them reaches the
     audit hook again. Other refused modules a library loaded (NLTK loads subprocess and socket)
     stay: libraries import them lazily, their actions raise audit events, and the OS layer
     refuses what they would do. Computed in the zygote, so a child does not touch (and copy)
     every module object to find them."""
     return tuple(name for name in sys.modules
                  if name.split(".", 1)[0] in ("ctypes", "_ctypes")
-                 or name in ("_signal", "signal", "gc", "__main__"))
+                 or name in ("_signal", "signal", "gc", "fcntl", "__main__"))
 
 
 def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh_builtins):
@@ -625,13 +698,14 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
                         codes.append("e")
                         errs.append((i, "bad_return_type",
                                      "evaluate returned %s, want bool" % t.__name__))
-            now = monotonic()
-            if now - last >= flush_s:
-                send(results(base, codes, errs) + "}")
-                base = i + 1
-                codes = []
-                errs = []
-                last = now
+            if i & 15 == 15:
+                now = monotonic()
+                if now - last >= flush_s:
+                    send(results(base, codes, errs) + "}")
+                    base = i + 1
+                    codes = []
+                    errs = []
+                    last = now
     text = results(base, codes, errs) + ',"end":true'
     if fatal is not None:
         text += ',"fatal":[%s,%s]' % (esc(fatal[0]), esc(fatal[1]))

@@ -135,7 +135,9 @@ func NewHost(t testing.TB) *Host {
 	h.listing = list(t, h.VictimDir)
 	h.Pwned = filepath.Join(os.TempDir(), "autoif-pwned-"+token())
 	canary := "canary-" + token()
-	h.CanarySrc = "def evaluate(response):\n    return response == 'src-" + canary + "'\n"
+	// It also leaves its response in /tmp where it can (with the audit hook off).
+	h.CanarySrc = "def evaluate(response):\n    try:\n        open('/tmp/left-behind', 'w').write(response)\n    except OSError:\n        pass\n" +
+		"    return response == 'src-" + canary + "'\n"
 	h.CanaryResponse = "resp-" + canary
 	// A host process with the secret on its command line, as a server started with
 	// --nats-token would have.
