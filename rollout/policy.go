@@ -36,7 +36,9 @@ type Policy struct {
 // tokenizer files uses fallback's tokenizer (a trainer may publish weights only); with no
 // fallback either, it is an error.
 func LoadPolicy(dir string, version int64, threads int, fallback *tokenizer.Tokenizer) (*Policy, error) {
-	w, err := model.Load(dir)
+	// The sampler keeps a BF16/F16 checkpoint's weights as stored (half the bytes per decode
+	// step); the trainer's published versions are float32 and load as such.
+	m, err := model.LoadModel(dir, model.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("policy v%d: %w", version, err)
 	}
@@ -46,10 +48,9 @@ func LoadPolicy(dir string, version int64, threads int, fallback *tokenizer.Toke
 			return nil, fmt.Errorf("policy v%d: tokenizer: %w", version, err)
 		}
 	}
-	if tok.VocabSize() > w.Config.VocabSize {
-		return nil, fmt.Errorf("policy v%d: tokenizer has %d tokens, the model only %d embeddings", version, tok.VocabSize(), w.Config.VocabSize)
+	if tok.VocabSize() > m.Config.VocabSize {
+		return nil, fmt.Errorf("policy v%d: tokenizer has %d tokens, the model only %d embeddings", version, tok.VocabSize(), m.Config.VocabSize)
 	}
-	m := model.New(w)
 	m.Threads = threads
 	return &Policy{Version: version, Dir: dir, Model: m, Tok: tok}, nil
 }
