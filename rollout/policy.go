@@ -71,15 +71,11 @@ func (p *Policy) stopTokens() []int {
 // encodePrompt turns a prompt unit's text into the token ids the policy conditions on, and
 // the text those ids spell (the chat-rendered prompt when chat is set).
 func (p *Policy) encodePrompt(prompt string, chat bool) ([]int, string, error) {
-	if !chat {
-		return p.Tok.Encode(prompt, true), prompt, nil
-	}
-	rendered, err := p.Tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: prompt}}, true)
+	ids, text, err := p.Tok.RenderPrompt(prompt, chat)
 	if err != nil {
-		return nil, "", fmt.Errorf("policy v%d: chat template (turn it off for a model without one): %w", p.Version, err)
+		return nil, "", fmt.Errorf("policy v%d: %w (turn chat off for a model without a template)", p.Version, err)
 	}
-	// The rendered template spells out any BOS it wants, as in transformers.
-	return p.Tok.Encode(rendered, false), rendered, nil
+	return ids, text, nil
 }
 
 // CheckpointDir is where version v of a run's policy is cached under cacheDir.

@@ -380,7 +380,7 @@ func generateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-new-tokens", Value: 128, Usage: "tokens to generate at most"},
 			&cli.Uint64Flag{Name: "seed", Usage: "sampling seed (same seed, same output)"},
 			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable)"},
-			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish)"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish, prompt_tokens)"},
 			float32Flag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -408,16 +408,8 @@ func generateCommand() *cli.Command {
 				if tok, err = loadModelTokenizer(dir); err != nil {
 					return err
 				}
-				text := c.String("prompt")
-				if c.Bool("chat") {
-					rendered, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
-					if err != nil {
-						return fmt.Errorf("chat template: %w", err)
-					}
-					// The rendered template already holds any BOS it wants, as in transformers.
-					prompt = tok.Encode(rendered, false)
-				} else {
-					prompt = tok.Encode(text, true)
+				if prompt, _, err = tok.RenderPrompt(c.String("prompt"), c.Bool("chat")); err != nil {
+					return err
 				}
 			}
 			if len(prompt) == 0 {
@@ -459,7 +451,7 @@ func generateCommand() *cli.Command {
 				total += len(s.Tokens)
 				text := decode(s.Tokens)
 				if c.Bool("json") {
-					if err := printModelJSON(c.App.Writer, map[string]any{"index": i, "text": text, "tokens": s.Tokens, "logprobs": s.LogProbs, "finish": s.Finish}); err != nil {
+					if err := printModelJSON(c.App.Writer, map[string]any{"index": i, "text": text, "tokens": s.Tokens, "logprobs": s.LogProbs, "finish": s.Finish, "prompt_tokens": prompt}); err != nil {
 						return err
 					}
 					continue
