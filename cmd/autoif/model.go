@@ -529,6 +529,7 @@ func runBenchGenerate(c *cli.Context) error {
 	// exposes both sides to the same load.
 	goTPS, torchTPS := map[int]float64{}, map[int]float64{}
 	goCPU, torchCPU := map[int]float64{}, map[int]float64{}
+	torchKernel := map[int]string{} // the dtype and kernel of torch's best round
 	for round := 1; round <= rounds; round++ {
 		for _, b := range []int{1, 8} {
 			r, err := m.BenchDecode(b, promptLen, newTokens, seed)
@@ -548,9 +549,12 @@ func runBenchGenerate(c *cli.Context) error {
 		}
 		for _, b := range []int{1, 8} {
 			t := tt.TokensPerS[strconv.Itoa(b)]
-			torchTPS[b] = max(torchTPS[b], t)
+			kernel := tt.DType[strconv.Itoa(b)] + " " + tt.LinearMode[strconv.Itoa(b)]
+			if t > torchTPS[b] {
+				torchTPS[b], torchKernel[b] = t, kernel
+			}
 			torchCPU[b] = max(torchCPU[b], tt.TokensPerCPUS[strconv.Itoa(b)])
-			fmt.Fprintf(out, "round %d torch batch %d: %8.1f tokens/s\n", round, b, t)
+			fmt.Fprintf(out, "round %d torch batch %d: %8.1f tokens/s (%s)\n", round, b, t, kernel)
 		}
 	}
 	res := map[string]any{"threads": threads, "parameters": cfg.NumParams(), "new_tokens": newTokens, "prompt_len": promptLen, "rounds": rounds,
@@ -577,6 +581,7 @@ func runBenchGenerate(c *cli.Context) error {
 		for _, b := range []int{1, 8} {
 			res[fmt.Sprintf("torch_tokens_per_s_b%d", b)] = roundFigure(torchTPS[b], 1)
 			res[fmt.Sprintf("torch_tokens_per_cpu_s_b%d", b)] = roundFigure(torchCPU[b], 1)
+			res[fmt.Sprintf("torch_kernel_b%d", b)] = torchKernel[b]
 			if torchCPU[b] > 0 {
 				res[fmt.Sprintf("cpu_ratio_b%d", b)] = roundFigure(goCPU[b]/torchCPU[b], 2)
 			}
@@ -628,6 +633,9 @@ func findTorchPython(ctx context.Context, explicit string) (string, string) {
 type torchBenchResult struct {
 	TokensPerS    map[string]float64 `json:"tokens_per_s"`
 	TokensPerCPUS map[string]float64 `json:"tokens_per_cpu_s"`
+	// DType and LinearMode are what the script's trial chose per batch size.
+	DType      map[string]string `json:"dtype"`
+	LinearMode map[string]string `json:"linear_mode"`
 }
 
 func runTorchBench(ctx context.Context, py, dir string, threads, promptLen, newTokens int, seed uint64) (*torchBenchResult, error) {
