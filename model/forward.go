@@ -466,6 +466,17 @@ func matmulMulti(threads int, x []float32, T, K int, jobs ...job) {
 // weight rows two at a time and run them against every activation row while the pair is in
 // L1; prefill (large T) takes weight rows in L2-sized blocks reused across the activation rows.
 func matmulRange(out, x []float32, w *mat, bias []float32, T, N, K, j0, j1 int) {
+	if T == 1 {
+		// A batch-1 decode step: one pass over the weight rows, run as one stream.
+		o := out[j0:j1]
+		w.dotRows(o, j0, x[:K])
+		if bias != nil {
+			for j := range o {
+				o[j] += bias[j0+j]
+			}
+		}
+		return
+	}
 	block := 32
 	if T <= 16 {
 		block = 2

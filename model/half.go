@@ -61,6 +61,12 @@ func dotHalfGeneric(w []uint16, x []float32, dt DType) float32 {
 	return dotF16Generic(w, x)
 }
 
+func dotRowsHalfGeneric(out []float32, w []uint16, x []float32, n int, dt DType) {
+	for r := range out {
+		out[r] = dotHalf(w[r*n:(r+1)*n], x, dt)
+	}
+}
+
 func dot2x4HalfGeneric(w0, w1 []uint16, x0, x1, x2, x3 []float32, dt DType, out *[8]float32) {
 	for r, w := range [2][]uint16{w0, w1} {
 		for i, x := range [4][]float32{x0, x1, x2, x3} {
@@ -107,6 +113,18 @@ func (w *mat) dot(j int, x []float32) float32 {
 		return dot(w.f32[j*K:(j+1)*K], x)
 	}
 	return dotHalf(w.half[j*K:(j+1)*K], x, w.dtype)
+}
+
+// dotRows sets out[i] = row j0+i · x for i < len(out).
+func (w *mat) dotRows(out []float32, j0 int, x []float32) {
+	K := w.cols
+	if w.half == nil {
+		for i := range out {
+			out[i] = dot(w.f32[(j0+i)*K:(j0+i+1)*K], x)
+		}
+		return
+	}
+	dotRowsHalf(out, w.half[j0*K:(j0+len(out))*K], x, K, w.dtype)
 }
 
 // dot4 returns row j · x0..x3.

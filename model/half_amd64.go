@@ -31,6 +31,31 @@ func dotBF16AVX512(w *uint16, x *float32, n int) float32
 //go:noescape
 func dotF16AVX512(w *uint16, x *float32, n int) float32
 
+//go:noescape
+func dotRowsBF16AVX512(w *uint16, x *float32, n, rows int, out *float32)
+
+//go:noescape
+func dotRowsF16AVX512(w *uint16, x *float32, n, rows int, out *float32)
+
+// dotRowsHalf sets out[r] = (row r of w, n elements) · x for len(out) consecutive rows.
+func dotRowsHalf(out []float32, w []uint16, x []float32, n int, dt DType) {
+	rows := len(out)
+	if rows == 0 {
+		return
+	}
+	w = w[:rows*n]
+	if !useAVX512 || n%16 != 0 || !halfAsm(dt) {
+		dotRowsHalfGeneric(out, w, x, n, dt)
+		return
+	}
+	x = x[:n]
+	if dt == BF16 {
+		dotRowsBF16AVX512(&w[0], &x[0], n, rows, &out[0])
+	} else {
+		dotRowsF16AVX512(&w[0], &x[0], n, rows, &out[0])
+	}
+}
+
 func halfAsm(dt DType) bool { return useAVX2 && (dt == BF16 || useF16C) }
 
 // dotHalf returns w·x with w's BF16 or F16 (dt) elements widened to float32.

@@ -61,7 +61,7 @@ func TestHalfKernelsMatchFloat32Kernels(t *testing.T) {
 		return s
 	}
 	for _, dt := range []DType{BF16, F16} {
-		for _, n := range []int{1, 7, 8, 9, 16, 31, 32, 33, 100, 896, 4864} {
+		for _, n := range []int{1, 7, 8, 9, 16, 31, 32, 33, 48, 80, 100, 896, 4864} {
 			h0, w0 := randomHalves(rng, n, dt)
 			h1, w1 := randomHalves(rng, n, dt)
 			x0, x1, x2, x3 := vec(n), vec(n), vec(n), vec(n)
@@ -75,6 +75,14 @@ func TestHalfKernelsMatchFloat32Kernels(t *testing.T) {
 			}
 			if d := math.Abs(float64(dotHalf(h0, x0, dt)) - float64(dot(w0, x0))); d > tol {
 				t.Errorf("%s n=%d: dotHalf differs from dot on the widened row by %g", dt, n, d)
+			}
+			// Rows one after another, as a batch-1 decode runs them: row 0 and row 1.
+			rows := make([]float32, 2)
+			dotRowsHalf(rows, append(append([]uint16(nil), h0...), h1...), x0, n, dt)
+			for r, wr := range [][]float32{w0, w1} {
+				if d := math.Abs(float64(rows[r]) - ref(wr, x0)); d > tol {
+					t.Errorf("%s n=%d: dotRowsHalf[%d] off by %g", dt, n, r, d)
+				}
 			}
 			var o, of [8]float32
 			dot2x4Half(h0, h1, x0, x1, x2, x3, dt, &o)
