@@ -386,6 +386,12 @@ func (m *Model) attention(threads int, kc *Cache, li int, s *scratch, T int, row
 // through an atomic counter: on a shared machine a descheduled thread then delays only the
 // chunk it holds, where an even static split would make every region wait for it.
 func parallelFor(threads, n, minChunk int, fn func(lo, hi int)) {
+	parallelForChunks(threads, n, minChunk, 0, fn)
+}
+
+// parallelForChunks is parallelFor cutting the range into at least chunks chunks (still of
+// at least minChunk).
+func parallelForChunks(threads, n, minChunk, chunks int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
 	}
@@ -394,7 +400,7 @@ func parallelFor(threads, n, minChunk int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	chunks := min(workers*4, (n+minChunk-1)/minChunk)
+	chunks = min(max(chunks, workers*4), (n+minChunk-1)/minChunk)
 	var next atomic.Int64
 	work := func() {
 		for {
@@ -431,6 +437,14 @@ func linearOf(l Linear) linear {
 	return lin
 }
 
+// matmulChunkBytes caps the weight bytes of one chunk of a matmul's parallel region: a
+// decode step's big matrices (the lm_head is 272 MB in BF16 at the 0.5B shape) would
+// otherwise be cut into a few chunks per thread, and on a shared machine a descheduled
+// thread holding one makes the other wait out the whole chunk. Measured at the 0.5B shape,
+// batch 1, under a load average of 5-8 on 2 cores: best of 5 rounds 18.3 against 17.7
+// tokens/s, and up to 1.4x in the most loaded rounds.
+const matmulChunkBytes = 1 << 20
+
 // job is one linear layer of a fused matmul: out[T, Out] = x·wᵀ + bias.
 type job struct {
 	l   linear
@@ -449,7 +463,11 @@ func matmulMulti(threads int, x []float32, T, K int, jobs ...job) {
 		total += j.l.w.rows
 	}
 	// Column chunks small enough to balance, large enough that a chunk's weight rows stream.
-	parallelFor(threads, total, 16, func(lo, hi int) {
+	var bytes int64
+	for _, j := range jobs {
+		bytes += j.l.w.bytes()
+	}
+	parallelForChunks(threads, total, 16, int(bytes/matmulChunkBytes), func(lo, hi int) {
 		base := 0
 		for _, j := range jobs {
 			n := j.l.w.rows
