@@ -10,7 +10,6 @@ import (
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/reward"
 	"github.com/autoif/autoif/rollout"
-	"github.com/autoif/autoif/tokenizer"
 	"github.com/autoif/autoif/trainer"
 )
 
@@ -66,7 +65,7 @@ func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, s
 		end := min(start+o.Batch, len(units))
 		var batch [][]int
 		for i := start; i < end; i++ {
-			ids, err := encodePrompt(tok, units[i].Prompt, o.ChatTemplate)
+			ids, _, err := tok.RenderPrompt(units[i].Prompt, o.ChatTemplate)
 			if err != nil {
 				return nil, err
 			}
@@ -118,18 +117,6 @@ func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, s
 		}
 	}
 	return out, nil
-}
-
-// encodePrompt renders a prompt the way the rollout workers do (rollout.Policy).
-func encodePrompt(tok *tokenizer.Tokenizer, prompt string, chat bool) ([]int, error) {
-	if !chat {
-		return tok.Encode(prompt, true), nil
-	}
-	rendered, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: prompt}}, true)
-	if err != nil {
-		return nil, fmt.Errorf("chat template: %w", err)
-	}
-	return tok.Encode(rendered, false), nil
 }
 
 // EvalResult is a policy's verification pass rate on a prompt set.

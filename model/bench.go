@@ -78,8 +78,38 @@ func (m *Model) BenchDecode(batch, promptLen, newTokens int, seed uint64) (Decod
 	return r, nil
 }
 
-// WeightBytes is the float32 bytes one decode step streams: every parameter once.
-func (c *Config) WeightBytes() int64 { return c.NumParams() * 4 }
+// ReadGBPerSec measures how fast threads goroutines stream a buffer of size bytes through
+// the decode's dot-product kernel against an L1-resident vector: a batch-1 decode's memory
+// access with nothing else in it, so the ceiling for the weight read rate. Unlike a copy it
+// writes nothing. It reports the best pass over minDur.
+func ReadGBPerSec(size, threads int, minDur time.Duration) float64 {
+	const k = 4096
+	rows := max(1, size/4/k)
+	buf := make([]float32, rows*k)
+	for i := range buf {
+		buf[i] = float32(i & 255) // touched, so no page is the shared zero page
+	}
+	x := make([]float32, k)
+	sums := make([]float32, rows)
+	readAll := func() {
+		parallelFor(threads, rows, 16, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				sums[j] = dot(buf[j*k:(j+1)*k], x)
+			}
+		})
+	}
+	readAll()
+	// The best pass, not the mean: on a shared machine it is the figure least lowered by other
+	// load, as the decode figures it is compared with are each the best of several rounds.
+	var best float64
+	start := time.Now()
+	for n := 0; time.Since(start) < minDur || n < 3; n++ {
+		t := time.Now()
+		readAll()
+		best = max(best, float64(rows*k*4)/time.Since(t).Seconds()/1e9)
+	}
+	return best
+}
 
 // MemcpyGBPerSec measures copy bandwidth over a buffer of size bytes, split across threads
 // like the decode's matmuls, as the reference for weight_gb_per_s: it counts bytes read per

@@ -23,7 +23,9 @@ var goldenDirs = []string{
 func loadGolden(t *testing.T, name string) (*Model, []int, []float32) {
 	t.Helper()
 	dir := filepath.Join("testdata", "golden", name)
-	w, err := Load(dir)
+	// The sampler's load: BF16 and F16 files keep their dtype, so the torch comparison checks
+	// the half-precision kernels too.
+	m, err := LoadModel(dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +46,7 @@ func loadGolden(t *testing.T, name string) (*Model, []int, []float32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(w), tokens, want
+	return m, tokens, want
 }
 
 func maxAbsDiff(a, b []float32) float64 {

@@ -197,11 +197,39 @@ func (s *SafetensorsFile) Close() error { return s.f.Close() }
 
 // Read returns the tensor converted to float32.
 func (s *SafetensorsFile) Read(t TensorInfo) ([]float32, error) {
+	raw, err := s.readRaw(t)
+	if err != nil {
+		return nil, err
+	}
+	return decodeFloats(raw, t.DType), nil
+}
+
+func (s *SafetensorsFile) readRaw(t TensorInfo) ([]byte, error) {
 	raw := make([]byte, t.End-t.Begin)
 	if _, err := s.f.ReadAt(raw, t.Begin); err != nil {
 		return nil, fmt.Errorf("%s: tensor %s: %w", s.Path, t.Name, err)
 	}
-	return decodeFloats(raw, t.DType), nil
+	return raw, nil
+}
+
+// readTensor reads one tensor: float32 Data, or with keepHalf a BF16/F16 matrix as its bits.
+func (s *SafetensorsFile) readTensor(t TensorInfo, keepHalf bool) (*Tensor, error) {
+	raw, err := s.readRaw(t)
+	if err != nil {
+		return nil, err
+	}
+	out := &Tensor{Name: t.Name, Shape: t.Shape}
+	// Only matrices stay half: norms and biases are tiny and the kernels that read them
+	// (RMSNorm, bias adds) take float32.
+	if keepHalf && (t.DType == BF16 || t.DType == F16) && len(t.Shape) == 2 {
+		out.half, out.dtype = make([]uint16, len(raw)/2), t.DType
+		for i := range out.half {
+			out.half[i] = binary.LittleEndian.Uint16(raw[2*i:])
+		}
+		return out, nil
+	}
+	out.Data = decodeFloats(raw, t.DType)
+	return out, nil
 }
 
 func decodeFloats(raw []byte, dt DType) []float32 {
@@ -261,6 +289,30 @@ type Tensor struct {
 	Name  string
 	Shape []int
 	Data  []float32
+	// half, when set, holds the tensor's BF16 or F16 bits (dtype says which) instead of Data:
+	// only LoadModel keeps weights so, for the inference kernels; Load, and so the trainer,
+	// always gets float32 Data.
+	half  []uint16
+	dtype DType
+}
+
+// at returns element i as float32, whichever way the tensor is held.
+func (t *Tensor) at(i int) float32 {
+	if t.half == nil {
+		return t.Data[i]
+	}
+	if t.dtype == BF16 {
+		return bf16ToF32(t.half[i])
+	}
+	return f16ToF32(t.half[i])
+}
+
+// Len is the number of elements held.
+func (t *Tensor) Len() int {
+	if t.half != nil {
+		return len(t.half)
+	}
+	return len(t.Data)
 }
 
 // WriteSafetensors writes tensors to path in dtype (F32 or BF16), names sorted, the header
@@ -334,9 +386,15 @@ func WriteSafetensors(path string, tensors []*Tensor, dtype DType, metadata map[
 	return f.Close()
 }
 
-// ReadTensors reads every tensor of a checkpoint directory: model.safetensors, or the shards
-// listed in model.safetensors.index.json. Each returned tensor remembers its file for errors.
+// ReadTensors reads every tensor of a checkpoint directory as float32: model.safetensors, or
+// the shards listed in model.safetensors.index.json. The second map names each tensor's file,
+// for errors.
 func ReadTensors(dir string) (map[string]*Tensor, map[string]string, error) {
+	return readTensors(dir, false)
+}
+
+// readTensors is ReadTensors; with keepHalf, BF16/F16 matrices keep their bits (see Tensor).
+func readTensors(dir string, keepHalf bool) (map[string]*Tensor, map[string]string, error) {
 	index := filepath.Join(dir, "model.safetensors.index.json")
 	var files []string
 	want := map[string]string{} // tensor -> shard file, from the index
@@ -384,12 +442,12 @@ func ReadTensors(dir string) (map[string]*Tensor, map[string]string, error) {
 				st.Close()
 				return nil, nil, fmt.Errorf("%s: tensor %s is not mapped to this shard by %s", path, info.Name, index)
 			}
-			data, err := st.Read(info)
+			t, err := st.readTensor(info, keepHalf)
 			if err != nil {
 				st.Close()
 				return nil, nil, err
 			}
-			out[info.Name] = &Tensor{Name: info.Name, Shape: info.Shape, Data: data}
+			out[info.Name] = t
 			source[info.Name] = path
 		}
 		st.Close()

@@ -139,8 +139,8 @@ func FromTensors(cfg *Config, tensors map[string]*Tensor, source map[string]stri
 		if !slices.Equal(t.Shape, s.shape) {
 			return nil, fmt.Errorf("%stensor %s has shape %v, config wants %v", where(s.name), s.name, t.Shape, s.shape)
 		}
-		for i, v := range t.Data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		for i := range t.Len() {
+			if v := t.at(i); math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return nil, fmt.Errorf("%stensor %s: non-finite value %v at element %d", where(s.name), s.name, v, i)
 			}
 		}
@@ -152,7 +152,7 @@ func FromTensors(cfg *Config, tensors map[string]*Tensor, source map[string]stri
 		w.LMHead = w.EmbedTokens
 		// Some exporters save the tied head anyway; it must be the embedding to be ignorable.
 		if t, ok := tensors["lm_head.weight"]; ok {
-			if !slices.Equal(t.Shape, w.EmbedTokens.Shape) || !slices.Equal(t.Data, w.EmbedTokens.Data) {
+			if !slices.Equal(t.Shape, w.EmbedTokens.Shape) || !sameValues(t, w.EmbedTokens) {
 				return nil, fmt.Errorf("%stensor lm_head.weight differs from model.embed_tokens.weight but tie_word_embeddings is true", where("lm_head.weight"))
 			}
 			used["lm_head.weight"] = true
@@ -167,14 +167,51 @@ func FromTensors(cfg *Config, tensors map[string]*Tensor, source map[string]stri
 	return w, nil
 }
 
-// Load reads a Hugging Face checkpoint directory: config.json and model.safetensors (or a
-// sharded index).
+func sameValues(a, b *Tensor) bool {
+	if a.Len() != b.Len() {
+		return false
+	}
+	for i := range a.Len() {
+		if a.at(i) != b.at(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// Load reads a Hugging Face checkpoint directory (config.json and model.safetensors, or a
+// sharded index) as float32 Weights, whatever dtype it was saved in: what the trainer keeps
+// and updates. For sampling use LoadModel.
 func Load(dir string) (*Weights, error) {
+	return load(dir, false)
+}
+
+// LoadOptions controls LoadModel.
+type LoadOptions struct {
+	// Float32 widens BF16/F16 weight matrices at load, as Load does, instead of keeping them
+	// as stored: twice the memory and the bytes a decode step reads, for comparison.
+	Float32 bool
+}
+
+// LoadModel reads a checkpoint directory for inference. The weight matrices of a BF16 or
+// F16 checkpoint stay in that dtype, widened exactly to float32 inside the kernels, so the
+// logits equal those of Load's float32 weights up to float32 summation order; a float32
+// checkpoint (what the trainer writes) loads as float32.
+func LoadModel(dir string, opts LoadOptions) (*Model, error) {
+	w, err := load(dir, !opts.Float32)
+	if err != nil {
+		return nil, err
+	}
+	return New(w), nil
+}
+
+// load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.
+func load(dir string, keepHalf bool) (*Weights, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
 	}
-	tensors, source, err := ReadTensors(dir)
+	tensors, source, err := readTensors(dir, keepHalf)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
 	}

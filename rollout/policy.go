@@ -36,7 +36,9 @@ type Policy struct {
 // tokenizer files uses fallback's tokenizer (a trainer may publish weights only); with no
 // fallback either, it is an error.
 func LoadPolicy(dir string, version int64, threads int, fallback *tokenizer.Tokenizer) (*Policy, error) {
-	w, err := model.Load(dir)
+	// The sampler keeps a BF16/F16 checkpoint's weights as stored (half the bytes per decode
+	// step); the trainer's published versions are float32 and load as such.
+	m, err := model.LoadModel(dir, model.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("policy v%d: %w", version, err)
 	}
@@ -46,10 +48,9 @@ func LoadPolicy(dir string, version int64, threads int, fallback *tokenizer.Toke
 			return nil, fmt.Errorf("policy v%d: tokenizer: %w", version, err)
 		}
 	}
-	if tok.VocabSize() > w.Config.VocabSize {
-		return nil, fmt.Errorf("policy v%d: tokenizer has %d tokens, the model only %d embeddings", version, tok.VocabSize(), w.Config.VocabSize)
+	if tok.VocabSize() > m.Config.VocabSize {
+		return nil, fmt.Errorf("policy v%d: tokenizer has %d tokens, the model only %d embeddings", version, tok.VocabSize(), m.Config.VocabSize)
 	}
-	m := model.New(w)
 	m.Threads = threads
 	return &Policy{Version: version, Dir: dir, Model: m, Tok: tok}, nil
 }
@@ -70,15 +71,11 @@ func (p *Policy) stopTokens() []int {
 // encodePrompt turns a prompt unit's text into the token ids the policy conditions on, and
 // the text those ids spell (the chat-rendered prompt when chat is set).
 func (p *Policy) encodePrompt(prompt string, chat bool) ([]int, string, error) {
-	if !chat {
-		return p.Tok.Encode(prompt, true), prompt, nil
-	}
-	rendered, err := p.Tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: prompt}}, true)
+	ids, text, err := p.Tok.RenderPrompt(prompt, chat)
 	if err != nil {
-		return nil, "", fmt.Errorf("policy v%d: chat template (turn it off for a model without one): %w", p.Version, err)
+		return nil, "", fmt.Errorf("policy v%d: %w (turn chat off for a model without a template)", p.Version, err)
 	}
-	// The rendered template spells out any BOS it wants, as in transformers.
-	return p.Tok.Encode(rendered, false), rendered, nil
+	return ids, text, nil
 }
 
 // CheckpointDir is where version v of a run's policy is cached under cacheDir.

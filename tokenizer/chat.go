@@ -48,6 +48,26 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 	return t.chat.render(msgs, addGenerationPrompt)
 }
 
+// RenderPrompt returns the token ids a model conditions on for a user prompt, and the text
+// those ids spell. Every path that turns a prompt into ids (training data, rollout sampling,
+// evaluation, `autoif generate`) goes through it, so the trainer and the sampler always see
+// the same ids. With chat, text is one user message through the chat template, with the
+// generation prompt, encoded without added special tokens: the template spells out any BOS
+// it wants, as in transformers, and adding one would double it. Without chat, text is encoded
+// as is with the tokenizer's special tokens (its BOS, where it adds one). Chat on a tokenizer
+// without a usable template is an error, never a quiet fallback to plain text, which would
+// train on one format and sample on another.
+func (t *Tokenizer) RenderPrompt(text string, chat bool) ([]int, string, error) {
+	if !chat {
+		return t.Encode(text, true), text, nil
+	}
+	rendered, err := t.ApplyChatTemplate([]Message{{Role: "user", Content: text}}, true)
+	if err != nil {
+		return nil, "", fmt.Errorf("chat template: %w", err)
+	}
+	return t.Encode(rendered, false), rendered, nil
+}
+
 func (c *chatTemplate) render(msgs []Message, addGenerationPrompt bool) (string, error) {
 	if len(msgs) == 0 {
 		return "", errors.New("apply chat template: no messages")

@@ -179,3 +179,52 @@ func TestJinjaCanonicalFormIgnoresFormatting(t *testing.T) {
 		t.Fatalf("%v != %v", a, b)
 	}
 }
+
+// RenderPrompt is the one way a prompt becomes ids. Chat: the template's text encoded without
+// added special tokens; plain: the text with them. Either way a BOS appears exactly once: a
+// template that spells out bos_token is not given a second one by the post-processor.
+func TestRenderPrompt(t *testing.T) {
+	qwen := reference(t, "qwen2")
+	ids, text, err := qwen.RenderPrompt("2+2?", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+	if text != want || !slices.Equal(ids, qwen.Encode(want, false)) || ids[0] != 151644 {
+		t.Fatalf("chat: %q %v", text, ids)
+	}
+	if ids, text, err := qwen.RenderPrompt("2+2?", false); err != nil || text != "2+2?" || !slices.Equal(ids, qwen.Encode("2+2?", true)) {
+		t.Fatalf("plain: %q %v %v", text, ids, err)
+	}
+	if _, _, err := reference(t, "gpt2").RenderPrompt("Hi", true); err == nil || !strings.Contains(err.Error(), "chat template") {
+		t.Fatalf("chat without a template: err %v, want a chat template error", err)
+	}
+
+	// A tokenizer whose post-processor adds a BOS and whose template writes bos_token itself,
+	// as Llama-3's do.
+	files, err := NewByteLevelJSON(ByteLevelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := files.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bos, _ := tok.TokenID("<|endoftext|>")
+	tok.prefix = []int{bos}
+	if tok.chat, err = parseChatTemplate(llama3Template, "<|endoftext|>"); err != nil {
+		t.Fatal(err)
+	}
+	chat, _, err := tok.RenderPrompt("Hi", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _, _ := tok.RenderPrompt("Hi", false)
+	if countOf(chat, bos) != 1 || chat[0] != bos || countOf(plain, bos) != 1 || plain[0] != bos {
+		t.Fatalf("BOS %d should lead once: chat %v, plain %v", bos, chat, plain)
+	}
+}

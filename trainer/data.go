@@ -28,15 +28,11 @@ func (o TextOptions) prompt(text string) ([]int, error) {
 	if o.Tokenizer == nil {
 		return nil, errors.New("text row needs a tokenizer (the model directory has no tokenizer.json)")
 	}
-	if o.Chat {
-		rendered, err := o.Tokenizer.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
-		if err != nil {
-			return nil, fmt.Errorf("chat template: %w (or render prompts as plain text: --chat=false)", err)
-		}
-		// The rendered template already holds any BOS it wants, as in transformers.
-		return o.Tokenizer.Encode(rendered, false), nil
+	ids, _, err := o.Tokenizer.RenderPrompt(text, o.Chat)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or render prompts as plain text: --chat=false)", err)
 	}
-	return o.Tokenizer.Encode(text, true), nil
+	return ids, nil
 }
 
 func (o TextOptions) response(text string) ([]int, error) {

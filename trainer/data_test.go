@@ -124,3 +124,19 @@ func TestAlpacaSFTLoadsAndTrainingLowersTheLoss(t *testing.T) {
 		t.Errorf("the empty example is skipped and counted once per step: %v", tr.Skipped)
 	}
 }
+
+// Training prompts are rendered by tokenizer.RenderPrompt, as the rollout workers, the
+// held-out evaluation and `autoif generate` render theirs: the same ids for the same text.
+func TestTrainingPromptsAreRenderPromptIDs(t *testing.T) {
+	tok := byteTokenizer(t)
+	for _, chat := range []bool{true, false} {
+		got, err := TextOptions{Tokenizer: tok, Chat: chat}.prompt("Answer in lowercase.")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, _ := tok.RenderPrompt("Answer in lowercase.", chat)
+		if !slices.Equal(got, want) {
+			t.Errorf("chat=%v: training prompt %v, RenderPrompt %v", chat, got, want)
+		}
+	}
+}

@@ -335,11 +335,11 @@ func modelLogprobsCommand() *cli.Command {
 			if len(prompt) == 0 {
 				return errors.New("the prompt has no tokens: a first token is needed to condition on")
 			}
-			w, err := model.Load(dir)
+			m, err := model.LoadModel(dir, model.LoadOptions{})
 			if err != nil {
 				return err
 			}
-			lps, err := model.New(w).LogProbs(prompt, completion)
+			lps, err := m.LogProbs(prompt, completion)
 			if err != nil {
 				return err
 			}
@@ -380,18 +380,18 @@ func generateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-new-tokens", Value: 128, Usage: "tokens to generate at most"},
 			&cli.Uint64Flag{Name: "seed", Usage: "sampling seed (same seed, same output)"},
 			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable)"},
-			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish)"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish, prompt_tokens)"},
+			float32Flag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := requireModelFlags(c, "model"); err != nil {
 				return err
 			}
 			dir := c.String("model")
-			w, err := model.Load(dir)
+			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
 			if err != nil {
 				return err
 			}
-			m := model.New(w)
 			var tok *tokenizer.Tokenizer
 			var prompt []int
 			if c.IsSet("prompt-ids") {
@@ -408,16 +408,8 @@ func generateCommand() *cli.Command {
 				if tok, err = loadModelTokenizer(dir); err != nil {
 					return err
 				}
-				text := c.String("prompt")
-				if c.Bool("chat") {
-					rendered, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
-					if err != nil {
-						return fmt.Errorf("chat template: %w", err)
-					}
-					// The rendered template already holds any BOS it wants, as in transformers.
-					prompt = tok.Encode(rendered, false)
-				} else {
-					prompt = tok.Encode(text, true)
+				if prompt, _, err = tok.RenderPrompt(c.String("prompt"), c.Bool("chat")); err != nil {
+					return err
 				}
 			}
 			if len(prompt) == 0 {
@@ -430,7 +422,7 @@ func generateCommand() *cli.Command {
 			opts := model.SampleOptions{
 				MaxNewTokens: c.Int("max-new-tokens"), Temperature: c.Float64("temperature"),
 				TopP: c.Float64("top-p"), TopK: c.Int("top-k"), Seed: c.Uint64("seed"),
-				StopTokens: w.Config.EOSTokenIDs, StopStrings: c.StringSlice("stop"),
+				StopTokens: m.Config.EOSTokenIDs, StopStrings: c.StringSlice("stop"),
 			}
 			decode := func(ids []int) string { return joinTokenIDs(ids) }
 			if tok != nil {
@@ -459,7 +451,7 @@ func generateCommand() *cli.Command {
 				total += len(s.Tokens)
 				text := decode(s.Tokens)
 				if c.Bool("json") {
-					if err := printModelJSON(c.App.Writer, map[string]any{"index": i, "text": text, "tokens": s.Tokens, "logprobs": s.LogProbs, "finish": s.Finish}); err != nil {
+					if err := printModelJSON(c.App.Writer, map[string]any{"index": i, "text": text, "tokens": s.Tokens, "logprobs": s.LogProbs, "finish": s.Finish, "prompt_tokens": prompt}); err != nil {
 						return err
 					}
 					continue
@@ -477,6 +469,11 @@ func generateCommand() *cli.Command {
 	}
 }
 
+// float32Flag is shared by the commands that sample, so the float32 path stays measurable.
+func float32Flag() cli.Flag {
+	return &cli.BoolFlag{Name: "float32", Usage: "widen BF16/F16 weights to float32 at load, as the trainer holds them (twice the bytes per token; for comparison)"}
+}
+
 func benchGenerateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "generate",
@@ -490,6 +487,7 @@ func benchGenerateCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Usage: "benchmark this checkpoint instead of a fresh ~28M-parameter one"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and sampling seed"},
 			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "alternating Go/torch rounds; the best of each is reported"},
+			float32Flag(),
 		},
 		Action: runBenchGenerate,
 	}
@@ -504,13 +502,12 @@ func runBenchGenerate(c *cli.Context) error {
 		return err
 	}
 	defer cleanup()
-	w, err := model.Load(dir)
+	m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
 	if err != nil {
 		return err
 	}
-	cfg := w.Config
-	fmt.Fprintf(out, "model: %s, %.1fM parameters, %d threads\n", describeModel(cfg), float64(cfg.NumParams())/1e6, threads)
-	m := model.New(w)
+	cfg := m.Config
+	fmt.Fprintf(out, "model: %s, %.1fM parameters, %s weights, %d threads\n", describeModel(cfg), float64(cfg.NumParams())/1e6, m.WeightDType(), threads)
 	m.Threads = threads
 	promptLen, newTokens, seed := c.Int("prompt-len"), c.Int("new-tokens"), c.Uint64("seed")
 	if newTokens < 2 {
@@ -532,6 +529,7 @@ func runBenchGenerate(c *cli.Context) error {
 	// exposes both sides to the same load.
 	goTPS, torchTPS := map[int]float64{}, map[int]float64{}
 	goCPU, torchCPU := map[int]float64{}, map[int]float64{}
+	torchKernel := map[int]string{} // the dtype and kernel of torch's best round
 	for round := 1; round <= rounds; round++ {
 		for _, b := range []int{1, 8} {
 			r, err := m.BenchDecode(b, promptLen, newTokens, seed)
@@ -551,23 +549,31 @@ func runBenchGenerate(c *cli.Context) error {
 		}
 		for _, b := range []int{1, 8} {
 			t := tt.TokensPerS[strconv.Itoa(b)]
-			torchTPS[b] = max(torchTPS[b], t)
+			kernel := tt.DType[strconv.Itoa(b)] + " " + tt.LinearMode[strconv.Itoa(b)]
+			if t > torchTPS[b] {
+				torchTPS[b], torchKernel[b] = t, kernel
+			}
 			torchCPU[b] = max(torchCPU[b], tt.TokensPerCPUS[strconv.Itoa(b)])
-			fmt.Fprintf(out, "round %d torch batch %d: %8.1f tokens/s\n", round, b, t)
+			fmt.Fprintf(out, "round %d torch batch %d: %8.1f tokens/s (%s)\n", round, b, t, kernel)
 		}
 	}
-	res := map[string]any{"threads": threads, "parameters": cfg.NumParams(), "new_tokens": newTokens, "prompt_len": promptLen, "rounds": rounds}
+	res := map[string]any{"threads": threads, "parameters": cfg.NumParams(), "new_tokens": newTokens, "prompt_len": promptLen, "rounds": rounds,
+		"weight_dtype": m.WeightDType(), "weight_bytes_per_token": m.WeightBytes()}
 	res["tokens_per_s_b1"] = roundFigure(goTPS[1], 1)
 	res["tokens_per_s_b8"] = roundFigure(goTPS[8], 1)
 	res["tokens_per_cpu_s_b1"] = roundFigure(goCPU[1], 1)
 	res["tokens_per_cpu_s_b8"] = roundFigure(goCPU[8], 1)
-	// Batch 1 decode reads every weight once per token.
-	weightGBs := float64(cfg.WeightBytes()) * goTPS[1] / 1e9
+	// Batch 1 decode reads every weight once per token, at the size it is held in.
+	weightGBs := float64(m.WeightBytes()) * goTPS[1] / 1e9
 	memcpyGBs := model.MemcpyGBPerSec(256<<20, threads, 500*time.Millisecond)
+	readGBs := model.ReadGBPerSec(256<<20, threads, 500*time.Millisecond)
 	res["weight_gb_per_s"] = roundFigure(weightGBs, 2)
 	res["memcpy_gb_per_s"] = roundFigure(memcpyGBs, 2)
 	res["weight_vs_memcpy"] = roundFigure(weightGBs/memcpyGBs, 2)
-	fmt.Fprintf(out, "weights read at %.2f GB/s during batch-1 decode; memcpy reads at %.2f GB/s (%d threads)\n", weightGBs, memcpyGBs, threads)
+	res["read_gb_per_s"] = roundFigure(readGBs, 2)
+	res["weight_vs_read"] = roundFigure(weightGBs/readGBs, 2)
+	fmt.Fprintf(out, "batch-1 decode reads %.1f MB of %s weights per token, at %.2f GB/s; a plain read streams %.2f GB/s, memcpy reads %.2f GB/s (%d threads)\n",
+		float64(m.WeightBytes())/1e6, m.WeightDType(), weightGBs, readGBs, memcpyGBs, threads)
 	if py == "" {
 		fmt.Fprintf(out, "torch baseline: skipped: %s\n", why)
 		res["torch"] = "skipped: " + why
@@ -575,6 +581,7 @@ func runBenchGenerate(c *cli.Context) error {
 		for _, b := range []int{1, 8} {
 			res[fmt.Sprintf("torch_tokens_per_s_b%d", b)] = roundFigure(torchTPS[b], 1)
 			res[fmt.Sprintf("torch_tokens_per_cpu_s_b%d", b)] = roundFigure(torchCPU[b], 1)
+			res[fmt.Sprintf("torch_kernel_b%d", b)] = torchKernel[b]
 			if torchCPU[b] > 0 {
 				res[fmt.Sprintf("cpu_ratio_b%d", b)] = roundFigure(goCPU[b]/torchCPU[b], 2)
 			}
@@ -626,6 +633,9 @@ func findTorchPython(ctx context.Context, explicit string) (string, string) {
 type torchBenchResult struct {
 	TokensPerS    map[string]float64 `json:"tokens_per_s"`
 	TokensPerCPUS map[string]float64 `json:"tokens_per_cpu_s"`
+	// DType and LinearMode are what the script's trial chose per batch size.
+	DType      map[string]string `json:"dtype"`
+	LinearMode map[string]string `json:"linear_mode"`
 }
 
 func runTorchBench(ctx context.Context, py, dir string, threads, promptLen, newTokens int, seed uint64) (*torchBenchResult, error) {
