@@ -44,7 +44,7 @@ type graph struct {
 	params     []*param // parallel to Weights.Tensors()
 	embed      *param
 	x0         *G.Node
-	x0Val      tensor.Tensor
+	ar         *arena
 	*batchState
 	// f64 holds the float64 copies of the weights when dt is Float64 (gradient checks only),
 	// last the float64 gradients of the last run.
@@ -156,12 +156,7 @@ func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err err
 	}
 	attn := newAttnSpec(S, T, H, KV, hd, model.RopeInvFreq(c))
 	gr.embed = paramOf[w.EmbedTokens]
-	gr.x0 = G.NewMatrix(g, dt, G.WithShape(N, D), G.WithName("x0"))
-	if dt == tensor.Float64 {
-		gr.x0Val = newDense[float64](N, D)
-	} else {
-		gr.x0Val = newDense[float32](N, D)
-	}
+	gr.x0, gr.ar = G.NewMatrix(g, dt, G.WithShape(N, D), G.WithName("x0")), ar
 	x := gr.x0
 	for li := range w.Layers {
 		l := &w.Layers[li]
@@ -301,13 +296,15 @@ func (gr *graph) run(p *packed, loss lossFunc, grads [][]float32) ([]float64, fl
 			}
 		}
 	}
-	switch x0 := gr.x0Val.Data().(type) {
-	case []float32:
-		gatherRows(gr.embed, p.ids, x0, gr.D)
-	case []float64:
-		gatherRows(gr.embed, p.ids, x0, gr.D)
+	var x0 *tensor.Dense
+	if gr.dt == tensor.Float64 {
+		x0 = denseOf[float64](gr.ar, ownInput, 0, len(p.ids), gr.D)
+		gatherRows(gr.embed, p.ids, data[float64](x0), gr.D)
+	} else {
+		x0 = denseOf[float32](gr.ar, ownInput, 0, len(p.ids), gr.D)
+		gatherRows(gr.embed, p.ids, data[float32](x0), gr.D)
 	}
-	if err := G.Let(gr.x0, gr.x0Val); err != nil {
+	if err := G.Let(gr.x0, x0); err != nil {
 		return nil, 0, fmt.Errorf("graph input x0: %w", err)
 	}
 	gr.vm.Reset()

@@ -40,6 +40,7 @@ const (
 	hRows          // [chunk, D] a block's normalised rows (backward)
 	hDRows         // [chunk, D] their gradient
 	hWiden         // a block of BF16 head rows widened
+	hDX            // [N, D] the backward's output
 )
 
 // headWidenRows is the BF16 head rows widened at a time (about 16 MB of float32).
@@ -128,12 +129,13 @@ func headLogits[T num](sp *headSpec, h []T, rows int) []T {
 
 // headBack is dx (zero but at scored rows) from the gradient g of the slots' log-probs; the
 // head's and the norm's weight gradients go into their sinks.
-func headBack[T num](sp *headSpec, t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+func headBack[T num](sp *headSpec, t []*tensor.Dense, _ *outBuf) (*tensor.Dense, error) {
 	p := sp.st.cur
 	x, g := data[T](t[0]), data[T](t[1])
 	D, V := sp.D, sp.V
-	dxT := outDense[T](ob, true, len(x)/D, D)
+	dxT := denseOf[T](sp.ar, ownHead, hDX, len(x)/D, D)
 	dx := data[T](dxT)
+	clear(dx)
 	if len(sp.lse) != len(p.rows) {
 		return nil, fmt.Errorf("head backward: no forward log-sum-exps for %d slots", len(p.rows))
 	}

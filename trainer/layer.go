@@ -84,9 +84,17 @@ func gradOf[T num](p *param) []T {
 // one layer's forward or backward runs at a time. The trainer's policy graphs share one arena
 // (a step runs one graph at a time, so the memory is that of the largest shape, not the sum
 // over the cached shapes) and its reference graphs another (they run alongside).
-type arena struct{ bufs map[[2]int]any }
+//
+// The ops' outputs come from it too (not from a buffer per op), so a graph the trainer's
+// shape cache evicts leaves no activation memory behind for the collector to find: with
+// ~10 GB of weights and optimiser state live, Go's collector would let that much garbage
+// pile up before it ran.
+type arena struct {
+	bufs  map[[2]int]any
+	dense map[[2]int]*tensor.Dense
+}
 
-func newArena() *arena { return &arena{bufs: map[[2]int]any{}} }
+func newArena() *arena { return &arena{bufs: map[[2]int]any{}, dense: map[[2]int]*tensor.Dense{}} }
 
 // Shared owners.
 const (
@@ -95,6 +103,8 @@ const (
 	ownWiden   = -3 // BF16 weights widened for one layer
 	ownHead    = -4 // the lm_head blocks
 	ownCompute = -5 // a layer's y when the backward recomputes the forward
+	ownOut     = -6 // a forward-only graph's layer outputs, alternating between two slots
+	ownInput   = -7 // the batch's embeddings
 )
 
 // buf returns the arena's n-element buffer for (owner, slot); its contents are whatever the
@@ -107,6 +117,20 @@ func buf[T num](a *arena, owner, slot, n int) []T {
 		a.bufs[k] = b
 	}
 	return b[:n]
+}
+
+// denseOf is the arena's buffer (owner, slot) as a [rows, cols] tensor, the same tensor run
+// after run while the shape stays.
+func denseOf[T num](a *arena, owner, slot, rows, cols int) *tensor.Dense {
+	k := [2]int{owner, slot}
+	if d, ok := a.dense[k]; ok {
+		if _, same := d.Data().([]T); same && d.Shape()[0] == rows && d.Shape()[1] == cols {
+			return d
+		}
+	}
+	d := tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(buf[T](a, owner, slot, rows*cols)))
+	a.dense[k] = d
+	return d
 }
 
 // scratchPtr is the arena's widening scratch (owner, slot) as a pointer for rowsOf.
@@ -163,6 +187,9 @@ const (
 	sDA
 	sPacked
 	sDH1
+	// outputs
+	sY
+	sDX
 )
 
 func layerOp(sp *layerSpec, x *G.Node) (*G.Node, error) {
@@ -185,12 +212,16 @@ func layerOp(sp *layerSpec, x *G.Node) (*G.Node, error) {
 	return applyFused(fmt.Sprintf("layer%d", sp.idx), shape, fwd, diff, x)
 }
 
-func layerFwd[T num](sp *layerSpec, t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+func layerFwd[T num](sp *layerSpec, t []*tensor.Dense, _ *outBuf) (*tensor.Dense, error) {
 	N := t[0].Shape()[0]
-	y := outDense[T](ob, false, N, sp.D)
 	owner := ownShared
 	if sp.keep && !sp.checkpoint {
 		owner = sp.idx
+	}
+	// A backward reads every layer's input; without one, only the next layer reads it.
+	y := denseOf[T](sp.ar, ownOut, sp.idx%2, N, sp.D)
+	if sp.keep {
+		y = denseOf[T](sp.ar, sp.idx, sY, N, sp.D)
 	}
 	layerForward(sp, data[T](t[0]), data[T](y), owner)
 	return y, nil
@@ -253,11 +284,11 @@ func layerForward[T num](sp *layerSpec, x, y []T, owner int) layerInternals[T] {
 
 // layerBack is dx from the layer's input x and the gradient dy of its output; the weight
 // gradients go into their sinks.
-func layerBack[T num](sp *layerSpec, t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
+func layerBack[T num](sp *layerSpec, t []*tensor.Dense, _ *outBuf) (*tensor.Dense, error) {
 	x, dy := data[T](t[0]), data[T](t[1])
 	D, I, qw, kvw := sp.D, sp.I, sp.qw, sp.kvw
 	N := len(x) / D
-	dxT := outDense[T](ob, false, N, D)
+	dxT := denseOf[T](sp.ar, sp.idx, sDX, N, D)
 	dx := data[T](dxT)
 	a := sp.ar
 	var in layerInternals[T]
