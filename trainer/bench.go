@@ -154,6 +154,9 @@ func (b *Bench) Run() (BenchResult, error) {
 	return res, nil
 }
 
+// Close releases the bench's trainer (Trainer.Close).
+func (b *Bench) Close() { b.tr.Close() }
+
 // BenchDPO is NewBench then one Run.
 func BenchDPO(w *model.Weights, o BenchOptions) (BenchResult, error) {
 	b, err := NewBench(w, o)

@@ -195,6 +195,17 @@ func New(policy *model.Weights, opts Options) (*Trainer, error) {
 	return t, nil
 }
 
+// Close releases the trainer's compiled graphs now rather than when the collector gets to
+// them (see graph.release): their activations, and through their ops the weights, are then
+// garbage at the next collection. The trainer must not be used after.
+func (t *Trainer) Close() {
+	for _, g := range t.graphs {
+		g.release()
+	}
+	t.graphs = nil
+	t.dropReferenceGraphs()
+}
+
 // StepCount is the number of optimiser steps taken (restored on resume).
 func (t *Trainer) StepCount() int { return t.opt.step }
 

@@ -355,7 +355,7 @@ func runBenchTrain(c *cli.Context) error {
 		defer prof.Close()
 	}
 	for round := 1; round <= rounds; round++ {
-		r, err := benchGoRound(dir, bo, prof)
+		r, rss, err := benchGoRound(dir, bo, prof)
 		prof = nil // one profile: the first round (warm-up step included)
 		if err != nil {
 			return err
@@ -366,8 +366,8 @@ func runBenchTrain(c *cli.Context) error {
 		if bestCPU == 0 || r.StepCPUSeconds < bestCPU {
 			bestCPU = r.StepCPUSeconds
 		}
-		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s\n",
-			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs)
+		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s; RSS after the round %.0f MB\n",
+			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs, rss)
 		if py == "" {
 			continue
 		}
@@ -423,24 +423,43 @@ func runBenchTrain(c *cli.Context) error {
 }
 
 // benchGoRound loads the checkpoint, times one bench Run (profiled into prof when set), and
-// returns the trainer's memory to the OS.
-func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (trainer.BenchResult, error) {
-	defer debug.FreeOSMemory()
-	w, err := model.Load(dir)
-	if err != nil {
-		return trainer.BenchResult{}, err
-	}
-	bench, err := trainer.NewBench(w, bo)
-	if err != nil {
-		return trainer.BenchResult{}, err
-	}
-	if prof != nil {
-		if err := pprof.StartCPUProfile(prof); err != nil {
+// returns the trainer's memory to the OS; rssMB is the process's resident set after that.
+func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (r trainer.BenchResult, rssMB float64, err error) {
+	r, err = func() (trainer.BenchResult, error) {
+		w, err := model.Load(dir)
+		if err != nil {
 			return trainer.BenchResult{}, err
 		}
-		defer pprof.StopCPUProfile()
+		bench, err := trainer.NewBench(w, bo)
+		if err != nil {
+			return trainer.BenchResult{}, err
+		}
+		defer bench.Close()
+		if prof != nil {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return trainer.BenchResult{}, err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		return bench.Run()
+	}()
+	debug.FreeOSMemory()
+	return r, residentMB(), err
+}
+
+// residentMB is the process's resident set now (VmRSS), 0 where /proc is not there.
+func residentMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
 	}
-	return bench.Run()
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 // runTorchTrainBench runs scripts/torch_train_bench.py on the same checkpoint and shapes and
