@@ -148,11 +148,11 @@ func scratchPtr[T num](a *arena, owner, slot int) *[]T {
 type linParams struct{ w, b *param }
 
 // layerSpec is one decoder layer as a single fused op (model/config.go has the forward):
-// x + attn(rms(x)) then + mlp(rms(·)). Its backward op recomputes nothing it kept: without
-// checkpointing the forward keeps its internals in the arena under the layer's own owner;
-// with checkpointing it keeps only its input (the previous op's output) and the backward
-// runs the layer's forward again into shared scratch, so a model's saved activations are
-// one [positions, hidden] matrix per layer.
+// x + attn(rms(x)) then + mlp(rms(·)). Without checkpointing the forward keeps its internals
+// in the arena under the layer's own owner for the backward; with checkpointing it keeps only
+// its input (the previous op's output) and the backward runs the layer's forward again into
+// shared scratch, so a model's saved activations are one [positions, hidden] matrix per
+// layer. Either way the backward's temporaries are one layer's worth, shared.
 type layerSpec struct {
 	idx                        int
 	inNorm, postNorm           *param
