@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """PyTorch CPU baseline for `autoif bench train`: the same DPO step on the same weights.
 
-One step = reference forward (no grad) + policy forward and backward + SGD update, for
---pairs pairs whose prompts and responses all have fixed lengths (so no padding: the strongest
-layout for torch). Batched over all 2·pairs sequences, lm_head only at the scored positions,
-like the Go trainer. Prints progress lines and, last, one JSON line.
+One step = reference forward (no grad) + policy forward and backward + gradient clipping to
+norm 1 + AdamW update (full fine-tuning: float32 weights, gradients and AdamW state, a frozen
+float32 reference, plain autograd), for --pairs pairs whose prompts and responses all have
+fixed lengths (so no padding: the strongest layout for torch). Batched over all 2·pairs
+sequences (or --micro-batch pairs at a time, gradients accumulated), lm_head only at the
+scored positions, like the Go trainer. Prints progress lines and, last, one JSON line with the
+process's peak RSS.
 
     OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 scripts/torch_train_bench.py --model DIR --threads 2
 """
@@ -12,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -85,6 +89,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--micro-batch", type=int, default=0, help="pairs per forward/backward (0: all)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg, W = load(a.model)
@@ -96,24 +101,35 @@ def main():
     ids = torch.cat((torch.cat((prompt, chosen), 1), torch.cat((prompt, rejected), 1)), 0)
     ref = {k: v.clone() for k, v in W.items()}
     params = {k: v.clone().requires_grad_(True) for k, v in W.items()}
-    opt = torch.optim.SGD(list(params.values()), lr=1e-6)
+    del W
+    # The Go trainer's defaults: AdamW at 1e-6, betas (0.9, 0.999), eps 1e-8, no weight decay.
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    mb = a.micro_batch if a.micro_batch > 0 else n
     best = best_cpu = None
     for step in range(a.steps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.no_grad():
-            r = seq_logps(cfg, ref, ids, a.prompt_len)
-        lp = seq_logps(cfg, params, ids, a.prompt_len)
-        logits = (lp[:n] - r[:n]) - (lp[n:] - r[n:])
-        loss = -torch.nn.functional.logsigmoid(a.beta * logits).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for lo in range(0, n, mb):
+            hi = min(lo + mb, n)
+            part = torch.cat((ids[lo:hi], ids[n + lo:n + hi]), 0)
+            b = hi - lo
+            with torch.no_grad():
+                r = seq_logps(cfg, ref, part, a.prompt_len)
+            lp = seq_logps(cfg, params, part, a.prompt_len)
+            logits = (lp[:b] - r[:b]) - (lp[b:] - r[b:])
+            loss = -torch.nn.functional.logsigmoid(a.beta * logits).sum() / n
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
         sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"torch step {step}: {sec:.3f}s ({cpu:.3f} CPU-s) loss {loss.item():.5f}", file=sys.stderr)
+        print(f"torch step {step}: {sec:.3f}s ({cpu:.3f} CPU-s) loss {total:.5f}", file=sys.stderr)
         if step > 0:
             best = sec if best is None else min(best, sec)
             best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
     print(json.dumps({"step_s": best, "step_cpu_s": best_cpu, "pairs_per_s": n / best, "threads": a.threads,
+                      "micro_batch": mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "torch": torch.__version__}))
 
 

@@ -1,12 +1,8 @@
 package trainer
 
 import (
-	"fmt"
 	"math"
 	"sync"
-
-	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 )
 
 // attnSpec is the shape of a fused causal self-attention: S sequences of T positions laid out
@@ -42,64 +38,6 @@ func newAttnSpec(S, T, H, KV, hd int, invFreq []float32) *attnSpec {
 		}
 	}
 	return a
-}
-
-// attentionOp is softmax(rope(q)·rope(k)ᵀ/√hd, causal)·v. Its backward computes dq, dk and
-// dv together into one packed [S·T, (H+2KV)·hd] tensor, sliced by colsOp.
-// attnProbs carries the attention probabilities ([]T, [S·H, T, T]) from a forward to its
-// backward in the same run.
-type attnProbs struct{ p any }
-
-func attentionOp(a *attnSpec, q, k, v *G.Node) (*G.Node, error) {
-	N := a.S * a.T
-	cache := &attnProbs{}
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnFwd[float32](a, t, ob, cache) },
-			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnFwd[float64](a, t, ob, cache) })
-	}
-	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		packed, err := applyFused("attention.d", tensor.Shape{N, (a.H + 2*a.KV) * a.hd}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnBack[float32](a, t, ob, cache) },
-				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return attnBack[float64](a, t, ob, cache) })
-		}, nil, inputs[0], inputs[1], inputs[2], grad)
-		if err != nil {
-			return nil, err
-		}
-		qw, kw := a.H*a.hd, a.KV*a.hd
-		var out G.Nodes
-		for _, r := range [][2]int{{0, qw}, {qw, qw + kw}, {qw + kw, qw + 2*kw}} {
-			n, err := colsOp(packed, r[0], r[1])
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, n)
-		}
-		return out, nil
-	}
-	return applyFused("attention", tensor.Shape{N, a.H * a.hd}, fwd, diff, q, k, v)
-}
-
-// colsOp copies columns [lo, hi) of a matrix (not differentiable: it only splits gradients).
-func colsOp(x *G.Node, lo, hi int) (*G.Node, error) {
-	R := x.Shape()[0]
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return cols[float32](t[0], ob, lo, hi) },
-			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return cols[float64](t[0], ob, lo, hi) })
-	}
-	return applyFused(fmt.Sprintf("cols[%d:%d]", lo, hi), tensor.Shape{R, hi - lo}, fwd, nil, x)
-}
-
-func cols[T num](x *tensor.Dense, ob *outBuf, lo, hi int) (*tensor.Dense, error) {
-	R, C := x.Shape()[0], x.Shape()[1]
-	src := data[T](x)
-	out := outDense[T](ob, false, R, hi-lo)
-	o := data[T](out)
-	parallelRows(R, hi-lo, func(r0, r1 int) {
-		for r := r0; r < r1; r++ {
-			copy(o[r*(hi-lo):(r+1)*(hi-lo)], src[r*C+lo:r*C+hi])
-		}
-	})
-	return out, nil
 }
 
 // gatherHead copies one head's [T, hd] block of sequence s out of a token-major matrix with
@@ -219,16 +157,10 @@ func (a *attnSpec) forGroups(fn func(w, s, kvh int)) {
 
 // The kernels work in the graph's dtype (float32 matmuls through Sgemm), with softmax
 // normalisers and score-gradient sums in float64.
-func attnFwd[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProbs) (*tensor.Dense, error) {
-	q, k, v := data[T](t[0]), data[T](t[1]), data[T](t[2])
+// attnForward sets out = softmax(rope(q)·rope(k)ᵀ/√hd, causal)·v and keeps the attention
+// probabilities ([S·H, T, T]) in probs for the backward.
+func attnForward[T num](a *attnSpec, q, k, v, o, all []T) {
 	T_, hd, grp := a.T, a.hd, a.H/a.KV
-	out := outDense[T](ob, false, a.S*T_, a.H*hd)
-	o := data[T](out)
-	all, ok := cache.p.([]T)
-	if !ok || len(all) != a.S*a.H*T_*T_ {
-		all = make([]T, a.S*a.H*T_*T_)
-		cache.p = all
-	}
 	a.forGroups(func(w, s, kvh int) {
 		b, n := scratchFor[T](a, w, 2*T_*hd), T_*hd // every buffer is overwritten before use
 		kr, qr := b[:n], b[n:]
@@ -243,20 +175,14 @@ func attnFwd[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProbs
 			causalPV(T_, hd, 1, p, vs, a.KV*hd, o[(s*T_*a.H+h)*hd:], a.H*hd)
 		}
 	})
-	return out, nil
 }
 
-func attnBack[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProbs) (*tensor.Dense, error) {
-	q, k, v, dout := data[T](t[0]), data[T](t[1]), data[T](t[2]), data[T](t[3])
+// attnBackward computes dq, dk and dv from the output gradient dout and the forward's
+// probabilities, packed as [S·T, (H+2KV)·hd] rows in pd: every column is written.
+func attnBackward[T num](a *attnSpec, q, k, v, dout, all, pd []T) {
 	T_, hd, grp := a.T, a.hd, a.H/a.KV
-	all, ok := cache.p.([]T)
-	if !ok || len(all) != a.S*a.H*T_*T_ {
-		return nil, fmt.Errorf("attention backward: no forward probabilities")
-	}
 	scale := 1 / math.Sqrt(float64(hd))
 	width := (a.H + 2*a.KV) * hd
-	packed := outDense[T](ob, false, a.S*T_, width)
-	pd := data[T](packed)
 	a.forGroups(func(w, s, kvh int) {
 		b, n := scratchFor[T](a, w, 5*T_*hd+T_*T_), T_*hd
 		kr, qr, dq, dk, dv, dp := b[:n], b[n:2*n], b[2*n:3*n], b[3*n:4*n], b[4*n:5*n], b[5*n:]
@@ -294,5 +220,4 @@ func attnBack[T num](a *attnSpec, t []*tensor.Dense, ob *outBuf, cache *attnProb
 		scatter(pd, dk, a, s, a.H*hd+kvh*hd, width)
 		scatter(pd, dv, a, s, (a.H+a.KV)*hd+kvh*hd, width)
 	})
-	return packed, nil
 }

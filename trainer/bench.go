@@ -16,14 +16,25 @@ import (
 // BenchOptions shape `autoif bench train`: DPO steps of PairsPerStep pairs, every prompt and
 // response of fixed length, so Go and PyTorch run the very same work.
 type BenchOptions struct {
-	PairsPerStep int // default 8
-	PromptLen    int // default 64
-	ResponseLen  int // default 64
-	Steps        int // timed steps (default 3), after one untimed warm-up step
-	Seed         uint64
+	// Mode is what trains: BenchFull (every weight, AdamW state for each; the default).
+	Mode string
+	// GradCheckpoint and ActivationBudget are the trainer's (Options).
+	GradCheckpoint   bool
+	ActivationBudget int64
+	PairsPerStep     int // default 8
+	PromptLen        int // default 64
+	ResponseLen      int // default 64
+	Steps            int // timed steps (default 3), after one untimed warm-up step
+	Seed             uint64
 }
 
+// BenchFull is full fine-tuning: float32 weights, gradients and AdamW state.
+const BenchFull = "full"
+
 func (o *BenchOptions) defaults() {
+	if o.Mode == "" {
+		o.Mode = BenchFull
+	}
 	if o.PairsPerStep <= 0 {
 		o.PairsPerStep = 8
 	}
@@ -85,8 +96,8 @@ func StepFLOPs(c *model.Config, pairs, promptLen, responseLen int) float64 {
 	return float64(2*pairs) * 4 * fwd
 }
 
-// Bench times DPO steps with SGD (so the optimiser costs what torch's SGD costs), one
-// trainer reused across rounds.
+// Bench times DPO steps of full fine-tuning with AdamW (clipped to norm 1, the trainer's
+// defaults; the PyTorch baseline does the same), one trainer reused across Runs.
 type Bench struct {
 	o     BenchOptions
 	tr    *Trainer
@@ -97,9 +108,12 @@ type Bench struct {
 // NewBench prepares a bench on w (which it updates).
 func NewBench(w *model.Weights, o BenchOptions) (*Bench, error) {
 	o.defaults()
+	if o.Mode != BenchFull {
+		return nil, fmt.Errorf("bench mode %q: want %s", o.Mode, BenchFull)
+	}
 	opts := DefaultOptions()
-	opts.Optim = OptimOptions{Name: "sgd", LR: 1e-6}
 	opts.BatchSize = o.PairsPerStep
+	opts.GradCheckpoint, opts.ActivationBudget = o.GradCheckpoint, o.ActivationBudget
 	opts.Logger = quietLog()
 	tr, err := New(w, opts)
 	if err != nil {
@@ -139,6 +153,9 @@ func (b *Bench) Run() (BenchResult, error) {
 	res.GFLOPs = res.StepFLOPs / res.StepSeconds / 1e9
 	return res, nil
 }
+
+// Close releases the bench's trainer (Trainer.Close).
+func (b *Bench) Close() { b.tr.Close() }
 
 // BenchDPO is NewBench then one Run.
 func BenchDPO(w *model.Weights, o BenchOptions) (BenchResult, error) {

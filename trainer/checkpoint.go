@@ -102,7 +102,7 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
 		return fail(err)
 	}
 	if st.ReferenceVersion > 0 {
-		if err := model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.Tensors(), model.F32, nil); err != nil {
+		if err := model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil); err != nil {
 			return fail(err)
 		}
 	}
@@ -339,19 +339,19 @@ func (t *Trainer) loadReference(path string) error {
 	for _, ti := range f.Tensors {
 		byName[ti.Name] = ti
 	}
-	for _, r := range t.ref.Tensors() {
-		ti, ok := byName[r.Name]
+	for i, name := range t.ref.names {
+		ti, ok := byName[name]
 		if !ok {
-			return fmt.Errorf("reference: %s lacks %s", path, r.Name)
+			return fmt.Errorf("reference: %s lacks %s", path, name)
 		}
 		d, err := f.Read(ti)
 		if err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
-		if len(d) != len(r.Data) {
-			return fmt.Errorf("reference: %s has %d values, want %d", r.Name, len(d), len(r.Data))
+		if len(d) != t.ref.size(i) {
+			return fmt.Errorf("reference: %s has %d values, want %d", name, len(d), t.ref.size(i))
 		}
-		copy(r.Data, d)
+		t.ref.set(i, d)
 	}
 	t.dropReferenceGraphs()
 	return nil

@@ -6,7 +6,7 @@ import "math"
 // inline (math.Exp is an assembly call), relative error below 1e-12 (fastexp_test.go checks
 // it against math.Exp), so float32 results round as they would from math.Exp and float64
 // sums move by far less than float32 rounding. Outside (-708, 709) — subnormal, overflowing,
-// infinite or NaN — it is math.Exp. swigluFwd has a copy of the body inline; keep the two
+// infinite or NaN — it is math.Exp. swigluFwdGo has a copy of the body inline; keep the two
 // alike.
 //
 // x = (n/64)·ln2 + r with |r| <= ln2/128; eˣ = 2^(n>>6) · 2^((n&63)/64) · eʳ, the middle factor

@@ -74,7 +74,7 @@ func BenchmarkExp(b *testing.B) {
 	})
 }
 
-// swigluFwd's Go loop computes σ with expFast written out inline: it must agree with sigm bit
+// swigluFwdGo computes σ with expFast written out inline: it must agree with sigm bit
 // for bit. (The float32 C kernel of -tags openblas is checked against it in kernels_test.go.)
 func TestSwigluFwdSigmoid(t *testing.T) {
 

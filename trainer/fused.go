@@ -15,13 +15,12 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// The model's layers as fused gorgonia ops: a linear layer, RMSNorm, SwiGLU, causal
-// attention with RoPE and GQA, and the log-prob of target tokens. Each has a hand-written
-// backward (its own grad ops) and a finite-difference check in fused_test.go; gorgonia chains
-// them, differentiates the residual adds and the embedding gather, and runs the tape. Built
-// from gorgonia's generic element-wise ops the same model spends most of its time copying,
-// transposing and allocating (see graph.go's history in the report); fused, its time goes to
-// BLAS.
+// The fused-op machinery and the kernels the model's fused ops (a decoder layer, layer.go;
+// the head, head.go) are built from: linear layers through BLAS, RMSNorm, SwiGLU (causal
+// attention with RoPE and GQA is in attention.go). Each fused op has a hand-written backward
+// (its own grad op) and a finite-difference check in gradcheck_test.go; gorgonia chains them
+// and runs the tape. Built from gorgonia's generic element-wise ops the same model spends most
+// of its time copying, transposing and allocating; fused, its time goes to BLAS.
 
 type num interface{ float32 | float64 }
 
@@ -212,125 +211,7 @@ func gemmWith[T num](bl interface {
 	}
 }
 
-// ---- linear: y = x·Wᵀ + b, W in HF's [out, in] layout ----
-
-func linearOp(x, w, b *G.Node) (*G.Node, error) {
-	R, in, out := x.Shape()[0], x.Shape()[1], w.Shape()[0]
-	if w.Shape()[1] != in {
-		return nil, fmt.Errorf("linear: x %v, weight %v", x.Shape(), w.Shape())
-	}
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, linearFwd[float32], linearFwd[float64])
-	}
-	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		dx, err := applyFused("linear.dx", tensor.Shape{R, in}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, linearDX[float32], linearDX[float64])
-		}, nil, grad, inputs[1])
-		if err != nil {
-			return nil, err
-		}
-		dw, err := applyFused("linear.dw", tensor.Shape{out, in}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, linearDW[float32], linearDW[float64])
-		}, nil, grad, inputs[0])
-		if err != nil {
-			return nil, err
-		}
-		if len(inputs) == 2 {
-			return G.Nodes{dx, dw}, nil
-		}
-		db, err := applyFused("linear.db", tensor.Shape{out}, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, colSum[float32], colSum[float64])
-		}, nil, grad)
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{dx, dw, db}, nil
-	}
-	inputs := []*G.Node{x, w}
-	if b != nil {
-		inputs = append(inputs, b)
-	}
-	return applyFused("linear", tensor.Shape{R, out}, fwd, diff, inputs...)
-}
-
-func linearFwd[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-	x, w := t[0], t[1]
-	R, in, out := x.Shape()[0], x.Shape()[1], w.Shape()[0]
-	y := outDense[T](ob, false, R, out)
-	yd := data[T](y)
-	if len(t) == 3 {
-		b := data[T](t[2])
-		for r := range R {
-			copy(yd[r*out:(r+1)*out], b)
-		}
-		gemm(false, true, R, out, in, 1, data[T](x), in, data[T](w), in, 1, yd, out)
-		return y, nil
-	}
-	gemm(false, true, R, out, in, 1, data[T](x), in, data[T](w), in, 0, yd, out)
-	return y, nil
-}
-
-// dX = dY·W
-func linearDX[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-	dy, w := t[0], t[1]
-	R, out, in := dy.Shape()[0], dy.Shape()[1], w.Shape()[1]
-	dx := outDense[T](ob, false, R, in)
-	gemm(false, false, R, in, out, 1, data[T](dy), out, data[T](w), in, 0, data[T](dx), in)
-	return dx, nil
-}
-
-// dW = dYᵀ·X
-func linearDW[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-	dy, x := t[0], t[1]
-	R, out, in := dy.Shape()[0], dy.Shape()[1], x.Shape()[1]
-	dw := outDense[T](ob, false, out, in)
-	gemm(true, false, out, in, R, 1, data[T](dy), out, data[T](x), in, 0, data[T](dw), in)
-	return dw, nil
-}
-
-func colSum[T num](t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-	R, C := t[0].Shape()[0], t[0].Shape()[1]
-	d := data[T](t[0])
-	out := outDense[T](ob, true, C)
-	o := data[T](out)
-	parallelRows(C, R, func(c0, c1 int) {
-		for r := range R {
-			row := d[r*C : (r+1)*C]
-			for c := c0; c < c1; c++ {
-				o[c] += row[c]
-			}
-		}
-	})
-	return out, nil
-}
-
 // ---- RMSNorm: y = w ⊙ x / sqrt(mean(x²) + eps), per row ----
-
-func rmsNormOp(x, w *G.Node, eps float64) (*G.Node, error) {
-	shape := x.Shape().Clone()
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormFwd[float32](t, ob, eps) },
-			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormFwd[float64](t, ob, eps) })
-	}
-	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		dx, err := applyFused("rmsnorm.dx", shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDX[float32](t, ob, eps) },
-				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDX[float64](t, ob, eps) })
-		}, nil, inputs[0], inputs[1], grad)
-		if err != nil {
-			return nil, err
-		}
-		dw, err := applyFused("rmsnorm.dw", inputs[1].Shape(), func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDW[float32](t, ob, eps) },
-				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return rmsNormDW[float64](t, ob, eps) })
-		}, nil, inputs[0], grad)
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{dx, dw}, nil
-	}
-	return applyFused("rmsnorm", shape, fwd, diff, x, w)
-}
 
 // rmsScale is 1/sqrt(mean(row²)+eps), accumulated in float64 like model's rmsNorm.
 func rmsScale[T num](row []T, eps float64) T {
@@ -341,131 +222,73 @@ func rmsScale[T num](row []T, eps float64) T {
 	return T(1 / math.Sqrt(ss/float64(len(row))+eps))
 }
 
-func rmsNormFwd[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
-	R, D := t[0].Shape()[0], t[0].Shape()[1]
-	x, w := data[T](t[0]), data[T](t[1])
-	y := outDense[T](ob, false, R, D)
-	yd := data[T](y)
-	parallelRows(R, D, func(r0, r1 int) {
+// rmsRows normalises each D-wide row of x into y.
+func rmsRows[T num](x, w, y []T, D int, eps float64) {
+	parallelRows(len(x)/D, D, func(r0, r1 int) {
 		for r := r0; r < r1; r++ {
-			row := x[r*D : (r+1)*D]
-			s := rmsScale(row, eps)
-			out := yd[r*D : (r+1)*D]
-			for i, v := range row {
-				out[i] = w[i] * (v * s)
-			}
+			rmsRow(x[r*D:(r+1)*D], w, y[r*D:(r+1)*D], eps)
 		}
 	})
-	return y, nil
 }
 
-// dx = s·(w⊙g) - s³/D · x · Σ(w⊙g⊙x)
-func rmsNormDX[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
-	R, D := t[0].Shape()[0], t[0].Shape()[1]
-	x, w, g := data[T](t[0]), data[T](t[1]), data[T](t[2])
-	dx := outDense[T](ob, false, R, D)
-	dd := data[T](dx)
-	parallelRows(R, D, func(r0, r1 int) {
-		for r := r0; r < r1; r++ {
-			row, gr := x[r*D:(r+1)*D], g[r*D:(r+1)*D]
-			s := float64(rmsScale(row, eps))
-			var dot float64
-			for i, v := range row {
-				dot += float64(w[i]) * float64(gr[i]) * float64(v)
-			}
-			c := s * s * s / float64(D) * dot
-			out := dd[r*D : (r+1)*D]
-			for i, v := range row {
-				out[i] = T(s*float64(w[i])*float64(gr[i]) - c*float64(v))
-			}
-		}
-	})
-	return dx, nil
-}
-
-// dw = Σ_rows g ⊙ x·s
-func rmsNormDW[T num](t []*tensor.Dense, ob *outBuf, eps float64) (*tensor.Dense, error) {
-	R, D := t[0].Shape()[0], t[0].Shape()[1]
-	x, g := data[T](t[0]), data[T](t[1])
-	dw := outDense[T](ob, false, D)
-	acc := make([]float64, D)
-	var mu sync.Mutex
-	parallelRows(R, D, func(r0, r1 int) {
-		part := make([]float64, D)
-		for r := r0; r < r1; r++ {
-			row, gr := x[r*D:(r+1)*D], g[r*D:(r+1)*D]
-			s := float64(rmsScale(row, eps))
-			for i, v := range row {
-				part[i] += float64(gr[i]) * float64(v) * s
-			}
-		}
-		mu.Lock()
-		for i, v := range part {
-			acc[i] += v
-		}
-		mu.Unlock()
-	})
-	out := data[T](dw)
-	for i, v := range acc {
-		out[i] = T(v)
+func rmsRow[T num](row, w, out []T, eps float64) {
+	s := rmsScale(row, eps)
+	for i, v := range row {
+		out[i] = w[i] * (v * s)
 	}
-	return dw, nil
+}
+
+// rmsBack adds the input gradient of rmsRows for output gradient g into dx, and Σ_rows g⊙x·s
+// into the weight's sink dw when there is one:
+// dx += s·(w⊙g) - s³/D · x · Σ(w⊙g⊙x).
+func rmsBack[T num](x, w, g, dx, dw []T, D int, eps float64) {
+	var acc []float64
+	var mu sync.Mutex
+	if dw != nil {
+		acc = make([]float64, D)
+	}
+	parallelRows(len(x)/D, D, func(r0, r1 int) {
+		var part []float64
+		if dw != nil {
+			part = make([]float64, D)
+		}
+		for r := r0; r < r1; r++ {
+			rmsBackRow(x[r*D:(r+1)*D], w, g[r*D:(r+1)*D], dx[r*D:(r+1)*D], part, eps)
+		}
+		if dw != nil {
+			mu.Lock()
+			for i, v := range part {
+				acc[i] += v
+			}
+			mu.Unlock()
+		}
+	})
+	for i, v := range acc {
+		dw[i] += T(v)
+	}
+}
+
+// rmsBackRow is rmsBack for one row, adding the weight gradient into part (nil: none).
+func rmsBackRow[T num](row, w, gr, out []T, part []float64, eps float64) {
+	s := float64(rmsScale(row, eps))
+	var dot float64
+	for i, v := range row {
+		dot += float64(w[i]) * float64(gr[i]) * float64(v)
+	}
+	c := s * s * s / float64(len(row)) * dot
+	for i, v := range row {
+		out[i] += T(s*float64(w[i])*float64(gr[i]) - c*float64(v))
+	}
+	for i, v := range part {
+		part[i] = v + float64(gr[i])*float64(row[i])*s
+	}
 }
 
 // ---- SwiGLU: silu(gate) ⊙ up ----
 
-// sigmoids carries σ(gate) ([]T) from a swiglu forward to its backward in the same run, which
-// then needs no exponentials of its own.
-type sigmoids struct{ s any }
-
-func swigluOp(gate, up *G.Node) (*G.Node, error) {
-	shape := gate.Shape().Clone()
-	cache := &sigmoids{}
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return swigluFwd[float32](t, ob, cache) },
-			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) { return swigluFwd[float64](t, ob, cache) })
-	}
-	// Two backward ops, one per input: each writes its gradient straight into its own output
-	// (no packed [dgate | dup] tensor to split by copying).
-	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		var out G.Nodes
-		for which, name := range []string{"swiglu.dgate", "swiglu.dup"} {
-			d, err := applyFused(name, shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-				return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-					return swigluBack[float32](t, ob, cache, which)
-				},
-					func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-						return swigluBack[float64](t, ob, cache, which)
-					})
-			}, nil, inputs[0], inputs[1], grad)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, d)
-		}
-		return out, nil
-	}
-	return applyFused("swiglu", shape, fwd, diff, gate, up)
-}
-
 func sigm(x float64) float64 { return 1 / (1 + expFast(-x)) }
 
-func swigluFwd[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids) (*tensor.Dense, error) {
-	g, u := data[T](t[0]), data[T](t[1])
-	y := outDense[T](ob, false, t[0].Shape()...)
-	yd := data[T](y)
-	sg, ok := cache.s.([]T)
-	if !ok || len(sg) != len(g) {
-		sg = make([]T, len(g))
-		cache.s = sg
-	}
-	parallelRows(len(g), 1, func(i0, i1 int) {
-		swigluFwdRows(g[i0:i1], u[i0:i1], sg[i0:i1], yd[i0:i1])
-	})
-	return y, nil
-}
-
-// swigluFwdRows is swigluFwd's loop: sg = σ(g), yd = T(g·σ)·u; the C kernel for float32 with
+// swigluFwdRows is SwiGLU's forward loop: sg = σ(g), yd = T(g·σ)·u; the C kernel for float32 with
 // -tags openblas.
 func swigluFwdRows[T num](g, u, sg, yd []T) {
 	if cKernels && kernelsAVX2 {
@@ -502,23 +325,8 @@ func swigluFwdGo[T num](g, u, sg, yd []T) {
 	}
 }
 
-// d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) (which 0) or d/dup = dy·silu(g) (which 1).
-func swigluBack[T num](t []*tensor.Dense, ob *outBuf, cache *sigmoids, which int) (*tensor.Dense, error) {
-	R, C := t[0].Shape()[0], t[0].Shape()[1]
-	g, u, dy := data[T](t[0]), data[T](t[1]), data[T](t[2])
-	sg, ok := cache.s.([]T)
-	if !ok || len(sg) != len(g) {
-		return nil, fmt.Errorf("swiglu backward: no forward sigmoids for %d values", len(g))
-	}
-	d := outDense[T](ob, false, R, C)
-	dd := data[T](d)
-	parallelRows(R*C, 1, func(i0, i1 int) {
-		swigluBackRows(which, g[i0:i1], u[i0:i1], dy[i0:i1], sg[i0:i1], dd[i0:i1])
-	})
-	return d, nil
-}
-
-// swigluBackRows is swigluBack's loop; the C kernel for float32 with -tags openblas.
+// swigluBackRows is d/dgate = dy·up·σ(g)(1 + g(1-σ(g))) (which 0) or d/dup = dy·silu(g)
+// (which 1), from σ(g) = sg; the C kernel for float32 with -tags openblas.
 func swigluBackRows[T num](which int, g, u, dy, sg, dd []T) {
 	if cKernels && kernelsAVX2 {
 		if g32, ok := any(g).([]float32); ok {
@@ -544,38 +352,6 @@ func swigluBackGo[T num](which int, g, u, dy, sg, dd []T) {
 	}
 }
 
-// ---- token log-probs: lp[m] = logits[m, tok[m]] - logsumexp(logits[m]) ----
-
-// tokenLogpOp reads the target tokens from toks() at run time (the packed batch).
-func tokenLogpOp(logits *G.Node, toks func() []int) (*G.Node, error) {
-	M := logits.Shape()[0]
-	shape := logits.Shape().Clone()
-	lse := &[]float64{} // per-row log-sum-exp, from the forward to the backward of a run
-	fwd := func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-		return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return tokenLogpFwd[float32](t, ob, toks(), lse)
-		},
-			func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-				return tokenLogpFwd[float64](t, ob, toks(), lse)
-			})
-	}
-	diff := func(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-		d, err := applyFused("tokenlogp.d", shape, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-			return byDtype(t, ob, func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-				return tokenLogpBack[float32](t, ob, toks(), *lse)
-			},
-				func(t []*tensor.Dense, ob *outBuf) (*tensor.Dense, error) {
-					return tokenLogpBack[float64](t, ob, toks(), *lse)
-				})
-		}, nil, inputs[0], grad)
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{d}, nil
-	}
-	return applyFused("tokenlogp", tensor.Shape{M}, fwd, diff, logits)
-}
-
 // logSumExp of a row, in float64 like model's logSoftmaxAt.
 func logSumExp[T num](row []T) float64 {
 	if cKernels && kernelsAVX2 {
@@ -589,52 +365,4 @@ func logSumExp[T num](row []T) float64 {
 		mx = max(mx, float64(v))
 	}
 	return mx + math.Log(expShift[T](nil, row, mx, 0))
-}
-
-func tokenLogpFwd[T num](t []*tensor.Dense, ob *outBuf, toks []int, lse *[]float64) (*tensor.Dense, error) {
-	M, V := t[0].Shape()[0], t[0].Shape()[1]
-	if len(toks) != M {
-		return nil, fmt.Errorf("token log-probs: %d targets for %d rows", len(toks), M)
-	}
-	x := data[T](t[0])
-	out := outDense[T](ob, false, M)
-	o := data[T](out)
-	if len(*lse) != M {
-		*lse = make([]float64, M)
-	}
-	ls := *lse
-	parallelRows(M, V, func(m0, m1 int) {
-		for m := m0; m < m1; m++ {
-			row := x[m*V : (m+1)*V]
-			ls[m] = logSumExp(row)
-			o[m] = T(float64(row[toks[m]]) - ls[m])
-		}
-	})
-	return out, nil
-}
-
-// dlogits[m, j] = dlp[m]·(1[j = tok] - softmax_j)
-func tokenLogpBack[T num](t []*tensor.Dense, ob *outBuf, toks []int, lses []float64) (*tensor.Dense, error) {
-	M, V := t[0].Shape()[0], t[0].Shape()[1]
-	if len(lses) != M {
-		return nil, fmt.Errorf("token log-probs backward: no forward log-sum-exps for %d rows", M)
-	}
-	x, g := data[T](t[0]), data[T](t[1])
-	d := outDense[T](ob, false, M, V)
-	dd := data[T](d)
-	parallelRows(M, V, func(m0, m1 int) {
-		for m := m0; m < m1; m++ {
-			if g[m] == 0 {
-				clear(dd[m*V : (m+1)*V]) // padding slots and masked tokens
-				continue
-			}
-			row := x[m*V : (m+1)*V]
-			lse := lses[m] // the forward's logSumExp(row)
-			gm := float64(g[m])
-			out := dd[m*V : (m+1)*V]
-			expShift(out, row, lse, -gm) // out[j] = -gm·e^(row[j]-lse)
-			out[toks[m]] += T(gm)
-		}
-	})
-	return d, nil
 }

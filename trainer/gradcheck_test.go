@@ -38,113 +38,131 @@ func randData(rng *rand.Rand, n int) []float64 {
 	return d
 }
 
-// TestOpGradients checks every op the model graph is built from — gorgonia's gather
-// (ByIndices along axis 0) and Add, and the fused ops with their hand-written backward passes
-// — against central differences in float64: cost = Σ op(inputs)·r for a random r, every
-// element of every input.
-func TestOpGradients(t *testing.T) {
-	idx := func(g *G.ExprGraph, ids ...int) *G.Node {
-		return G.NodeFromAny(g, tensor.New(tensor.WithShape(len(ids)), tensor.WithBacking(ids)))
+// randParam is a float64 param of shape with N(mean, sd²) values and a gradient sink.
+func randParam(rng *rand.Rand, mean, sd float64, shape ...int) *param {
+	n := tensor.Shape(shape).TotalSize()
+	p := &param{shape: shape, f64: make([]float64, n), grad64: make([]float64, n)}
+	for i := range p.f64 {
+		p.f64[i] = mean + sd*rng.NormFloat64()
 	}
-	toks := []int{3, 0, 4, 4}
-	attnGQA := newAttnSpec(2, 3, 4, 2, 4, model.RopeInvFreq(&model.Config{HeadDim: 4, RopeTheta: 1e4}))
-	attnMHA := newAttnSpec(1, 4, 2, 2, 6, model.RopeInvFreq(&model.Config{HeadDim: 6, RopeTheta: 100}))
-	attn1 := newAttnSpec(2, 1, 4, 2, 4, model.RopeInvFreq(&model.Config{HeadDim: 4, RopeTheta: 1e4}))
-	attn9 := newAttnSpec(1, 9, 2, 2, 6, model.RopeInvFreq(&model.Config{HeadDim: 6, RopeTheta: 100}))
+	return p
+}
+
+// checkOpGradients checks a fused op's gradients — with respect to its input x and, through
+// the sinks, to every element of every param — against central differences in float64:
+// cost = Σ op(x)·r for a random r.
+func checkOpGradients(t *testing.T, rng *rand.Rand, xShape []int, params []*param, op func(x *G.Node) (*G.Node, error)) {
+	t.Helper()
+	g := G.NewGraph()
+	xd := randData(rng, tensor.Shape(xShape).TotalSize())
+	x := G.NodeFromAny(g, tensor.New(tensor.WithShape(xShape...), tensor.WithBacking(xd)), G.WithName("x"))
+	y, err := op(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := G.NodeFromAny(g, makeTensor(tensor.Float64, y.Shape(), randData(rng, y.Shape().TotalSize())))
+	prod, err := G.HadamardProd(y, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost, err := G.Sum(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var costVal G.Value
+	G.Read(cost, &costVal)
+	if _, err := G.Grad(cost, x); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(x))
+	defer vm.Close()
+	run := func() float64 {
+		for _, p := range params {
+			clear(p.grad64)
+		}
+		vm.Reset()
+		if err := vm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		return toFloat64(costVal.Data())[0]
+	}
+	run()
+	gv, err := x.Grad()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dx := toFloat64(gv.Data())
+	dparams := make([][]float64, len(params))
+	for i, p := range params {
+		dparams[i] = append([]float64(nil), p.grad64...)
+	}
+	all := func(n int) []int {
+		idx := make([]int, n)
+		for i := range idx {
+			idx[i] = i
+		}
+		return idx
+	}
+	checkGrad(t, "x", dx, xd, run, all(len(xd)))
+	for i, p := range params {
+		checkGrad(t, fmt.Sprint("param ", i, " ", p.shape), dparams[i], p.f64, run, all(len(p.f64)))
+	}
+}
+
+// TestLayerOpGradients checks the fused decoder layer (RMSNorm, projections with and without
+// biases, attention with RoPE and GQA, SwiGLU, residuals), with and without checkpointing.
+func TestLayerOpGradients(t *testing.T) {
 	cases := []struct {
-		name   string
-		shapes [][]int
-		op     func(g *G.ExprGraph, in []*G.Node) (*G.Node, error)
+		name               string
+		S, T, H, KV, hd, D int
+		bias, checkpoint   bool
 	}{
-		{"ByIndices axis 0 (embedding gather, repeated rows)", [][]int{{5, 3}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return G.ByIndices(in[0], idx(g, 4, 0, 0, 2, 4, 1), 0)
-		}},
-		{"Add (residual)", [][]int{{3, 4}, {3, 4}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return G.Add(in[0], in[1])
-		}},
-		{"linear with bias", [][]int{{3, 4}, {5, 4}, {5}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return linearOp(in[0], in[1], in[2])
-		}},
-		{"linear without bias", [][]int{{3, 4}, {2, 4}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return linearOp(in[0], in[1], nil)
-		}},
-		{"rmsnorm", [][]int{{3, 5}, {5}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return rmsNormOp(in[0], in[1], 1e-5)
-		}},
-		{"swiglu", [][]int{{3, 4}, {3, 4}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return swigluOp(in[0], in[1])
-		}},
-		{"token log-probs", [][]int{{4, 6}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return tokenLogpOp(in[0], func() []int { return toks })
-		}},
-		{"attention GQA with RoPE, 2 sequences", [][]int{{6, 16}, {6, 8}, {6, 8}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return attentionOp(attnGQA, in[0], in[1], in[2])
-		}},
-		{"attention MHA", [][]int{{4, 12}, {4, 12}, {4, 12}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return attentionOp(attnMHA, in[0], in[1], in[2])
-		}},
-		{"attention, 1-token sequences", [][]int{{2, 16}, {2, 8}, {2, 8}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return attentionOp(attn1, in[0], in[1], in[2])
-		}},
-		{"attention, 9 positions (odd causal split)", [][]int{{9, 12}, {9, 12}, {9, 12}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-			return attentionOp(attn9, in[0], in[1], in[2])
-		}},
+		{"GQA with biases, 2 sequences", 2, 3, 4, 2, 4, 6, true, false},
+		{"GQA with biases, checkpointed", 2, 3, 4, 2, 4, 6, true, true},
+		{"MHA without biases", 1, 4, 2, 2, 6, 5, false, false},
+		{"1-token sequences", 2, 1, 4, 2, 4, 6, true, true},
+		{"9 positions (odd causal split)", 1, 9, 2, 2, 6, 4, false, false},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(ci), 1))
-			g := G.NewGraph()
-			var nodes []*G.Node
-			var datas [][]float64
-			for i, s := range tc.shapes {
-				d := randData(rng, tensor.Shape(s).TotalSize())
-				datas = append(datas, d)
-				nodes = append(nodes, G.NodeFromAny(g, tensor.New(tensor.WithShape(s...), tensor.WithBacking(d)), G.WithName(fmt.Sprint("x", i))))
+			D, I, qw, kvw := tc.D, 5, tc.H*tc.hd, tc.KV*tc.hd
+			var params []*param
+			p := func(mean, sd float64, shape ...int) *param {
+				pr := randParam(rng, mean, sd, shape...)
+				params = append(params, pr)
+				return pr
 			}
-			y, err := tc.op(g, nodes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := G.NodeFromAny(g, makeTensor(tensor.Float64, y.Shape(), randData(rng, y.Shape().TotalSize())))
-			prod, err := G.HadamardProd(y, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cost, err := G.Sum(prod)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var costVal G.Value
-			G.Read(cost, &costVal)
-			if _, err := G.Grad(cost, nodes...); err != nil {
-				t.Fatal(err)
-			}
-			vm := G.NewTapeMachine(g, G.BindDualValues(nodes...))
-			defer vm.Close()
-			run := func() float64 {
-				vm.Reset()
-				if err := vm.RunAll(); err != nil {
-					t.Fatal(err)
+			lin := func(out, in int, bias bool) linParams {
+				l := linParams{w: p(0, 0.5, out, in)}
+				if bias {
+					l.b = p(0, 0.3, out)
 				}
-				return toFloat64(costVal.Data())[0]
+				return l
 			}
-			run()
-			var analytic [][]float64
-			for _, n := range nodes {
-				gv, err := n.Grad()
-				if err != nil {
-					t.Fatal(err)
-				}
-				analytic = append(analytic, toFloat64(gv.Data()))
-				clear(gv.Data().([]float64)) // the tape machine accumulates across runs
+			sp := &layerSpec{
+				inNorm: p(1, 0.2, D), q: lin(qw, D, tc.bias), k: lin(kvw, D, tc.bias), v: lin(kvw, D, tc.bias),
+				o: lin(D, qw, false), postNorm: p(1, 0.2, D), gate: lin(I, D, false), up: lin(I, D, false), down: lin(D, I, false),
+				attn: newAttnSpec(tc.S, tc.T, tc.H, tc.KV, tc.hd, model.RopeInvFreq(&model.Config{HeadDim: tc.hd, RopeTheta: 1e4})),
+				eps:  1e-5, D: D, I: I, qw: qw, kvw: kvw, checkpoint: tc.checkpoint, keep: true, ar: newArena(),
 			}
-			for i, d := range datas {
-				all := make([]int, len(d))
-				for j := range all {
-					all[j] = j
-				}
-				checkGrad(t, fmt.Sprint("input ", i), analytic[i], d, run, all)
-			}
+			checkOpGradients(t, rng, []int{tc.S * tc.T, D}, params, func(x *G.Node) (*G.Node, error) { return layerOp(sp, x) })
+		})
+	}
+}
+
+// TestHeadOpGradients checks the fused final norm + lm_head + token log-probs, in blocks of
+// one row, of a few, and of all of them, with a padding slot.
+func TestHeadOpGradients(t *testing.T) {
+	const N, D, V = 5, 4, 7
+	for _, chunk := range []int{1, 2, 4} {
+		t.Run(fmt.Sprint("chunk ", chunk), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(chunk), 3))
+			st := &batchState{dt: tensor.Float64, M: 5, cur: &packed{
+				rows: []int{0, 2, 3, 4, 0}, toks: []int{3, 0, 6, 6, 0}, seqOf: []int{0, 0, 1, 1, -1}}}
+			norm, head := randParam(rng, 1, 0.2, D), randParam(rng, 0, 0.7, V, D)
+			sp := &headSpec{norm: norm, head: head, eps: 1e-6, D: D, V: V, chunk: chunk, st: st, ar: newArena()}
+			checkOpGradients(t, rng, []int{N, D}, []*param{norm, head}, func(x *G.Node) (*G.Node, error) { return headOp(sp, x) })
 		})
 	}
 }
@@ -182,12 +200,12 @@ func TestModelGradientsMatchFiniteDifferences(t *testing.T) {
 				t.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
-			for i, n := range gr.params {
+			for i, n := range w.Tensors() {
 				idx := make([]int, 12)
 				for k := range idx {
 					idx[k] = rng.IntN(len(gr.f64[i]))
 				}
-				checkGrad(t, fmt.Sprint(n.Name()), grads[i], gr.f64[i], f, idx)
+				checkGrad(t, n.Name, grads[i], gr.f64[i], f, idx)
 			}
 		})
 	}

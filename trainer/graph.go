@@ -25,22 +25,26 @@ type Seq struct {
 // (loss.go) that returns the loss and its derivative per log-prob, so the DPO math reads like
 // TRL's dpo_loss instead of a tangle of graph nodes.
 //
-// The layers are the fused ops of fused.go and attention.go; gorgonia's own ops on the path
-// are the embedding and scored-row gathers (ByIndices along axis 0 — along the last axis its
-// gradient is wrong) and the residual Adds. Each is gradient-checked in gradcheck_test.go.
+// The graph is a chain of fused ops: the batch's embeddings (gathered in run, so the input x0
+// is a plain matrix), one op per decoder layer (layer.go), the head (final norm, lm_head and
+// the scored tokens' log-probs, head.go), the loss. gorgonia derives the backward chain from
+// the ops' own backward ops; the weights are not graph nodes but params the ops read, whose
+// gradients the backward ops add straight into the trainer's accumulators, and run scatters
+// x0's gradient into the embedding's. Each op is gradient-checked in gradcheck_test.go.
 // gorgonia's generic ops were tried first: Reshape aliases its input while the compiler
 // treats it as a fresh buffer (an in-place op after it overwrote a bound weight),
-// InverseSqrt's gradient is wrong, and the model spent most of its time transposing and
-// copying.
+// InverseSqrt's gradient is wrong, ByIndices' gradient along the last axis is wrong and along
+// the first a dense vocab-sized tensor per run, and the model spent most of its time
+// transposing and copying.
 type graph struct {
-	S, T, M int
-	dt      tensor.Dtype
-	g       *G.ExprGraph
-	vm      G.VM
-	params  []*G.Node // parallel to Weights.Tensors()
-	grads   G.Nodes
-	// Per-batch inputs.
-	ids, rows *G.Node
+	S, T, M, D int
+	dt         tensor.Dtype
+	g          *G.ExprGraph
+	vm         G.VM
+	params     []*param // parallel to Weights.Tensors()
+	embed      *param
+	x0         *G.Node
+	ar         *arena
 	*batchState
 	// f64 holds the float64 copies of the weights when dt is Float64 (gradient checks only),
 	// last the float64 gradients of the last run.
@@ -56,30 +60,47 @@ type graph struct {
 // hundreds of MB per batch shape).
 type batchState struct {
 	dt    tensor.Dtype
+	M     int
 	loss  lossFunc
 	cur   *packed
 	logps []float64 // per-sequence log-probs of the last run
-	// costVal receives the loss (G.Read keeps a pointer to it, so it lives here too).
-	costVal G.Value
+	// costVal receives the loss, dx0 the gradient of the embeddings (G.Read keeps pointers to
+	// them, so they live here too).
+	costVal, dx0 G.Value
 }
 
-// buildGraph builds the graph for shape (S, T, M). With dt Float32 the parameter nodes alias
-// the weights' own float32 slices, so an optimiser step on the weights is seen by the next
-// run without copying; Float64 copies them (for finite-difference checks).
+// graphOptions shape newGraph.
+type graphOptions struct {
+	dt       tensor.Dtype
+	withGrad bool
+	// checkpoint recomputes each decoder layer's forward in its backward instead of keeping
+	// its internals (activation checkpointing).
+	checkpoint bool
+	// headChunk is the scored rows per lm_head block (0: defaultHeadChunk).
+	headChunk int
+	// arena holds the activations and scratch; nil gives the graph its own.
+	arena *arena
+	// ref, when set, supplies the weights' values (the frozen reference; w gives the shapes).
+	ref *frozenWeights
+}
+
+// buildGraph builds the graph for shape (S, T, M). With dt Float32 the ops read the weights'
+// own float32 slices, so an optimiser step on the weights is seen by the next run without
+// copying; Float64 copies them (for finite-difference checks).
 func buildGraph(w *model.Weights, S, T, M int, dt tensor.Dtype) (*graph, error) {
-	return newGraph(w, S, T, M, dt, true)
+	return newGraph(w, S, T, M, graphOptions{dt: dt, withGrad: true})
 }
 
-// buildForwardGraph builds a graph without the backward pass, for the reference policy.
+// buildForwardGraph builds a graph without the backward pass.
 func buildForwardGraph(w *model.Weights, S, T, M int) (*graph, error) {
-	return newGraph(w, S, T, M, tensor.Float32, false)
+	return newGraph(w, S, T, M, graphOptions{dt: tensor.Float32})
 }
 
 // buildMu serialises graph construction: gorgonia's is not goroutine-safe, and a step builds
 // the reference's graph while it builds (or runs) the policy's.
 var buildMu sync.Mutex
 
-func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr *graph, err error) {
+func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	defer func() {
@@ -89,32 +110,43 @@ func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr
 		}
 	}()
 	c := w.Config
-	H, KV, hd := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
+	dt := o.dt
+	if o.ref != nil && dt != tensor.Float32 {
+		return nil, errors.New("build graph: the reference's weights are read in float32 only")
+	}
+	H, KV, hd, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.HiddenSize
 	N := S * T
+	ar := o.arena
+	if ar == nil {
+		ar = newArena()
+	}
 	g := G.NewGraph()
-	gr = &graph{S: S, T: T, M: M, dt: dt, g: g, withGrad: withGrad, batchState: &batchState{dt: dt}}
-	bs := gr.batchState
-
-	param := func(t *model.Tensor) *G.Node {
-		var backing any
-		if dt == tensor.Float32 {
-			backing = t.Data
-		} else {
+	gr = &graph{S: S, T: T, M: M, D: D, dt: dt, g: g, withGrad: o.withGrad, batchState: &batchState{dt: dt, M: M}}
+	paramOf := map[*model.Tensor]*param{}
+	for i, t := range w.Tensors() {
+		p := &param{shape: t.Shape}
+		switch {
+		case o.ref != nil:
+			p.f32, p.bf16 = o.ref.f32[i], o.ref.bf16[i]
+		case dt == tensor.Float32:
+			p.f32 = t.Data
+		default:
 			f := make([]float64, len(t.Data))
 			for i, v := range t.Data {
 				f[i] = float64(v)
 			}
 			gr.f64 = append(gr.f64, f)
-			backing = f
+			p.f64 = f
 		}
-		val := tensor.New(tensor.WithShape(t.Shape...), tensor.WithBacking(backing))
-		n := G.NodeFromAny(g, val, G.WithName(t.Name))
-		gr.params = append(gr.params, n)
-		return n
+		paramOf[t] = p
+		gr.params = append(gr.params, p)
 	}
-	nodeOf := map[*model.Tensor]*G.Node{}
-	for _, t := range w.Tensors() {
-		nodeOf[t] = param(t)
+	lin := func(l model.Linear) linParams {
+		lp := linParams{w: paramOf[l.Weight]}
+		if l.Bias != nil {
+			lp.b = paramOf[l.Bias]
+		}
+		return lp
 	}
 	must := func(n *G.Node, err error) *G.Node {
 		if err != nil {
@@ -122,51 +154,53 @@ func newGraph(w *model.Weights, S, T, M int, dt tensor.Dtype, withGrad bool) (gr
 		}
 		return n
 	}
-	linear := func(x *G.Node, l model.Linear) *G.Node {
-		var b *G.Node
-		if l.Bias != nil {
-			b = nodeOf[l.Bias]
-		}
-		return must(linearOp(x, nodeOf[l.Weight], b))
-	}
-	rms := func(x *G.Node, wt *model.Tensor) *G.Node { return must(rmsNormOp(x, nodeOf[wt], c.RMSNormEps)) }
 	attn := newAttnSpec(S, T, H, KV, hd, model.RopeInvFreq(c))
-
-	gr.ids = G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("ids"))
-	gr.rows = G.NewVector(g, tensor.Int, G.WithShape(M), G.WithName("rows"))
-
-	x := must(G.ByIndices(nodeOf[w.EmbedTokens], gr.ids, 0)) // [N, D]
+	gr.embed = paramOf[w.EmbedTokens]
+	gr.x0, gr.ar = G.NewMatrix(g, dt, G.WithShape(N, D), G.WithName("x0")), ar
+	x := gr.x0
 	for li := range w.Layers {
 		l := &w.Layers[li]
-		h := rms(x, l.InputLayernorm)
-		a := must(attentionOp(attn, linear(h, l.QProj), linear(h, l.KProj), linear(h, l.VProj)))
-		x = must(G.Add(x, linear(a, l.OProj)))
-		h = rms(x, l.PostAttentionLayernorm)
-		x = must(G.Add(x, linear(must(swigluOp(linear(h, l.GateProj), linear(h, l.UpProj))), l.DownProj)))
+		x = must(layerOp(&layerSpec{
+			idx: li, inNorm: paramOf[l.InputLayernorm], postNorm: paramOf[l.PostAttentionLayernorm],
+			q: lin(l.QProj), k: lin(l.KProj), v: lin(l.VProj), o: lin(l.OProj),
+			gate: lin(l.GateProj), up: lin(l.UpProj), down: lin(l.DownProj),
+			attn: attn, eps: c.RMSNormEps, D: D, I: c.IntermediateSize, qw: H * hd, kvw: KV * hd,
+			checkpoint: o.checkpoint, keep: o.withGrad, ar: ar,
+		}, x))
 	}
-	x = rms(x, w.Norm)
-	// Only positions that predict a scored token go through lm_head.
-	xm := must(G.ByIndices(x, gr.rows, 0)) // [M, D]
 	head := w.LMHead
 	if head == nil || c.TieWordEmbeddings { // tied: lm_head is embed_tokens
 		head = w.EmbedTokens
 	}
-	logits := linear(xm, model.Linear{Weight: head})                      // [M, V]
-	tok := must(tokenLogpOp(logits, func() []int { return bs.cur.toks })) // log p(token) per scored position
+	elem := 4
+	if dt == tensor.Float64 {
+		elem = 8
+	}
+	chunk := o.headChunk
+	if chunk <= 0 {
+		chunk = defaultHeadChunk(c.VocabSize, elem)
+	}
+	tok := must(headOp(&headSpec{norm: paramOf[w.Norm], head: paramOf[head], eps: c.RMSNormEps, D: D, V: c.VocabSize,
+		chunk: chunk, st: gr.batchState, ar: ar}, x)) // log p(token) per scored slot
 	// The per-sequence sums happen inside lossOp, in Go: a selection-matrix product would
 	// multiply one sequence's NaN by another's zero weight and poison the whole batch.
-	cost := must(G.ApplyOp(lossOp{bs}, tok))
-	G.Read(cost, &bs.costVal)
-	if !withGrad {
+	cost := must(G.ApplyOp(lossOp{gr.batchState}, tok))
+	G.Read(cost, &gr.costVal)
+	if !o.withGrad {
 		gr.vm = G.NewTapeMachine(g)
 		return gr, nil
 	}
-	if gr.grads, err = G.Grad(cost, gr.params...); err != nil {
+	dx0, err := G.Grad(cost, gr.x0)
+	if err != nil {
 		return nil, fmt.Errorf("build graph: gradients: %w", err)
 	}
-	gr.vm = G.NewTapeMachine(g, G.BindDualValues(gr.params...))
+	G.Read(dx0[0], &gr.dx0)
+	gr.vm = G.NewTapeMachine(g)
 	if dt == tensor.Float64 {
 		gr.last = make([][]float64, len(gr.params))
+		for i, f := range gr.f64 {
+			gr.last[i] = make([]float64, len(f))
+		}
 	}
 	return gr, nil
 }
@@ -246,20 +280,32 @@ func pack(seqs []Seq, weights []float64, S, T, M, vocab int) (*packed, error) {
 }
 
 // run evaluates the graph on p with loss, adds the parameter gradients into grads (parallel
-// to params; nil skips reading them) and returns the per-sequence log-probs and the loss.
+// to params; nil skips them) and returns the per-sequence log-probs and the loss.
 func (gr *graph) run(p *packed, loss lossFunc, grads [][]float32) ([]float64, float64, error) {
 	gr.loss, gr.cur = loss, p
-	lets := []struct {
-		n *G.Node
-		v tensor.Tensor
-	}{
-		{gr.ids, tensor.New(tensor.WithShape(len(p.ids)), tensor.WithBacking(p.ids))},
-		{gr.rows, tensor.New(tensor.WithShape(len(p.rows)), tensor.WithBacking(p.rows))},
-	}
-	for _, l := range lets {
-		if err := G.Let(l.n, l.v); err != nil {
-			return nil, 0, fmt.Errorf("graph input %s: %w", l.n.Name(), err)
+	if gr.withGrad {
+		for i, pr := range gr.params {
+			switch {
+			case gr.last != nil:
+				clear(gr.last[i])
+				pr.grad64 = gr.last[i]
+			case grads != nil:
+				pr.grad32 = grads[i]
+			default:
+				pr.grad32 = nil
+			}
 		}
+	}
+	var x0 *tensor.Dense
+	if gr.dt == tensor.Float64 {
+		x0 = denseOf[float64](gr.ar, ownInput, 0, len(p.ids), gr.D)
+		gatherRows(gr.embed, p.ids, data[float64](x0), gr.D)
+	} else {
+		x0 = denseOf[float32](gr.ar, ownInput, 0, len(p.ids), gr.D)
+		gatherRows(gr.embed, p.ids, data[float32](x0), gr.D)
+	}
+	if err := G.Let(gr.x0, x0); err != nil {
+		return nil, 0, fmt.Errorf("graph input x0: %w", err)
 	}
 	gr.vm.Reset()
 	if err := gr.vm.RunAll(); err != nil {
@@ -270,37 +316,44 @@ func (gr *graph) run(p *packed, loss lossFunc, grads [][]float32) ([]float64, fl
 	if !gr.withGrad {
 		return logps, cost, nil
 	}
-	// The tape machine adds each run's parameter gradients to the last run's (vm.Reset does
-	// not clear them), so take them out and zero them; a graph_test check pins this.
-	for i, n := range gr.params {
-		gv, err := n.Grad()
-		if err != nil {
-			return nil, 0, fmt.Errorf("gradient of %s: %w", n.Name(), err)
-		}
-		switch d := gv.Data().(type) {
-		case []float32:
-			parallelBlocks(len(d), func(_, j0, j1 int) {
-				if grads != nil {
-					g := grads[i][j0:j1]
-					for j, v := range d[j0:j1] {
-						g[j] += v
-					}
-				}
-				clear(d[j0:j1])
-			})
-		case []float64:
-			if gr.last != nil {
-				gr.last[i] = append(gr.last[i][:0], d...)
-			}
-			if grads != nil {
-				for j, v := range d {
+	switch d := gr.dx0.Data().(type) {
+	case []float32:
+		scatterRows(gr.embed.grad32, p.ids, d, gr.D)
+	case []float64:
+		scatterRows(gr.embed.grad64, p.ids, d, gr.D)
+		if grads != nil {
+			for i, g := range gr.last {
+				for j, v := range g {
 					grads[i][j] += float32(v)
 				}
 			}
-			clear(d)
 		}
 	}
 	return logps, cost, nil
+}
+
+// gatherRows sets x's rows to the embedding rows of ids.
+func gatherRows[T num](e *param, ids []int, x []T, D int) {
+	var scratch []T
+	for n, id := range ids {
+		copy(x[n*D:(n+1)*D], rowsOf(e, id, id+1, &scratch))
+	}
+}
+
+// scatterRows adds dx's rows into the embedding gradient at ids (nil: none wanted). Workers
+// own column ranges, so repeated ids never race.
+func scatterRows[T num](de []T, ids []int, dx []T, D int) {
+	if de == nil {
+		return
+	}
+	splitBlocks(D, len(dx), func(_, c0, c1 int) {
+		for n, id := range ids {
+			dst, src := de[id*D+c0:id*D+c1], dx[n*D+c0:n*D+c1]
+			for i, v := range src {
+				dst[i] += v
+			}
+		}
+	})
 }
 
 // gradsF64 returns the parameter gradients of the last run of a Float64 graph (checks only).

@@ -131,8 +131,8 @@ func TestRepeatedRunsGiveTheSameGradients(t *testing.T) {
 	var norms []float64
 	for range 3 {
 		grads := make([][]float32, len(gr.params))
-		for i, n := range gr.params {
-			grads[i] = make([]float32, n.Shape().TotalSize())
+		for i, t := range w.Tensors() {
+			grads[i] = make([]float32, len(t.Data))
 		}
 		if _, _, err := gr.run(p, linearLoss([]float64{1, -1, 1}), grads); err != nil {
 			t.Fatal(err)
@@ -152,7 +152,7 @@ func TestDiscardedGraphIsCollected(t *testing.T) {
 	seqs := tinySeqs()
 	T, M := graphShape(seqs)
 	for _, withGrad := range []bool{true, false} {
-		gr, err := newGraph(w, len(seqs), T, M, tensor.Float32, withGrad)
+		gr, err := newGraph(w, len(seqs), T, M, graphOptions{dt: tensor.Float32, withGrad: withGrad})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import "C"
 import "unsafe"
 
 // cKernels says that the C kernels of kernels_openblas.c exist: with kernelsAVX2 the float32
-// element-wise loops (swigluFwd, swigluBack, expShift, the attention softmax, logSumExp) run
+// element-wise loops (swigluFwdRows, swigluBackRows, expShift, the attention softmax, logSumExp) run
 // them instead of the Go loops, which remain for float64, for builds without -tags openblas
 // and for CPUs without AVX2+FMA (where the kernels' SSE2 copy is slower than the Go loops; it
 // is kept so that the C entry points are safe on any x86-64, and tested).
@@ -40,7 +40,7 @@ func swigluFwd32(g, u, y, s []float32) {
 	C.ak_swiglu_fwd(C.long(n), f32p(g), f32p(u), f32p(y), f32p(s))
 }
 
-// swigluBack32 is swigluBack's loop over g, u, dy, σ = s into d (u unused when which is 1).
+// swigluBack32 is swigluBackRows' loop over g, u, dy, σ = s into d (u unused when which is 1).
 func swigluBack32(which int, g, u, dy, s, d []float32) {
 	n := len(g)
 	_, _, _ = dy[:n], s[:n], d[:n]

@@ -131,6 +131,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	if err != nil {
 		return nil, last, err
 	}
+	ro.Trainer.Reference = nil // the trainer keeps its own copy; let the float32 one go
 	tokDir := ""
 	if _, err := os.Stat(filepath.Join(ro.ModelDir, "tokenizer.json")); err == nil {
 		tokDir = ro.ModelDir

@@ -104,6 +104,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	if err != nil {
 		return err
 	}
+	o.Trainer.Reference = nil // the trainer keeps its own copy; let the float32 one go
 	tokDir := ""
 	if _, err := os.Stat(filepath.Join(o.ModelDir, "tokenizer.json")); err == nil {
 		tokDir = o.ModelDir

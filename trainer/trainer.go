@@ -31,16 +31,28 @@ type Options struct {
 	Loss  LossOptions
 	Optim OptimOptions
 	// BatchSize is the number of pairs (SFT: examples) per micro-batch; a step's pairs are
-	// split into ceil(n/BatchSize) micro-batches whose gradients add up (accumulation).
+	// split into ceil(n/BatchSize) micro-batches whose gradients add up (accumulation). A
+	// micro-batch whose activations would not fit ActivationBudget is split further: the
+	// gradients are the same, the memory that of the smaller micro-batch.
 	BatchSize int
+	// ActivationBudget bounds the bytes of one micro-batch's activations (estimated from the
+	// model's shape and the step's longest pair); 0 means DefaultActivationBudget.
+	ActivationBudget int64
+	// GradCheckpoint recomputes each decoder layer's forward in the backward instead of
+	// keeping its internals: a layer keeps only its input, for about a quarter more compute.
+	GradCheckpoint bool
 	// MaxLen bounds prompt+response tokens; longer pairs are skipped and counted. Default:
 	// the model's max_position_embeddings.
 	MaxLen int
-	// Reference is the frozen reference policy; nil means a copy of the starting policy.
+	// Reference is the frozen reference policy; nil means a copy of the starting policy. The
+	// trainer keeps its own copy (BF16 where exact, see frozenWeights), not this one.
 	Reference *model.Weights
 	// Logger receives skip warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultActivationBudget is the activation memory a micro-batch may take by default.
+const DefaultActivationBudget = 1536 << 20
 
 // DefaultOptions: sigmoid DPO with β 0.1, AdamW at a constant 1e-6, gradients clipped to
 // norm 1, micro-batches of 4 pairs.
@@ -124,12 +136,15 @@ const (
 type Trainer struct {
 	opts      Options
 	Policy    *model.Weights
-	ref       *model.Weights
+	ref       *frozenWeights
 	params    []*model.Tensor
 	grads     [][]float32
 	opt       *optimizer
 	graphs    []*graph // small caches, most recent last
 	refGraphs []*graph
+	// arena holds the policy graphs' activations, refArena the reference graphs' (they run
+	// concurrently, each graph of a kind one at a time).
+	arena, refArena *arena
 	// refSeconds is the last step's reference forward, which overlaps the policy's.
 	refSeconds float64
 	log        *slog.Logger
@@ -153,20 +168,42 @@ func New(policy *model.Weights, opts Options) (*Trainer, error) {
 	if opts.MaxLen <= 0 {
 		opts.MaxLen = policy.Config.MaxPositionEmbeddings
 	}
-	ref := opts.Reference
-	if ref == nil {
-		ref = policy.Clone()
+	if opts.ActivationBudget <= 0 {
+		opts.ActivationBudget = DefaultActivationBudget
 	}
-	t := &Trainer{opts: opts, Policy: policy, ref: ref, params: policy.Tensors(), log: opts.Logger, Skipped: map[string]int{}}
+	var ref *frozenWeights
+	if opts.Reference != nil {
+		ref = newFrozen(opts.Reference)
+		if err := ref.fits(policy, "the policy"); err != nil {
+			return nil, fmt.Errorf("trainer options: reference: %w", err)
+		}
+		opts.Reference = nil // the trainer's copy is ref; the caller's may go
+	} else {
+		ref = newFrozen(policy)
+	}
+	t := &Trainer{opts: opts, Policy: policy, ref: ref, params: policy.Tensors(), log: opts.Logger, Skipped: map[string]int{},
+		arena: newArena(), refArena: newArena()}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
+	t.log.Debug("reference policy", "mb", ref.bytes()>>20)
 	t.grads = make([][]float32, len(t.params))
 	for i, p := range t.params {
 		t.grads[i] = make([]float32, len(p.Data))
 	}
 	t.opt = newOptimizer(opts.Optim, t.params)
 	return t, nil
+}
+
+// Close releases the trainer's compiled graphs now rather than when the collector gets to
+// them (see graph.release): their activations, and through their ops the weights, are then
+// garbage at the next collection. The trainer must not be used after.
+func (t *Trainer) Close() {
+	for _, g := range t.graphs {
+		g.release()
+	}
+	t.graphs = nil
+	t.dropReferenceGraphs()
 }
 
 // StepCount is the number of optimiser steps taken (restored on resume).
@@ -250,7 +287,7 @@ func (t *Trainer) Step(pairs []*Pair) (m Metrics, err error) {
 	defer waitRef()
 	t.zeroGrads()
 	n := len(ok)
-	B := t.opts.BatchSize
+	B := t.pairMicroBatch(ok)
 	lo := t.opts.Loss
 	for start := 0; start < n; start += B {
 		mb := ok[start:min(start+B, n)]
@@ -352,7 +389,11 @@ func (t *Trainer) StepSFT(examples []*Example) (m Metrics, err error) {
 		return m, nil
 	}
 	t.zeroGrads()
-	B := t.opts.BatchSize
+	longest := 0
+	for _, e := range ok {
+		longest = max(longest, len(e.Prompt)+len(e.Response))
+	}
+	B := t.microBatch(1, longest)
 	for start := 0; start < len(ok); start += B {
 		mb := ok[start:min(start+B, len(ok))]
 		seqs := make([]Seq, len(mb))
@@ -405,7 +446,9 @@ func (t *Trainer) apply(m *Metrics, pairs []*Pair) error {
 func (t *Trainer) forwardBackward(seqs []Seq, S int, weights []float64, loss lossFunc) ([]float64, float64, error) {
 	T, M := graphShape(seqs)
 	T, M = roundUp(T, 16), roundUp(M, 32)
-	gr, err := cachedGraph(&t.graphs, S, T, M, func() (*graph, error) { return buildGraph(t.Policy, S, T, M, tensor.Float32) })
+	gr, err := cachedGraph(&t.graphs, S, T, M, func() (*graph, error) {
+		return newGraph(t.Policy, S, T, M, graphOptions{dt: tensor.Float32, withGrad: true, checkpoint: t.opts.GradCheckpoint, arena: t.arena})
+	})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -441,24 +484,18 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 // refreshed every N versions, as some online DPO recipes do, instead of AutoIF's frozen
 // starting policy). Log-probs already computed for pairs against the old reference are kept.
 func (t *Trainer) RefreshReference() error {
-	src, dst := t.Policy.Tensors(), t.ref.Tensors()
-	if len(src) != len(dst) {
-		return fmt.Errorf("refresh reference: the policy has %d tensors, the reference %d", len(src), len(dst))
+	if err := t.ref.fits(t.Policy, "refresh reference: the policy"); err != nil {
+		return err
 	}
-	for i := range dst {
-		if src[i].Name != dst[i].Name || len(src[i].Data) != len(dst[i].Data) {
-			return fmt.Errorf("refresh reference: policy tensor %s does not fit the reference's %s", src[i].Name, dst[i].Name)
-		}
-	}
-	for i := range dst {
-		copy(dst[i].Data, src[i].Data)
+	for i, p := range t.params {
+		t.ref.set(i, p.Data)
 	}
 	t.dropReferenceGraphs()
 	return nil
 }
 
-// dropReferenceGraphs forgets the reference's graphs: one built in float64 holds a copy of the
-// weights, not the weights.
+// dropReferenceGraphs forgets the reference's graphs, whose params hold the slices the
+// reference's values were in.
 func (t *Trainer) dropReferenceGraphs() {
 	for _, g := range t.refGraphs {
 		g.release()
@@ -476,7 +513,7 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 			todo = append(todo, p)
 		}
 	}
-	B := t.opts.BatchSize
+	B := t.pairMicroBatch(pairs)
 	for lo := 0; lo < len(todo); lo += B {
 		part := todo[lo:min(lo+B, len(todo))]
 		seqs := make([]Seq, 2*B)
@@ -487,11 +524,13 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 		}
 		T, M := graphShape(seqs)
 		T, M = roundUp(T, 16), roundUp(M, 32)
-		gr, err := cachedGraph(&t.refGraphs, 2*B, T, M, func() (*graph, error) { return buildForwardGraph(t.ref, 2*B, T, M) })
+		gr, err := cachedGraph(&t.refGraphs, 2*B, T, M, func() (*graph, error) {
+			return newGraph(t.Policy, 2*B, T, M, graphOptions{dt: tensor.Float32, ref: t.ref, arena: t.refArena})
+		})
 		if err != nil {
 			return fmt.Errorf("reference log-probs: %w", err)
 		}
-		pk, err := pack(seqs, weights, 2*B, T, M, t.ref.Config.VocabSize)
+		pk, err := pack(seqs, weights, 2*B, T, M, t.Policy.Config.VocabSize)
 		if err != nil {
 			return fmt.Errorf("reference log-probs: %w", err)
 		}
@@ -508,6 +547,40 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 		}
 	}
 	return nil
+}
+
+// pairMicroBatch is the micro-batch size for a step over pairs (see microBatch).
+func (t *Trainer) pairMicroBatch(pairs []*Pair) int {
+	longest := 0
+	for _, p := range pairs {
+		longest = max(longest, len(p.Prompt)+max(len(p.Chosen), len(p.Rejected)))
+	}
+	return t.microBatch(2, longest)
+}
+
+// microBatch is the items per micro-batch: BatchSize, or fewer when that many items of
+// seqsPerItem sequences of up to longest tokens would keep more activations than
+// ActivationBudget.
+func (t *Trainer) microBatch(seqsPerItem, longest int) int {
+	T := roundUp(roundUp(longest-1, 8), 16) // graphShape's and forwardBackward's padding
+	per := int64(seqsPerItem) * int64(T) * activationBytesPerPosition(t.Policy.Config, T, t.opts.GradCheckpoint)
+	return int(min(int64(t.opts.BatchSize), max(1, t.opts.ActivationBudget/per)))
+}
+
+// activationBytesPerPosition estimates what a float32 policy graph keeps per position of a
+// T-position sequence: per layer its output and its input's gradient, and without
+// checkpointing its internals (layerInternals); plus the scratch that one layer's forward
+// and backward share.
+func activationBytesPerPosition(c *model.Config, T int, checkpoint bool) int64 {
+	D, I, H := c.HiddenSize, c.IntermediateSize, c.NumAttentionHeads
+	q, kv := H*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	internal := 3*D + 2*q + 2*kv + 2*I + H*T
+	perLayer := 2 * D
+	if !checkpoint {
+		perLayer += internal
+	}
+	shared := internal + 2*I + (3*I + 3*D + 2*q + 2*kv) // + σ and the activation, + backward temporaries
+	return 4 * int64(c.NumHiddenLayers*perLayer+shared)
 }
 
 func (t *Trainer) zeroGrads() {

@@ -168,6 +168,7 @@ func childTrainerCommand() *cli.Command {
 			&cli.IntFlag{Name: "ref-refresh-every"},
 			&cli.BoolFlag{Name: "memory"},
 			&cli.DurationFlag{Name: "ack-wait", Value: time.Minute, Usage: "how long a dead trainer's pulled pairs wait before redelivery"},
+			gradCheckpointFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			bus, res, err := joinRun(c, "trainer")
@@ -177,6 +178,7 @@ func childTrainerCommand() *cli.Command {
 			defer bus.Close()
 			to := trainer.DefaultOptions()
 			to.BatchSize, to.Optim.LR, to.Loss.Beta = c.Int("batch-size"), c.Float64("lr"), c.Float64("beta")
+			to.GradCheckpoint = c.Bool("grad-checkpoint")
 			return experiment.TrainStream(c.Context, bus.JS, res, trainer.StreamOptions{
 				ModelDir: c.String("model"), OutDir: c.String("out"), KeepLast: 2, Trainer: to,
 				PairsPerStep: c.Int("pairs-per-step"), MaxPolicyLag: c.Int64("max-lag"), Steps: c.Int("steps"),
@@ -295,6 +297,9 @@ func (r *childRunner) trainer(ctx context.Context, res *natsbus.RunResources, so
 		"--max-lag", strconv.FormatInt(so.MaxPolicyLag, 10), "--ref-refresh-every", strconv.Itoa(so.RefRefreshEvery)}
 	if memory {
 		args = append(args, "--memory")
+	}
+	if so.Trainer.GradCheckpoint {
+		args = append(args, "--grad-checkpoint")
 	}
 	return r.runChunks(ctx, "trainer", so.OutDir, so.Steps, args)
 }

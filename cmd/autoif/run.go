@@ -247,6 +247,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "in-process trainer: DPO beta"},
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "in-process trainer: pairs per micro-batch (a step takes --pairs-per-version pairs)"},
 		&cli.IntFlag{Name: "ref-refresh-every", Usage: "in-process trainer: make the DPO reference a copy of the policy every N published versions (0: the starting policy, frozen, as in AutoIF)"},
+		gradCheckpointFlag(),
 		&cli.IntFlag{Name: "train-chunk", Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, which also exercises resume (0: a goroutine of this process)"},
 	}
 }
@@ -321,6 +322,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	if ip.trainer {
 		to := trainer.DefaultOptions()
 		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
+		to.GradCheckpoint = c.Bool("grad-checkpoint")
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
 		}

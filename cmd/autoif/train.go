@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ func optimFlags(defaultLR float64) []cli.Flag {
 		&cli.Float64Flag{Name: "max-grad-norm", Value: 1, Usage: "clip the global gradient norm to this (0 = no clipping)"},
 		&cli.IntFlag{Name: "batch-size", Value: 4, Usage: "pairs (sft: examples) per micro-batch"},
 		&cli.IntFlag{Name: "grad-accum", Value: 1, Usage: "micro-batches per optimiser step"},
+		gradCheckpointFlag(),
 		&cli.IntFlag{Name: "steps", Usage: "optimiser steps in all (default: --epochs over the data)"},
 		&cli.IntFlag{Name: "epochs", Value: 1, Usage: "passes over the data when --steps is not given"},
 		&cli.IntFlag{Name: "max-len", Usage: "skip (and count) inputs longer than this many tokens (default: the model's max_position_embeddings)"},
@@ -185,6 +187,12 @@ func trainStreamCommand() *cli.Command {
 	}
 }
 
+// gradCheckpointFlag is --grad-checkpoint (trainer.Options.GradCheckpoint) of every command
+// that trains.
+func gradCheckpointFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "grad-checkpoint", Usage: "recompute each decoder layer's forward in the backward instead of keeping its activations (about a quarter more compute; the activations of a layer's input only)"}
+}
+
 func textOptions(c *cli.Context) (trainer.TextOptions, error) {
 	o := trainer.TextOptions{Chat: c.Bool("chat"), NoEOS: c.Bool("no-eos")}
 	if _, err := os.Stat(filepath.Join(c.String("model"), "tokenizer.json")); err == nil {
@@ -220,6 +228,7 @@ func runOptions(c *cli.Context) (trainer.RunOptions, error) {
 	}
 	opts.BatchSize = c.Int("batch-size")
 	opts.MaxLen = c.Int("max-len")
+	opts.GradCheckpoint = c.Bool("grad-checkpoint")
 	if opts.BatchSize <= 0 || c.Int("grad-accum") <= 0 {
 		return trainer.RunOptions{}, errors.New("--batch-size and --grad-accum must be positive")
 	}
@@ -275,7 +284,7 @@ func printTrainSummary(c *cli.Context, tr *trainer.Trainer, m trainer.Metrics, s
 func benchTrainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
-		Usage: "DPO steps on a ~28M-parameter model (reference forward, policy forward and backward, SGD update) against the same step in PyTorch CPU",
+		Usage: "DPO steps (reference forward, policy forward and backward, clipped AdamW update of every weight) against the same step in PyTorch CPU, with each side's peak RSS",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "pairs", Value: 8, Usage: "pairs per step"},
 			&cli.IntFlag{Name: "prompt-len", Value: 64, Usage: "prompt tokens per pair"},
@@ -284,6 +293,9 @@ func benchTrainCommand() *cli.Command {
 			&cli.IntFlag{Name: "rounds", Value: 2, Usage: "alternating Go/torch rounds; the best of each is reported"},
 			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "threads for both Go and torch"},
 			&cli.StringFlag{Name: "model", Usage: "benchmark this checkpoint instead of a fresh ~28M-parameter one"},
+			&cli.StringFlag{Name: "mode", Value: trainer.BenchFull, Usage: "what trains: full (every weight, float32 AdamW state)"},
+			gradCheckpointFlag(),
+			&cli.IntFlag{Name: "torch-micro-batch", Usage: "pairs per torch forward/backward, gradients accumulated (0: all of a step's pairs at once)"},
 			&cli.StringFlag{Name: "python", Usage: "Python interpreter with torch (default: the first of /usr/bin/python3, python3 that imports torch)"},
 			&cli.BoolFlag{Name: "no-torch", Usage: "skip the PyTorch baseline"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and data seed"},
@@ -302,34 +314,39 @@ func runBenchTrain(c *cli.Context) error {
 		return err
 	}
 	defer cleanup()
-	w, err := model.Load(dir)
+	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return err
 	}
-	cfg := w.Config
-	bo := trainer.BenchOptions{PairsPerStep: c.Int("pairs"), PromptLen: c.Int("prompt-len"), ResponseLen: c.Int("response-len"), Steps: c.Int("steps"), Seed: c.Uint64("seed")}
+	bo := trainer.BenchOptions{PairsPerStep: c.Int("pairs"), PromptLen: c.Int("prompt-len"), ResponseLen: c.Int("response-len"),
+		Steps: c.Int("steps"), Seed: c.Uint64("seed"), Mode: c.String("mode"), GradCheckpoint: c.Bool("grad-checkpoint")}
 	if bo.PairsPerStep < 1 || bo.PromptLen < 1 || bo.ResponseLen < 1 || bo.Steps < 1 {
 		return errors.New("--pairs, --prompt-len, --response-len and --steps must be positive")
+	}
+	if bo.Mode != trainer.BenchFull {
+		return fmt.Errorf("--mode %q: want %s", bo.Mode, trainer.BenchFull)
 	}
 	rounds := c.Int("rounds")
 	if rounds < 1 {
 		return fmt.Errorf("--rounds %d: want at least 1", rounds)
 	}
-	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %d threads; BLAS %s\n",
-		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, threads, trainer.BLASName)
+	torchMB := c.Int("torch-micro-batch")
+	if torchMB < 0 {
+		return fmt.Errorf("--torch-micro-batch %d: want 0 (all pairs) or more", torchMB)
+	}
+	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %s fine-tuning with AdamW; %d threads; BLAS %s\n",
+		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, bo.Mode, threads, trainer.BLASName)
 	py, why := "", "--no-torch"
 	if !c.Bool("no-torch") {
 		py, why = findTorchPython(c.Context, c.String("python"))
 	}
-	bench, err := trainer.NewBench(w, bo)
-	if err != nil {
-		return err
-	}
 	var best trainer.BenchResult
 	bestCPU := 0.0
-	torchStep, torchCPU := 0.0, 0.0
+	torchStep, torchCPU, torchRSS := 0.0, 0.0, 0.0
 	// Go and torch alternate round by round and each keeps its best, so both meet the same
-	// background load on this shared machine.
+	// background load on this shared machine. They never overlap: a Go round loads its own
+	// trainer and hands its memory back to the OS before torch starts, so each side's peak RSS
+	// is its own and the two never add up.
 	var prof *os.File
 	if path := c.String("cpuprofile"); path != "" {
 		if prof, err = os.Create(path); err != nil {
@@ -338,16 +355,8 @@ func runBenchTrain(c *cli.Context) error {
 		defer prof.Close()
 	}
 	for round := 1; round <= rounds; round++ {
-		if prof != nil {
-			if err := pprof.StartCPUProfile(prof); err != nil {
-				return err
-			}
-		}
-		r, err := bench.Run()
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof = nil // one profile: the first round (warm-up step included)
-		}
+		r, rss, err := benchGoRound(dir, bo, prof)
+		prof = nil // one profile: the first round (warm-up step included)
 		if err != nil {
 			return err
 		}
@@ -357,12 +366,12 @@ func runBenchTrain(c *cli.Context) error {
 		if bestCPU == 0 || r.StepCPUSeconds < bestCPU {
 			bestCPU = r.StepCPUSeconds
 		}
-		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s\n",
-			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs)
+		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s; RSS after the round %.0f MB\n",
+			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs, rss)
 		if py == "" {
 			continue
 		}
-		ts, tc, err := runTorchTrainBench(c, py, dir, threads, bo)
+		ts, tc, rss, err := runTorchTrainBench(c, py, dir, threads, bo, torchMB)
 		if err != nil {
 			return fmt.Errorf("torch baseline: %w", err)
 		}
@@ -372,13 +381,15 @@ func runBenchTrain(c *cli.Context) error {
 		if torchCPU == 0 || tc < torchCPU {
 			torchCPU = tc
 		}
-		fmt.Fprintf(out, "round %d torch: %.3fs/step (%.3f CPU-s), %.3f pairs/s\n", round, ts, tc, float64(bo.PairsPerStep)/ts)
+		torchRSS = max(torchRSS, rss)
+		fmt.Fprintf(out, "round %d torch: %.3fs/step (%.3f CPU-s), %.3f pairs/s, peak RSS %.0f MB\n", round, ts, tc, float64(bo.PairsPerStep)/ts, rss)
 	}
 	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	peakRSS := float64(ru.Maxrss) / 1024 // KiB on Linux
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // this process only: torch is a child
+	peakRSS := float64(ru.Maxrss) / 1024            // KiB on Linux
 	peak := trainer.MatmulPeakGFLOPs(1024, time.Second)
 	res := map[string]any{
+		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint,
 		"threads": threads, "parameters": cfg.NumParams(), "pairs": bo.PairsPerStep, "prompt_len": bo.PromptLen,
 		"response_len": bo.ResponseLen, "blas": trainer.BLASName,
 		"step_s": roundFigure(best.StepSeconds, 3), "ref_forward_s": roundFigure(best.RefSeconds, 3),
@@ -402,27 +413,77 @@ func runBenchTrain(c *cli.Context) error {
 		res["torch_step_cpu_s"] = roundFigure(torchCPU, 3)
 		res["torch_pairs_per_cpu_s"] = roundFigure(float64(bo.PairsPerStep)/torchCPU, 3)
 		res["cpu_ratio"] = roundFigure(torchCPU/bestCPU, 3)
-		fmt.Fprintf(out, "torch: %.3f pairs/s; go/torch %.2fx (per CPU-second %.2fx)\n", tp, best.PairsPerS/tp, torchCPU/bestCPU)
+		res["torch_peak_rss_mb"] = roundFigure(torchRSS, 1)
+		res["rss_ratio"] = roundFigure(peakRSS/torchRSS, 3)
+		res["torch_micro_batch"] = torchMB
+		fmt.Fprintf(out, "torch: %.3f pairs/s, peak RSS %.0f MB; go/torch %.2fx pairs/s (per CPU-second %.2fx), %.2fx peak RSS\n",
+			tp, torchRSS, best.PairsPerS/tp, torchCPU/bestCPU, peakRSS/torchRSS)
 	}
 	return printModelJSON(out, res)
 }
 
+// benchGoRound loads the checkpoint, times one bench Run (profiled into prof when set), and
+// returns the trainer's memory to the OS; rssMB is the process's resident set after that.
+func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (r trainer.BenchResult, rssMB float64, err error) {
+	r, err = func() (trainer.BenchResult, error) {
+		w, err := model.Load(dir)
+		if err != nil {
+			return trainer.BenchResult{}, err
+		}
+		bench, err := trainer.NewBench(w, bo)
+		if err != nil {
+			return trainer.BenchResult{}, err
+		}
+		defer bench.Close()
+		if prof != nil {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return trainer.BenchResult{}, err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		return bench.Run()
+	}()
+	debug.FreeOSMemory()
+	return r, residentMB(), err
+}
+
+// residentMB is the process's resident set now (VmRSS), 0 where /proc is not there.
+func residentMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
 // runTorchTrainBench runs scripts/torch_train_bench.py on the same checkpoint and shapes and
-// returns its best step time and best step CPU time.
-func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.BenchOptions) (float64, float64, error) {
+// returns its best step time, best step CPU time and peak RSS in MB (the child's maximum
+// resident set, as the kernel counted it).
+func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.BenchOptions, microBatch int) (float64, float64, float64, error) {
 	script, err := findModelScript("torch_train_bench.py")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cmd := exec.CommandContext(c.Context, py, script, "--model", dir, "--pairs", strconv.Itoa(bo.PairsPerStep),
 		"--prompt-len", strconv.Itoa(bo.PromptLen), "--response-len", strconv.Itoa(bo.ResponseLen),
-		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10))
+		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10),
+		"--micro-batch", strconv.Itoa(microBatch))
 	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s %s: %w: %s", py, script, err, strings.TrimSpace(stderr.String()))
+		return 0, 0, 0, fmt.Errorf("%s %s: %w: %s", py, script, err, strings.TrimSpace(stderr.String()))
+	}
+	var rss float64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = float64(ru.Maxrss) / 1024 // KiB
 	}
 	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
 	var r struct {
@@ -430,7 +491,7 @@ func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.
 		StepCPUS float64 `json:"step_cpu_s"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.StepS <= 0 {
-		return 0, 0, fmt.Errorf("%s: last line %q: %v", script, lines[len(lines)-1], err)
+		return 0, 0, 0, fmt.Errorf("%s: last line %q: %v", script, lines[len(lines)-1], err)
 	}
-	return r.StepS, r.StepCPUS, nil
+	return r.StepS, r.StepCPUS, rss, nil
 }
