@@ -318,3 +318,29 @@ func TestWorkerProcessesAreNotDumpable(t *testing.T) {
 		t.Errorf("prctl(PR_GET_DUMPABLE) == 0 gave %+v", got[0])
 	}
 }
+
+// A sandbox that cannot be built says why in one line, from the init that failed, not as a
+// worker that never became ready.
+func TestSandboxSetupFailureIsOneLine(t *testing.T) {
+	opts := Options{Workers: 1}.withDefaults()
+	in, err := resolveInterpreter(context.Background(), "", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *in
+	broken.mounts = append(append([]mountOp(nil), in.mounts...), mountOp{Path: "/nonexistent-autoif-path", Dir: true})
+	start := time.Now()
+	w, err := startWorker(&broken, opts, 1)
+	if err == nil {
+		w.close()
+		t.Fatal("a worker started with a root that cannot be built")
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "reward sandbox: bind /nonexistent-autoif-path") || strings.Contains(msg, "\n") ||
+		!strings.Contains(msg, "--unsafe-no-sandbox") {
+		t.Errorf("error %q, want one line naming the failed bind and the way out", msg)
+	}
+	if elapsed := time.Since(start); elapsed > opts.StartTimeout/2 {
+		t.Errorf("took %v: the failure should be seen when the init exits, not at the start timeout", elapsed)
+	}
+}

@@ -152,7 +152,7 @@ func startWorker(in *interpreter, opts Options, id int64) (w *worker, err error)
 	tag, frame, err := w.readFrame(time.Now().Add(opts.StartTimeout))
 	if err != nil {
 		if line := sandboxFailure(w.stderr.String()); line != "" {
-			return w, fmt.Errorf("reward sandbox: %s", line)
+			return w, fmt.Errorf("reward sandbox: %s (the worker's isolation could not be set up; --unsafe-no-sandbox runs without it)", line)
 		}
 		return w, fmt.Errorf("worker did not become ready: %w (stderr: %s)", err, truncate(w.stderr.String(), 600))
 	}
