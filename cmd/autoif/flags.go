@@ -1,6 +1,10 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
 
 // Global flag names. Every component reads them from the root context.
 const (
@@ -26,4 +30,19 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nats-cert", Usage: "client certificate (PEM) for NATS mutual TLS"},
 		&cli.StringFlag{Name: "nats-key", Usage: "client key (PEM) for NATS mutual TLS"},
 	}
+}
+
+// listFlag splits the values of a repeatable flag that also takes a comma-separated list in
+// one value (its help says so): "--prompts a.jsonl,b.jsonl" and "--prompts a.jsonl --prompts
+// b.jsonl" mean the same. Text flags are never split (see newAppWith).
+func listFlag(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
 }

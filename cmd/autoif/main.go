@@ -70,6 +70,10 @@ func newAppWith(commands []*cli.Command) *cli.App {
 		},
 		// Errors are printed once, by main, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// A repeatable flag takes each occurrence verbatim: text (a response, a stop string)
+		// may hold commas. The flags that take a list in one value split it themselves
+		// (listFlag) and say so in their help.
+		DisableSliceFlagSeparator: true,
 	}
 	wireConfigAndEnv(app)
 	return app

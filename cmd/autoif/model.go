@@ -379,7 +379,7 @@ func generateCommand() *cli.Command {
 			&cli.IntFlag{Name: "top-k", Usage: "keep the k most likely tokens (0 keeps all)"},
 			&cli.IntFlag{Name: "max-new-tokens", Value: 128, Usage: "tokens to generate at most"},
 			&cli.Uint64Flag{Name: "seed", Usage: "sampling seed (same seed, same output)"},
-			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable)"},
+			&cli.StringSliceFlag{Name: "stop", KeepSpace: true, Usage: "stop string, taken verbatim (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish, prompt_tokens)"},
 			float32Flag(),
 		},

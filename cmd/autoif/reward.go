@@ -79,7 +79,7 @@ func rewardExecCommand() *cli.Command {
 		UsageText: "autoif reward exec --func evaluate.py (--response TEXT | --responses FILE) [--json]",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "func", Usage: "Python source file defining evaluate(response)", Required: true},
-			&cli.StringSliceFlag{Name: "response", Usage: "a response to check (repeatable)"},
+			&cli.StringSliceFlag{Name: "response", KeepSpace: true, Usage: "a response to check, taken verbatim (repeatable)"},
 			&cli.StringFlag{Name: "responses", Usage: "file of responses: JSON lines, each a string or an object with \"response\"; - for stdin"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of a table"},
 			&cli.BoolFlag{Name: "remote", Usage: "score through the reward service (`autoif reward serve` on --nats) instead of a local sandbox"},
