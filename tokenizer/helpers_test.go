@@ -22,7 +22,9 @@ func sharedTokenizerDir(t testing.TB, name string) string {
 			return dir
 		}
 	}
-	t.Fatalf("reference tokenizer %q not found under ../shared/data/tokenizers (set AUTOIF_SHARED_DATA)", name)
+	// Optional data: a public clone has no ../shared (bringing these files into the
+	// repository is issue #16's).
+	t.Skipf("reference tokenizer %q not found under ../shared/data/tokenizers (set AUTOIF_SHARED_DATA to a data directory holding tokenizers/%s)", name, name)
 	return ""
 }
 
