@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/autoif/autoif/reward/sandboxtest"
 )
 
 // hostFiles is a world-writable directory with a victim file in it, so that only the sandbox
@@ -41,26 +43,13 @@ func newHostFiles(t *testing.T, parent string) *hostFiles {
 	if err := os.Chmod(h.victim, h.mode); err != nil {
 		t.Fatal(err)
 	}
-	h.listing = listDir(t, dir)
+	h.listing = sandboxtest.ListDir(t, dir)
 	return h
-}
-
-func listDir(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 func (h *hostFiles) assertUnchanged(t *testing.T) {
 	t.Helper()
-	if got := listDir(t, h.dir); !slices.Equal(got, h.listing) {
+	if got := sandboxtest.ListDir(t, h.dir); !slices.Equal(got, h.listing) {
 		t.Errorf("%s now holds %v, want %v", h.dir, got, h.listing)
 	}
 	st, err := os.Stat(h.victim)

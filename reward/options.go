@@ -18,8 +18,8 @@ type Options struct {
 	Deadline time.Duration
 	// MemoryLimit is each worker's address-space limit (RLIMIT_AS) in bytes. Default 1 GiB.
 	MemoryLimit uint64
-	// CPULimit is each worker's lifetime CPU limit (RLIMIT_CPU); a worker is replaced once it
-	// has used 80% of it. Default 10 minutes.
+	// CPULimit bounds the CPU time of each process of a worker (RLIMIT_CPU): of one call's
+	// function process, which starts afresh for every call. Default 10 minutes.
 	CPULimit time.Duration
 	// OpenFiles is each worker's RLIMIT_NOFILE. Default 64.
 	OpenFiles uint64

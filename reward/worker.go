@@ -322,7 +322,6 @@ type callResult struct {
 	evals    []Eval
 	filled   []bool
 	timeouts int
-	crashes  int
 	done     bool  // the call ran to its end
 	fatal    *Eval // the source's top level failed: every response gets this
 }
@@ -454,9 +453,6 @@ func (w *worker) blameUnfilled(res *callResult, e Eval) {
 		if !res.filled[i] {
 			res.evals[i] = e
 			res.filled[i] = true
-			if e.Kind == KindCrash {
-				res.crashes++
-			}
 		}
 	}
 }
@@ -578,7 +574,6 @@ func (w *worker) crashAt(msg string, res *callResult) {
 	case idx >= 0 && idx < int64(len(res.evals)) && !res.filled[idx]:
 		res.evals[idx] = Eval{Outcome: Error, Kind: KindCrash, Message: msg}
 		res.filled[idx] = true
-		res.crashes++
 	case idx == phaseTopLevel:
 		res.fatal = &Eval{Outcome: Error, Kind: KindCrash, Message: "top level: " + msg}
 		w.blameUnfilled(res, *res.fatal)

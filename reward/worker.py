@@ -1,7 +1,7 @@
 # autoif reward worker: runs untrusted `evaluate(response)` verification functions.
 #
 # Started by the Go pool (reward/worker.go), inside the sandbox reward/sandbox_linux.go builds,
-# with: fd 3 = requests, fd 4 = replies, fd 5 = a 16-byte shared progress slot (memfd), fds 0/1
+# with: fd 3 = requests, fd 4 = replies, fd 5 = a 24-byte shared progress slot (memfd), fds 0/1
 # = /dev/null, fd 2 = a capped diagnostics pipe. Frames are a 4-byte little-endian length and a
 # payload.
 #

@@ -132,7 +132,7 @@ func NewHost(t testing.TB) *Host {
 	if err := os.Chmod(h.Victim, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	h.listing = list(t, h.VictimDir)
+	h.listing = ListDir(t, h.VictimDir)
 	h.Pwned = filepath.Join(os.TempDir(), "autoif-pwned-"+token())
 	canary := "canary-" + token()
 	// It also leaves its response in /tmp where it can (with the audit hook off).
@@ -159,7 +159,8 @@ func token() string {
 	return hex.EncodeToString(b)
 }
 
-func list(t testing.TB, dir string) []string {
+// ListDir names a directory's entries.
+func ListDir(t testing.TB, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -187,7 +188,7 @@ func (h *Host) Fill(src string) string {
 // AssertUnchanged checks that no attack reached the host's files.
 func (h *Host) AssertUnchanged(t testing.TB) {
 	t.Helper()
-	if got := list(t, h.VictimDir); !slices.Equal(got, h.listing) {
+	if got := ListDir(t, h.VictimDir); !slices.Equal(got, h.listing) {
 		t.Errorf("%s now holds %v, want %v", h.VictimDir, got, h.listing)
 	}
 	if b, err := os.ReadFile(h.Victim); err != nil || !bytes.Equal(b, h.victimBody) {
