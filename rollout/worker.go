@@ -201,6 +201,9 @@ type Worker struct {
 
 	// policy is owned by the Run loop: only it reads or replaces it, between steps.
 	policy *Policy
+	// base is ModelDir's policy, loaded on first need (basePolicy).
+	baseMu sync.Mutex
+	base   *Policy
 	// pending is the newest policy the watcher loaded, not yet swapped in.
 	pending atomic.Pointer[Policy]
 	loaded  atomic.Int64
@@ -334,7 +337,7 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 		if w.o.ModelDir == "" {
 			return fmt.Errorf("rollout: run %s has no published policy and no initial model was given", w.res.Run.ID)
 		}
-		p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+		p, err := w.basePolicy()
 		if err != nil {
 			return fmt.Errorf("rollout: initial model: %w", err)
 		}
@@ -355,6 +358,25 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 	return nil
 }
 
+// basePolicy is Options.ModelDir loaded once as version 0: the initial policy, and the base
+// weights every LoRA adapter version runs over (shared, so an adapter swap loads megabytes).
+func (w *Worker) basePolicy() (*Policy, error) {
+	w.baseMu.Lock()
+	defer w.baseMu.Unlock()
+	if w.base != nil {
+		return w.base, nil
+	}
+	if w.o.ModelDir == "" {
+		return nil, errors.New("no base model was given (the initial model directory)")
+	}
+	p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.base = p
+	return p, nil
+}
+
 func parseVersion(b []byte) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || v < 0 {
@@ -368,8 +390,17 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 	if err != nil {
 		return nil, err
 	}
-	p, err := LoadPolicy(dir, v, w.o.Threads, fallback)
-	if err != nil {
+	var p *Policy
+	if model.IsAdapter(dir) {
+		base, err := w.basePolicy()
+		if err != nil {
+			return nil, fmt.Errorf("policy v%d is a LoRA adapter: %w", v, err)
+		}
+		p, err = LoadAdapterPolicy(dir, v, base)
+		if err != nil {
+			return nil, err
+		}
+	} else if p, err = LoadPolicy(dir, v, w.o.Threads, fallback); err != nil {
 		return nil, err
 	}
 	p.cached = true
