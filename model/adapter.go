@@ -464,3 +464,43 @@ func (a *Adapter) Merge(w *Weights) error {
 	}
 	return nil
 }
+
+// MergeOptions controls MergeDirs.
+type MergeOptions struct {
+	// DType of the merged model.safetensors; empty: the base checkpoint's own (BF16 for a
+	// bfloat16 base, else F32), as PEFT's merge_and_unload keeps the base's dtype.
+	DType DType
+}
+
+// MergeDirs writes to out a whole Hugging Face checkpoint: the base checkpoint in baseDir with
+// the PEFT adapter in adapterDir merged into its weights, and the base's tokenizer files (the
+// adapter directory's, when it has its own). out is written atomically.
+func MergeDirs(baseDir, adapterDir, out string, opts MergeOptions) error {
+	if filepath.Clean(out) == filepath.Clean(baseDir) {
+		return fmt.Errorf("merge: the output %s is the base checkpoint; write the merged model elsewhere", out)
+	}
+	a, err := LoadAdapter(adapterDir)
+	if err != nil {
+		return err
+	}
+	w, err := Load(baseDir)
+	if err != nil {
+		return err
+	}
+	if err := a.Merge(w); err != nil {
+		return fmt.Errorf("merge %s into %s: %w", adapterDir, baseDir, err)
+	}
+	dtype := opts.DType
+	if dtype == "" {
+		dtype = F32
+		if w.Config.TorchDType == "bfloat16" {
+			dtype = BF16
+		}
+	}
+	tokDir := baseDir
+	if _, err := os.Stat(filepath.Join(adapterDir, "tokenizer.json")); err == nil {
+		tokDir = adapterDir
+	}
+	meta := map[string]string{"merged_adapter": filepath.Base(filepath.Clean(adapterDir))}
+	return w.Save(out, SaveOptions{DType: dtype, TokenizerDir: tokDir, Metadata: meta})
+}
