@@ -65,6 +65,8 @@ const (
 	MetricTies           = "rollout/ties_dropped"      // prompts whose responses all scored the same
 	MetricIdentical      = "rollout/identical_dropped" // responses dropped as repeats of another
 	MetricStepSeconds    = "rollout/step_s"
+	MetricSampleSeconds  = "rollout/sample_s" // of the step: decoding the K responses per prompt
+	MetricScoreSeconds   = "rollout/score_s"  // of the step: the reward's verdicts
 	MetricSkippedPrompts = "rollout/skipped_prompts"
 )
 
@@ -835,6 +837,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		mean = sum / float64(len(samples))
 	}
 	events := w.stepMetrics(stepNo, now, pol.Version, mean, perInstr, len(pairs), len(samples), len(ready), withPair, ties, identical, skipped, elapsed, latency, swapped)
+	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
 		return err
 	}
