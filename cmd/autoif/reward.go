@@ -285,14 +285,21 @@ func benchRewardCommand() *cli.Command {
 		Name:  "reward",
 		Usage: "score real AutoIF functions × responses three ways: sandbox pool, in-process exec, process per evaluation",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl)", Value: "../shared/data/autoif"},
+			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl); default: the built-in copy of the AutoIF sample data"},
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
 		}, rewardPoolFlags()...),
 		Action: func(c *cli.Context) error {
-			w, err := rewardbench.LoadWorkload(c.String("data"))
+			data := rewardbench.Bundled()
+			if dir := c.String("data"); dir != "" {
+				data = os.DirFS(dir)
+			}
+			w, err := rewardbench.LoadWorkload(data)
 			if err != nil {
+				if dir := c.String("data"); dir != "" {
+					return fmt.Errorf("--data %s: %w", dir, err)
+				}
 				return err
 			}
 			if n := c.Int("responses"); n > 0 && n < len(w.Responses) {
