@@ -9,13 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/reward"
 	"github.com/autoif/autoif/reward/crossval"
@@ -232,7 +232,7 @@ func rewardCrossvalCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFileAtomic(c.String("out"), func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
+			if err := atomicfile.Write(c.String("out"), 0o644, func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
 			w := c.App.ErrWriter
@@ -256,28 +256,6 @@ func rewardCrossvalCommand() *cli.Command {
 			return nil
 		},
 	}
-}
-
-// writeFileAtomic leaves either the old file or the complete new one, never half of one.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriter(tmp)
-	if err := write(bw); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func benchRewardCommand() *cli.Command {
