@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // LoRA adapters in PEFT's format (huggingface/peft, LoraConfig + get_peft_model_state_dict):
@@ -280,12 +282,16 @@ func (a *Adapter) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("save adapter %s: %w", dir, err)
 	}
-	return replaceDir(dir, func(tmp string) error {
-		if err := writeFileSync(filepath.Join(tmp, AdapterConfigFile), append(cj, '\n')); err != nil {
+	err = atomicfile.ReplaceDir(dir, func(tmp string) error {
+		if err := atomicfile.WriteFile(filepath.Join(tmp, AdapterConfigFile), append(cj, '\n'), 0o644); err != nil {
 			return err
 		}
 		return WriteSafetensors(filepath.Join(tmp, AdapterWeightsFile), a.Tensors(), F32, map[string]string{"format": "pt"})
 	})
+	if err != nil {
+		return fmt.Errorf("save adapter %s: %w", dir, err)
+	}
+	return nil
 }
 
 // IsAdapter reports whether dir holds a PEFT adapter (rather than a whole checkpoint).

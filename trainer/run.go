@@ -138,7 +138,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	}
 	st := State{Seed: ro.Seed}
 	if !ro.NoResume {
-		dirs, err := Checkpoints(ro.OutDir)
+		dirs, err := ownCheckpoints(ro.OutDir)
 		if err != nil {
 			return nil, last, fmt.Errorf("train: %w", err)
 		}
@@ -233,26 +233,10 @@ func epochOrder(n int, seed uint64, epoch int, noShuffle bool) []int {
 }
 
 // saveFinal writes the model's HF files at out's top level, next to the checkpoints, each
-// replaced by an atomic rename.
+// replaced atomically.
 func saveFinal(w *model.Weights, out, tokDir string) error {
-	tmp, err := os.MkdirTemp(out, ".final.tmp-")
-	if err != nil {
+	if err := w.WriteFiles(out, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
 		return fmt.Errorf("save final model: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	dir := filepath.Join(tmp, "m")
-	if err := w.Save(dir, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(out, e.Name())); err != nil {
-			return fmt.Errorf("save final model: %w", err)
-		}
-	}
-	syncDir(out)
 	return nil
 }

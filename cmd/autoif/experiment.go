@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
@@ -309,7 +310,7 @@ func (r *childRunner) offlineDPO(ctx context.Context, ro trainer.RunOptions, pai
 		return err
 	}
 	path := filepath.Join(ro.OutDir, "pairs.jsonl")
-	err := writeFileAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, p := range pairs {
 			if err := enc.Encode(map[string]any{"id": p.ID, "prompt_ids": p.Prompt, "chosen_ids": p.Chosen, "rejected_ids": p.Rejected}); err != nil {

@@ -9,13 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/reward"
 	"github.com/autoif/autoif/reward/crossval"
@@ -232,7 +232,7 @@ func rewardCrossvalCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFileAtomic(c.String("out"), func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
+			if err := atomicfile.Write(c.String("out"), 0o644, func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
 			w := c.App.ErrWriter
@@ -258,41 +258,26 @@ func rewardCrossvalCommand() *cli.Command {
 	}
 }
 
-// writeFileAtomic leaves either the old file or the complete new one, never half of one.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriter(tmp)
-	if err := write(bw); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 func benchRewardCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reward",
 		Usage: "score real AutoIF functions × responses three ways: sandbox pool, in-process exec, process per evaluation",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl)", Value: "../shared/data/autoif"},
+			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl); default: the built-in copy of the AutoIF sample data"},
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
 		}, rewardPoolFlags()...),
 		Action: func(c *cli.Context) error {
-			w, err := rewardbench.LoadWorkload(c.String("data"))
+			data := rewardbench.Bundled()
+			if dir := c.String("data"); dir != "" {
+				data = os.DirFS(dir)
+			}
+			w, err := rewardbench.LoadWorkload(data)
 			if err != nil {
+				if dir := c.String("data"); dir != "" {
+					return fmt.Errorf("--data %s: %w", dir, err)
+				}
 				return err
 			}
 			if n := c.Int("responses"); n > 0 && n < len(w.Responses) {

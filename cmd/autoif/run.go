@@ -13,7 +13,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -119,12 +121,17 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if m := c.String("model"); m != "" && ip.any() {
+		if _, err := model.LoadConfig(m); err != nil {
+			return fmt.Errorf("--model: %w", err)
+		}
+	}
 	dir := runDir(c)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	if cfgFile := c.String(flagConfig); cfgFile != "" {
-		if err := copyFileAtomic(cfgFile, filepath.Join(dir, "config.yaml")); err != nil {
+		if err := atomicfile.Copy(cfgFile, filepath.Join(dir, "config.yaml"), 0o644); err != nil {
 			return fmt.Errorf("run directory: %w", err)
 		}
 	}
@@ -213,27 +220,6 @@ func runAction(c *cli.Context) error {
 	line, _ := json.Marshal(sum)
 	fmt.Fprintf(c.App.Writer, "%s\n", line)
 	return nil
-}
-
-// copyFileAtomic copies src to dst through a temporary file, so dst is never half-written.
-func copyFileAtomic(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }
 
 // inProcessFlags choose the components `autoif run` starts next to its orchestrator. Their

@@ -25,7 +25,7 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		name, body, want string
 	}{
 		{"unknown key", "run:\n  kk: 3\n", `unknown key "run.kk"`},
-		{"k below 2", "run:\n  k: 1\n", "k 1: at least 2"},
+		{"k below 2", "run:\n  k: 1\n", "--k 1: want 2 to 1024"},
 		{"negative max lag", "run:\n  max-lag: -1\n", "max-lag -1"},
 		{"unknown mode", "run:\n  mode: lockstep\n", `mode "lockstep"`},
 		{"missing prompt file", "run:\n  prompts: [/nonexistent/q.jsonl]\n", "/nonexistent/q.jsonl"},
