@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -195,9 +196,14 @@ func TestModelGradientsMatchFiniteDifferences(t *testing.T) {
 				return c
 			}
 			f()
-			grads, err := gr.gradsF64()
+			last, err := gr.gradsF64()
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A copy: gradsF64 is the last run's, and checkGrad's runs overwrite it.
+			grads := make([][]float64, len(last))
+			for i, g := range last {
+				grads[i] = slices.Clone(g)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			for i, n := range w.Tensors() {

@@ -525,7 +525,7 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 		T, M := graphShape(seqs)
 		T, M = roundUp(T, 16), roundUp(M, 32)
 		gr, err := cachedGraph(&t.refGraphs, 2*B, T, M, func() (*graph, error) {
-			return newGraph(t.Policy, 2*B, T, M, graphOptions{dt: tensor.Float32, ref: t.ref, arena: t.refArena})
+			return newGraph(t.Policy, 2*B, T, M, graphOptions{dt: tensor.Float32, vals: t.ref, arena: t.refArena})
 		})
 		if err != nil {
 			return fmt.Errorf("reference log-probs: %w", err)
