@@ -39,7 +39,7 @@ func trainCommand() *cli.Command {
 
 // optimFlags are shared by every training command.
 func optimFlags(defaultLR float64) []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Usage: "starting policy checkpoint directory (Hugging Face layout; required)"},
 		&cli.StringFlag{Name: "out", Usage: "output directory: checkpoint-N/ directories and the final model (required)"},
 		&cli.StringFlag{Name: "optim", Value: "adamw", Usage: "adamw or sgd"},
@@ -57,12 +57,42 @@ func optimFlags(defaultLR float64) []cli.Flag {
 		&cli.IntFlag{Name: "max-len", Usage: "skip (and count) inputs longer than this many tokens (default: the model's max_position_embeddings)"},
 		&cli.IntFlag{Name: "save-every", Usage: "write a checkpoint every N steps (0: only at the end)"},
 		&cli.IntFlag{Name: "keep-last", Value: 3, Usage: "checkpoints kept (older ones are deleted; -1 keeps all)"},
-		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "data shuffle seed"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "data shuffle seed (and a LoRA adapter's initialisation and dropout masks)"},
 		&cli.BoolFlag{Name: "no-shuffle", Usage: "visit the data in file order"},
 		&cli.BoolFlag{Name: "no-resume", Usage: "start afresh even if --out holds checkpoints"},
 		&cli.BoolFlag{Name: "chat", Value: true, Usage: "render text prompts through the tokenizer's chat template (--chat=false: plain text)"},
 		&cli.BoolFlag{Name: "no-eos", Usage: "do not end text responses with the tokenizer's EOS token"},
+	}, loraFlags()...)
+}
+
+// loraFlags are the LoRA options of every command that trains; their defaults are PEFT's
+// LoraConfig's (alpha 8, dropout 0), except that the adapter targets all seven projections.
+func loraFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "lora-rank", Usage: "train a LoRA adapter of this rank on the frozen model instead of the model itself (0: full fine-tuning); checkpoints and the output are PEFT adapters"},
+		&cli.Float64Flag{Name: "lora-alpha", Value: 8, Usage: "LoRA alpha: the adapter's output is scaled by alpha/rank (PEFT's default 8)"},
+		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapter's input while training, 0 <= p < 1 (PEFT's default 0)"},
+		&cli.StringFlag{Name: "lora-targets", Value: strings.Join(model.LoRATargets, ","), Usage: "projections the adapter adapts, comma-separated (default: all seven)"},
 	}
+}
+
+// loraConfig reads the LoRA flags: nil when --lora-rank is 0.
+func loraConfig(c *cli.Context) (*model.LoRAConfig, error) {
+	rank := c.Int("lora-rank")
+	if rank == 0 {
+		for _, f := range []string{"lora-alpha", "lora-dropout", "lora-targets"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --lora-rank", f)
+			}
+		}
+		return nil, nil
+	}
+	lc := &model.LoRAConfig{Rank: rank, Alpha: c.Float64("lora-alpha"), Dropout: c.Float64("lora-dropout"),
+		Targets: listFlag([]string{c.String("lora-targets")})}
+	if err := lc.Validate(); err != nil {
+		return nil, err
+	}
+	return lc, nil
 }
 
 func dpoFlags() []cli.Flag {
@@ -229,6 +259,12 @@ func runOptions(c *cli.Context) (trainer.RunOptions, error) {
 	opts.BatchSize = c.Int("batch-size")
 	opts.MaxLen = c.Int("max-len")
 	opts.GradCheckpoint = c.Bool("grad-checkpoint")
+	opts.Seed = c.Uint64("seed")
+	lc, err := loraConfig(c)
+	if err != nil {
+		return trainer.RunOptions{}, err
+	}
+	opts.LoRA = lc
 	if opts.BatchSize <= 0 || c.Int("grad-accum") <= 0 {
 		return trainer.RunOptions{}, errors.New("--batch-size and --grad-accum must be positive")
 	}
