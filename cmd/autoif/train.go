@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -320,8 +321,8 @@ func printTrainSummary(c *cli.Context, tr *trainer.Trainer, m trainer.Metrics, s
 func benchTrainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
-		Usage: "DPO steps (reference forward, policy forward and backward, clipped AdamW update of every weight) against the same step in PyTorch CPU, with each side's peak RSS",
-		Flags: []cli.Flag{
+		Usage: "DPO steps (reference forward, policy forward and backward, clipped AdamW update of every weight, or of a LoRA adapter) against the same step in PyTorch CPU, with each side's peak RSS",
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "pairs", Value: 8, Usage: "pairs per step"},
 			&cli.IntFlag{Name: "prompt-len", Value: 64, Usage: "prompt tokens per pair"},
 			&cli.IntFlag{Name: "response-len", Value: 64, Usage: "tokens per chosen and per rejected response"},
@@ -329,14 +330,14 @@ func benchTrainCommand() *cli.Command {
 			&cli.IntFlag{Name: "rounds", Value: 2, Usage: "alternating Go/torch rounds; the best of each is reported"},
 			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "threads for both Go and torch"},
 			&cli.StringFlag{Name: "model", Usage: "benchmark this checkpoint instead of a fresh ~28M-parameter one"},
-			&cli.StringFlag{Name: "mode", Value: trainer.BenchFull, Usage: "what trains: full (every weight, float32 AdamW state)"},
+			&cli.StringFlag{Name: "mode", Value: trainer.BenchFull, Usage: "what trains: full (every weight, float32 AdamW state) or lora (an adapter on the frozen base, which Go keeps as stored and torch in float32; set by --lora-rank)"},
 			gradCheckpointFlag(),
 			&cli.IntFlag{Name: "torch-micro-batch", Usage: "pairs per torch forward/backward, gradients accumulated (0: all of a step's pairs at once)"},
 			&cli.StringFlag{Name: "python", Usage: "Python interpreter with torch (default: the first of /usr/bin/python3, python3 that imports torch)"},
 			&cli.BoolFlag{Name: "no-torch", Usage: "skip the PyTorch baseline"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and data seed"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of the Go rounds to this file"},
-		},
+		}, loraFlags()...),
 		Action: runBenchTrain,
 	}
 }
@@ -359,8 +360,19 @@ func runBenchTrain(c *cli.Context) error {
 	if bo.PairsPerStep < 1 || bo.PromptLen < 1 || bo.ResponseLen < 1 || bo.Steps < 1 {
 		return errors.New("--pairs, --prompt-len, --response-len and --steps must be positive")
 	}
-	if bo.Mode != trainer.BenchFull {
-		return fmt.Errorf("--mode %q: want %s", bo.Mode, trainer.BenchFull)
+	if bo.LoRA, err = loraConfig(c); err != nil {
+		return err
+	}
+	switch {
+	case bo.LoRA != nil && (bo.Mode == trainer.BenchLoRA || !c.IsSet("mode")):
+		bo.Mode = trainer.BenchLoRA
+	case bo.Mode == trainer.BenchLoRA || bo.LoRA != nil:
+		return fmt.Errorf("--mode %s and --lora-rank go together", trainer.BenchLoRA)
+	case bo.Mode != trainer.BenchFull:
+		return fmt.Errorf("--mode %q: want %s or %s", bo.Mode, trainer.BenchFull, trainer.BenchLoRA)
+	}
+	if bo.LoRA != nil && !c.Bool("no-torch") && (bo.LoRA.Dropout > 0 || !slices.Equal(bo.LoRA.Targets, model.LoRATargets)) {
+		return errors.New("the PyTorch baseline adapts all seven projections without dropout: bench with the default --lora-targets and --lora-dropout, or --no-torch")
 	}
 	rounds := c.Int("rounds")
 	if rounds < 1 {
@@ -370,8 +382,12 @@ func runBenchTrain(c *cli.Context) error {
 	if torchMB < 0 {
 		return fmt.Errorf("--torch-micro-batch %d: want 0 (all pairs) or more", torchMB)
 	}
-	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %s fine-tuning with AdamW; %d threads; BLAS %s\n",
-		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, bo.Mode, threads, trainer.BLASName)
+	what := "full fine-tuning"
+	if bo.LoRA != nil {
+		what = fmt.Sprintf("LoRA rank %d alpha %g on %s", bo.LoRA.Rank, bo.LoRA.Alpha, strings.Join(bo.LoRA.Targets, ","))
+	}
+	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %s with AdamW; %d threads; BLAS %s\n",
+		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, what, threads, trainer.BLASName)
 	py, why := "", "--no-torch"
 	if !c.Bool("no-torch") {
 		py, why = findTorchPython(c.Context, c.String("python"))
@@ -425,7 +441,7 @@ func runBenchTrain(c *cli.Context) error {
 	peakRSS := float64(ru.Maxrss) / 1024            // KiB on Linux
 	peak := trainer.MatmulPeakGFLOPs(1024, time.Second)
 	res := map[string]any{
-		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint,
+		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint, "lora_rank": c.Int("lora-rank"),
 		"threads": threads, "parameters": cfg.NumParams(), "pairs": bo.PairsPerStep, "prompt_len": bo.PromptLen,
 		"response_len": bo.ResponseLen, "blas": trainer.BLASName,
 		"step_s": roundFigure(best.StepSeconds, 3), "ref_forward_s": roundFigure(best.RefSeconds, 3),
@@ -462,7 +478,12 @@ func runBenchTrain(c *cli.Context) error {
 // returns the trainer's memory to the OS; rssMB is the process's resident set after that.
 func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (r trainer.BenchResult, rssMB float64, err error) {
 	r, err = func() (trainer.BenchResult, error) {
-		w, err := model.Load(dir)
+		load := model.Load
+		if bo.LoRA != nil {
+			// The frozen base as stored: a BF16 checkpoint stays BF16.
+			load = func(dir string) (*model.Weights, error) { return model.LoadWeights(dir, model.LoadOptions{}) }
+		}
+		w, err := load(dir)
 		if err != nil {
 			return trainer.BenchResult{}, err
 		}
@@ -510,6 +531,9 @@ func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.
 		"--prompt-len", strconv.Itoa(bo.PromptLen), "--response-len", strconv.Itoa(bo.ResponseLen),
 		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10),
 		"--micro-batch", strconv.Itoa(microBatch))
+	if bo.LoRA != nil {
+		cmd.Args = append(cmd.Args, "--lora-rank", strconv.Itoa(bo.LoRA.Rank), "--lora-alpha", strconv.FormatFloat(bo.LoRA.Alpha, 'g', -1, 64))
+	}
 	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
