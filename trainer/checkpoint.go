@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,7 +61,9 @@ const (
 	stateFile     = "trainer_state.json"
 	optimizerFile = "optimizer.safetensors"
 	referenceFile = "reference.safetensors"
-	ckptPrefix    = "checkpoint-"
+	// referenceAdapterDir holds a refreshed reference's adapter snapshot (LoRA).
+	referenceAdapterDir = "reference_adapter"
+	ckptPrefix          = "checkpoint-"
 )
 
 // CheckpointDir is the directory name of step's checkpoint under an output directory.
@@ -68,10 +71,12 @@ func CheckpointDir(out string, step int) string {
 	return filepath.Join(out, fmt.Sprintf("%s%08d", ckptPrefix, step))
 }
 
-// SaveCheckpoint writes an HF-layout checkpoint of the policy plus trainer_state.json and
+// SaveCheckpoint writes an HF-layout checkpoint of the policy (with LoRA: the PEFT adapter,
+// adapter_config.json and adapter_model.safetensors) plus trainer_state.json and
 // optimizer.safetensors to dir as one atomic directory replace (atomicfile.ReplaceDir): a
 // crash leaves either the previous state or the whole new checkpoint, never a part, and
-// Checkpoints finds it either way. tokDir, if set, supplies tokenizer files.
+// Checkpoints finds it either way. tokDir, if set, supplies tokenizer files (not to an
+// adapter, whose base has them).
 func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
 	st.GlobalStep = t.opt.step
 	st.Optimizer = t.opts.Optim.Name
@@ -82,7 +87,11 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	err = atomicfile.ReplaceDir(dir, func(tmp string) error {
-		if err := t.Policy.WriteFiles(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
+		if t.adapter != nil {
+			if err := t.adapter.WriteFiles(tmp); err != nil {
+				return err
+			}
+		} else if err := t.Policy.WriteFiles(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
 			return err
 		}
 		if err := atomicfile.WriteFile(filepath.Join(tmp, stateFile), append(js, '\n'), 0o644); err != nil {
@@ -91,7 +100,12 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
 		if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
 			return err
 		}
-		if st.ReferenceVersion > 0 {
+		switch {
+		case st.ReferenceVersion > 0 && t.adapter != nil:
+			if t.refAdapter != nil {
+				return t.refAdapter.Save(filepath.Join(tmp, referenceAdapterDir))
+			}
+		case st.ReferenceVersion > 0:
 			return model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil)
 		}
 		return nil
@@ -141,24 +155,12 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 	if st.Optimizer != t.opts.Optim.Name {
 		return st, fmt.Errorf("resume from %s: checkpoint used optimiser %s, this run %s", dir, st.Optimizer, t.opts.Optim.Name)
 	}
-	w, err := model.Load(dir)
-	if err != nil {
-		return st, fmt.Errorf("resume: %w", err)
-	}
-	src := w.Tensors()
-	if len(src) != len(t.params) {
-		return st, fmt.Errorf("resume from %s: %d tensors, the model has %d", dir, len(src), len(t.params))
-	}
-	for i, p := range t.params {
-		if src[i].Name != p.Name || len(src[i].Data) != len(p.Data) {
-			return st, fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
-		}
-		copy(p.Data, src[i].Data)
-	}
-	if st.ReferenceVersion > 0 {
-		if err := t.loadReference(filepath.Join(dir, referenceFile)); err != nil {
+	if t.adapter != nil {
+		if err := t.loadAdapter(dir, st); err != nil {
 			return st, fmt.Errorf("resume from %s: %w", dir, err)
 		}
+	} else if err := t.loadPolicy(dir, st); err != nil {
+		return st, err
 	}
 	f, err := model.OpenSafetensors(filepath.Join(dir, optimizerFile))
 	if err != nil {
@@ -279,6 +281,7 @@ func PruneCheckpoints(out string, keep int) error {
 
 // publishedFiles are the checkpoint files rollout workers load; resume state stays local.
 var publishedFiles = []string{"config.json", "generation_config.json", "model.safetensors",
+	model.AdapterConfigFile, model.AdapterWeightsFile,
 	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
 	"tokenizer.model", "added_tokens.json", "chat_template.jinja"}
 
@@ -330,6 +333,73 @@ func (t *Trainer) loadReference(path string) error {
 			return fmt.Errorf("reference: %s has %d values, want %d", name, len(d), t.ref.size(i))
 		}
 		t.ref.set(i, d)
+	}
+	t.dropReferenceGraphs()
+	return nil
+}
+
+// loadPolicy restores a full fine-tuning checkpoint's weights (and a refreshed reference).
+func (t *Trainer) loadPolicy(dir string, st State) error {
+	if model.IsAdapter(dir) {
+		return fmt.Errorf("resume from %s: it holds a LoRA adapter, and this run fine-tunes the whole model (resume it with the same --lora-* options, or start afresh)", dir)
+	}
+	w, err := model.Load(dir)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	src := w.Tensors()
+	if len(src) != len(t.params) {
+		return fmt.Errorf("resume from %s: %d tensors, the model has %d", dir, len(src), len(t.params))
+	}
+	for i, p := range t.params {
+		if src[i].Name != p.Name || len(src[i].Data) != len(p.Data) {
+			return fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
+		}
+		copy(p.Data, src[i].Data)
+	}
+	if st.ReferenceVersion > 0 {
+		if err := t.loadReference(filepath.Join(dir, referenceFile)); err != nil {
+			return fmt.Errorf("resume from %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// loadAdapter restores a LoRA checkpoint's adapter into the trainer's (whose tensors the
+// compiled graphs read), after checking it is an adapter of the same shape and rule, and a
+// refreshed reference's snapshot.
+func (t *Trainer) loadAdapter(dir string, st State) error {
+	if !model.IsAdapter(dir) {
+		return fmt.Errorf("it holds a whole model, and this run trains a LoRA adapter (resume it without --lora-rank, or start afresh)")
+	}
+	load := func(dir string) (*model.Adapter, error) {
+		a, err := model.LoadAdapter(dir)
+		if err != nil {
+			return nil, err
+		}
+		want, got := t.adapter.Config, a.Config
+		if got.Rank != want.Rank || got.Alpha != want.Alpha || got.RSLoRA != want.RSLoRA || !slices.Equal(got.Targets, want.Targets) {
+			return nil, fmt.Errorf("its adapter has rank %d, alpha %g, targets %s; this run's rank %d, alpha %g, targets %s",
+				got.Rank, got.Alpha, strings.Join(got.Targets, ","), want.Rank, want.Alpha, strings.Join(want.Targets, ","))
+		}
+		if err := a.Fits(t.Policy.Config); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	a, err := load(dir)
+	if err != nil {
+		return err
+	}
+	src := a.Tensors()
+	for i, p := range t.params {
+		copy(p.Data, src[i].Data)
+	}
+	t.refAdapter = nil
+	if st.ReferenceVersion > 0 {
+		if t.refAdapter, err = load(filepath.Join(dir, referenceAdapterDir)); err != nil {
+			return fmt.Errorf("reference: %w", err)
+		}
 	}
 	t.dropReferenceGraphs()
 	return nil
