@@ -74,6 +74,11 @@ var flagBounds = map[string]bound{
 	"eval-prompts":             atLeast(0, maxCount), // 0: all
 	"seed":                     atLeast(0, math.MaxUint64),
 
+	// LoRA (model.LoRAConfig.Validate checks the combination once the flags are read).
+	"lora-rank":    atLeast(0, 4096), // 0: full fine-tuning
+	"lora-alpha":   above(0, 1e6),
+	"lora-dropout": bound{lo: 0, hi: 1, hiOpen: true},
+
 	// Components started in one process.
 	"rollout-workers": atLeast(0, maxWorkers), // run: 0 with --nats
 	"reward-workers":  atLeast(0, maxWorkers), // 0: number of CPUs

@@ -137,6 +137,8 @@ var sweepAccepted = map[string]string{
 	"--save-every 0":        "0: only at the end",
 	"--ref-refresh-every 0": "0: frozen reference, as in AutoIF",
 	"--torch-micro-batch 0": "0: a step's pairs at once",
+	"--lora-rank 0":         "0: full fine-tuning",
+	"--lora-dropout 0":      "no dropout on the adapter path",
 	"--steps 0":             "train: 0 means --epochs over the data",
 
 	"--kv-heads 0":     "0: --heads",

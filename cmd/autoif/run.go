@@ -227,7 +227,7 @@ func runAction(c *cli.Context) error {
 // whole loop runs here; with --nats URL the components are expected as separate processes.
 func inProcessFlags() []cli.Flag {
 	d := experiment.DefaultTinyIF()
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.IntFlag{Name: "rollout-workers", Usage: "rollout workers started in this process (default: 1 with the embedded server, 0 with --nats)"},
 		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
 		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
@@ -244,7 +244,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "ref-refresh-every", Usage: "in-process trainer: make the DPO reference a copy of the policy every N published versions (0: the starting policy, frozen, as in AutoIF)"},
 		gradCheckpointFlag(),
 		&cli.IntFlag{Name: "train-chunk", Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, which also exercises resume (0: a goroutine of this process)"},
-	}
+	}, loraFlags()...)
 }
 
 // inProcess is what `autoif run` starts besides its orchestrator.
@@ -318,6 +318,11 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		to := trainer.DefaultOptions()
 		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
 		to.GradCheckpoint = c.Bool("grad-checkpoint")
+		lc, err := loraConfig(c)
+		if err != nil {
+			return lo, err
+		}
+		to.LoRA = lc
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/trainer"
 )
@@ -111,11 +112,15 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 		name   string
 		reward string
 		chunk  string
+		lora   bool
 	}{
-		{"reward service over NATS, trainer goroutine", "service", "0"},
-		{"local reward pool, trainer goroutine", "local", "0"},
+		{"reward service over NATS, trainer goroutine", "service", "0", false},
+		{"local reward pool, trainer goroutine", "local", "0", false},
 		// The test binary re-executes itself as autoif (TestMain), one child per step.
-		{"reward service, trainer child processes", "service", "1"},
+		{"reward service, trainer child processes", "service", "1", false},
+		// The trainer publishes PEFT adapters; the rollout worker runs them over its base.
+		{"LoRA, trainer goroutine", "service", "0", true},
+		{"LoRA, trainer child processes", "service", "1", true},
 	}
 	modelDir := writeTinyPolicy(t)
 	for _, tc := range cases {
@@ -126,10 +131,14 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 			app := newApp()
 			var out bytes.Buffer
 			app.Writer, app.ErrWriter = &out, &out
-			err := app.RunContext(ctx, []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
+			args := []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
 				"--model", modelDir, "--reward", tc.reward, "--reward-workers", "1", "--k", "4", "--max-new-tokens", "8",
 				"--rollout-prompts-per-step", "4", "--max-in-flight", "8", "--pairs-per-version", "4", "--batch-size", "4",
-				"--mode", "async", "--max-steps", "2", "--lr", "1e-3", "--flush-every", "200ms", "--train-chunk", tc.chunk})
+				"--mode", "async", "--max-steps", "2", "--lr", "1e-3", "--flush-every", "200ms", "--train-chunk", tc.chunk}
+			if tc.lora {
+				args = append(args, "--lora-rank", "4", "--lora-alpha", "16")
+			}
+			err := app.RunContext(ctx, args)
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, out.String())
 			}
@@ -166,6 +175,21 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(dir, orchestrator.CurvesFile)); err != nil {
 				t.Errorf("curves: %v", err)
+			}
+			last := ckpts[len(ckpts)-1]
+			if tc.lora != model.IsAdapter(last) {
+				t.Errorf("checkpoint %s: adapter %v, want %v", last, model.IsAdapter(last), tc.lora)
+			}
+			if tc.lora {
+				if _, err := os.Stat(filepath.Join(last, "model.safetensors")); err == nil {
+					t.Errorf("LoRA checkpoint %s holds a whole model", last)
+				}
+				if _, err := model.LoadAdapter(last); err != nil {
+					t.Errorf("LoRA checkpoint: %v", err)
+				}
+			}
+			if sum.Timing == nil || sum.Timing.Versions != 2 || sum.Timing.SampleS <= 0 || sum.Timing.TrainS <= 0 || sum.PeakRSSMB <= 0 {
+				t.Errorf("summary timing %+v, peak RSS %g MB: want sampling and training seconds of 2 versions", sum.Timing, sum.PeakRSSMB)
 			}
 		})
 	}
