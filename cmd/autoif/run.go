@@ -237,6 +237,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
 		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
 		&cli.IntFlag{Name: "reward-workers", Usage: "sandbox workers of an in-process reward pool (default: number of CPUs)"},
+		returnsFlag(),
 		unsafeNoSandboxFlag(),
 		&cli.StringFlag{Name: "model", Usage: "starting policy and frozen reference of in-process components (default: the tinyIF warm start in --warm-start-dir, trained when absent)"},
 		&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default tinyIF warm start is cached"},
@@ -257,6 +258,7 @@ type inProcess struct {
 	rolloutWorkers int
 	trainer        bool
 	reward         string
+	returns        reward.Returns
 }
 
 func (ip inProcess) any() bool { return ip.rolloutWorkers > 0 || ip.trainer }
@@ -287,6 +289,11 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 	default:
 		return ip, fmt.Errorf("--reward %q: want service, local or external", ip.reward)
 	}
+	returns, err := reward.ParseReturns(c.String("returns"))
+	if err != nil {
+		return ip, fmt.Errorf("--returns: %w", err)
+	}
+	ip.returns = returns
 	return ip, nil
 }
 
@@ -311,7 +318,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	lo := experiment.LoopOptions{
 		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
 		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
-		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
+		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), Returns: ip.returns, UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,
 		Rollout: rollout.Options{
 			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),
