@@ -64,6 +64,10 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// reasonNoSignal is the Summary.Reason of a run that stopped itself after Config.MaxIdlePrompts
+// prompts in a row made no pair.
+const reasonNoSignal = "no signal"
+
 // Summary is how a run ended.
 type Summary struct {
 	// Reason is the budget that stopped it ("steps", "pairs", "wall time", "epochs"), or
@@ -144,7 +148,7 @@ func New(js jetstream.JetStream, res *natsbus.RunResources, set *PromptSet, cfg 
 		committed: st.Record,
 		orderOf:   -1,
 	}
-	orc.rec = newRecorder(st.Record, cfg, set, o.Out, o.LineGrace)
+	orc.rec = newRecorder(st.Record.clone(), cfg, set, o.Out, o.LineGrace)
 	orc.backlog = newBacklog(cfg.PairsPerVersion, cfg.TrainerMaxLag())
 	orc.backlog.version = st.Record.Version
 	// The first flush writes the files even if nothing arrives: a run directory always has
@@ -320,6 +324,12 @@ loop:
 	}
 	if err := orc.saveState(); err != nil {
 		runErr = errors.Join(runErr, err)
+	}
+	writeInstructionTable(orc.o.Out, orc.rec.st.Instructions, orc.rec.instructionText)
+	if reason == reasonNoSignal {
+		// The last lines say why the run stopped itself.
+		fmt.Fprintln(orc.o.Out, orc.rec.idle.report(fmt.Sprintf("stopped: no preference pair from the last %d prompts", orc.rec.idle.streak)))
+		runErr = errors.Join(runErr, errors.New(orc.rec.idle.stop))
 	}
 	sum := Summary{Reason: reason, Version: orc.rec.st.Version, Enqueued: orc.st.Enqueued, Rollouts: orc.rec.st.Rollouts,
 		Pairs: orc.rec.st.Pairs, StalePairs: orc.rec.st.StalePairs, Wall: orc.st.WallUsed}
@@ -649,6 +659,15 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 			if orc.rec.st.PairsNext <= info.State.LastSeq {
 				return nil
 			}
+			// And its rollouts, which say whether the batch taught anything: a run that
+			// stops on them (MaxIdlePrompts) must not sample further ahead than a batch.
+			rinfo, err := orc.res.Rollouts.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("rollouts stream: %w", err)
+			}
+			if orc.rec.st.RolloutsNext <= rinfo.State.LastSeq {
+				return nil
+			}
 			short := orc.rec.st.PairsSinceVersion < int64(orc.cfg.PairsPerVersion)
 			stalled := time.Since(orc.doneAt) >= orc.o.SyncStall
 			if !short && !stalled {
@@ -776,7 +795,7 @@ func (orc *Orchestrator) flush(ctx context.Context) error {
 		}
 		orc.rec.dirty = false
 	}
-	orc.committed = orc.rec.st
+	orc.committed = orc.rec.st.clone()
 	return orc.saveState()
 }
 
@@ -792,6 +811,8 @@ func (orc *Orchestrator) budgetReached(start time.Time) string {
 		return "wall time"
 	case orc.exhausted() && orc.inFlight == 0:
 		return "epochs"
+	case orc.rec.idle.stop != "":
+		return reasonNoSignal
 	}
 	return ""
 }

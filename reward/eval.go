@@ -1,6 +1,9 @@
 package reward
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Outcome is what one function did on one response.
 type Outcome uint8
@@ -161,4 +164,29 @@ func ParseReturns(s string) (Returns, error) {
 		}
 	}
 	return "", fmt.Errorf("unknown return policy %q (want strict, autoif or lenient)", s)
+}
+
+// Label names what an evaluation that gave no verdict did, for counting by cause: the error
+// kind, with the exception's type for an exception ("exception:ValueError"), "timeout", or
+// "skipped"; "" for a pass or a fail.
+func (e Eval) Label() string {
+	switch e.Outcome {
+	case Pass, Fail:
+		return ""
+	case Timeout:
+		return "timeout"
+	case Skipped:
+		return "skipped"
+	}
+	if e.Kind == KindException {
+		// worker.py writes "Type: message"; a bare type when the message is empty.
+		name, _, _ := strings.Cut(e.Message, ":")
+		if name != "" && !strings.ContainsAny(name, " \t\n") {
+			return string(e.Kind) + ":" + name
+		}
+	}
+	if e.Kind == KindNone {
+		return "error"
+	}
+	return string(e.Kind)
 }

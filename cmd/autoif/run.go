@@ -67,6 +67,8 @@ func runCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: def.Seed, Usage: "shuffle seed of the prompt order (fixed for a run: a resume must use the same)"},
 			&cli.DurationFlag{Name: "flush-every", Value: def.FlushEvery, Usage: "how often metrics.parquet, samples.parquet and state.json are rewritten"},
 			&cli.IntFlag{Name: "samples-per-step", Value: def.SamplesPerStep, Usage: "prompts per step kept in samples.parquet with their responses, scores and pairs"},
+			&cli.IntFlag{Name: "warn-idle-prompts", Value: def.WarnIdlePrompts, Usage: "after this many prompts in a row made no preference pair, say why (ties, functions raising, bad returns, timeouts, prompts too long); 0: never"},
+			&cli.IntFlag{Name: "max-idle-prompts", Value: def.MaxIdlePrompts, Usage: "stop the run with an error, saying why, after this many prompts in a row made no preference pair; 0: never"},
 		}, inProcessFlags()...),
 		Action: runAction,
 	}
@@ -95,6 +97,8 @@ func runConfig(c *cli.Context) (orchestrator.Config, error) {
 	cfg.Seed = c.Uint64("seed")
 	cfg.FlushEvery = c.Duration("flush-every")
 	cfg.SamplesPerStep = c.Int("samples-per-step")
+	cfg.WarnIdlePrompts = c.Int("warn-idle-prompts")
+	cfg.MaxIdlePrompts = c.Int("max-idle-prompts")
 	return cfg, nil
 }
 

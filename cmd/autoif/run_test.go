@@ -33,6 +33,8 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"unknown reward mode", "run:\n  reward: oracle\n", `--reward "oracle"`},
 		{"negative rollout workers", "run:\n  rollout-workers: -1\n", "--rollout-workers -1"},
 		{"negative reference refresh", "run:\n  ref-refresh-every: -1\n", "--ref-refresh-every -1"},
+		{"unknown return policy", "run:\n  returns: loose\n", `--returns: unknown return policy "loose"`},
+		{"negative idle limit", "run:\n  max-idle-prompts: -1\n", "max-idle-prompts -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
