@@ -175,7 +175,9 @@ func (r *testRun) runIdle(cfg Config, fill func(u proto.PromptUnit, k int, ro *p
 		set.Units[i].Instruction = "Write the response as a list of prime numbers " + set.Units[i].InstructionID
 	}
 	out := &syncBuffer{}
-	orc, err := New(r.bus.JS, r.res, set, cfg, Options{Out: out, PollInterval: 20 * time.Millisecond, LineGrace: 100 * time.Millisecond, StatusEvery: time.Hour, Logger: quiet()})
+	var progress []Progress // written by the run's loop, read once it returned
+	orc, err := New(r.bus.JS, r.res, set, cfg, Options{Out: out, PollInterval: 20 * time.Millisecond, LineGrace: 100 * time.Millisecond, StatusEvery: time.Hour, Logger: quiet(),
+		OnProgress: func(p Progress) { progress = append(progress, p) }})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -188,6 +190,9 @@ func (r *testRun) runIdle(cfg Config, fill func(u proto.PromptUnit, k int, ro *p
 		r.t.Fatalf("the run did not stop by itself: %+v, %v\n%s", sum, runErr, out)
 	}
 	stopWorker()
+	if len(progress) == 0 {
+		r.t.Error("OnProgress was never called")
+	}
 	return sum, out.String(), <-taken, runErr
 }
 
@@ -302,5 +307,27 @@ func TestRecordStateCloneIsDeep(t *testing.T) {
 	s.Open.PerInstr["i"].Errors["x"]++
 	if c.Instructions["i"].Responses != 1 || c.Open.PerInstr["i"].Errors["x"] != 1 {
 		t.Error("the clone moved with the original")
+	}
+}
+
+func TestProgressLineAndETA(t *testing.T) {
+	p := Progress{Version: 2, MaxSteps: 6, Pairs: 40, PairsPerSec: 1.25, Elapsed: 100 * time.Second, InFlight: 3, IdlePrompts: 7}
+	// Two versions in 80s of this process: four more take 160s.
+	p.ETA = eta(p, 0, 0, 80*time.Second)
+	if p.ETA != 160*time.Second {
+		t.Errorf("ETA %v, want 2m40s", p.ETA)
+	}
+	p.MaxWall = 150 * time.Second
+	if got := eta(p, 0, 0, 80*time.Second); got != 50*time.Second {
+		t.Errorf("ETA with a nearer wall budget %v, want 50s", got)
+	}
+	if got := eta(Progress{Version: 0, MaxSteps: 3}, 0, 0, time.Minute); got != 0 {
+		t.Errorf("ETA before any version %v, want unknown (0)", got)
+	}
+	line := p.Line()
+	for _, want := range []string{"policy v2/6", "pairs 40", "reward -", "1.25 pairs/s", "ETA 2m40s", "7 prompts without a pair"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q does not show %q", line, want)
+		}
 	}
 }

@@ -40,6 +40,9 @@ type Options struct {
 	// StatusEvery prints a status line when no step has ended for this long (default 30s),
 	// so a run waiting for its workers or its trainer says so.
 	StatusEvery time.Duration
+	// OnProgress, when set, receives where the run stands at every poll (PollInterval), for
+	// a live status line; it must return quickly.
+	OnProgress func(Progress)
 }
 
 func (o Options) withDefaults() Options {
@@ -113,6 +116,9 @@ type Orchestrator struct {
 	closing *versionClose
 	// backlog estimates the pairs the trainer has yet to take, for async mode's PairsAhead.
 	backlog *backlog
+	// lastReward is the mean score of the last closed step that had rollouts, for progress.
+	lastReward    float64
+	hasLastReward bool
 }
 
 // New prepares a run's orchestrator, resuming from cfg.RunDir's state when there is one.
@@ -241,6 +247,7 @@ func (orc *Orchestrator) Run(ctx context.Context) (Summary, error) {
 		orc.rec.st.Open.Start = start
 	}
 	orc.rec.lastLine = start
+	startVersion, startPairs := orc.rec.st.Version, orc.rec.st.Pairs
 	orc.log.Info("orchestrator started", "mode", orc.cfg.Mode, "prompts", len(orc.set.Units), "instructions", orc.set.Instructions(),
 		"max_in_flight", orc.cfg.MaxInFlight, "max_lag", orc.cfg.MaxLag, "resumed", orc.resumed, "enqueued", orc.st.Enqueued,
 		"epoch", orc.st.Epoch, "cursor", orc.st.Cursor, "in_flight", orc.inFlight, "policy_version", orc.rec.st.Version)
@@ -280,6 +287,9 @@ loop:
 			orc.rec.printReady(now, false)
 			if now.Sub(orc.rec.lastLine) >= orc.o.StatusEvery {
 				orc.status(now)
+			}
+			if orc.o.OnProgress != nil {
+				orc.o.OnProgress(orc.progress(start, startVersion, startPairs))
 			}
 		case <-flush.C:
 			if err := orc.flush(ctx); err != nil {
@@ -476,6 +486,9 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 		// waiting for them at later steps too.
 		orc.log.Debug("closing a step without the rollouts of some of its pairs", "prompts", len(orc.rec.awaiting))
 		clear(orc.rec.awaiting)
+	}
+	if open := orc.rec.st.Open; open.Rollouts > 0 {
+		orc.lastReward, orc.hasLastReward = open.RewardSum/float64(open.Rollouts), true
 	}
 	evs := orc.rec.onVersion(c.version, now, orc.inFlight, orc.st.Enqueued)
 	orc.backlog.published(c.version)
@@ -815,4 +828,22 @@ func (orc *Orchestrator) budgetReached(start time.Time) string {
 		return reasonNoSignal
 	}
 	return ""
+}
+
+// progress is where the run stands; start, startVersion and startPairs are this process's
+// beginning, for its pace.
+func (orc *Orchestrator) progress(start time.Time, startVersion, startPairs int64) Progress {
+	r := orc.rec.st
+	since := time.Since(start)
+	p := Progress{
+		Version: r.Version, MaxSteps: orc.cfg.MaxSteps, Pairs: r.Pairs, MaxPairs: orc.cfg.MaxPairs, MaxWall: orc.cfg.MaxWall,
+		RewardMean: orc.lastReward, HasReward: orc.hasLastReward,
+		PairsPerSec: float64(r.Pairs-startPairs) / max(since.Seconds(), 1e-9),
+		Elapsed:     orc.wallBase + since, IdlePrompts: orc.rec.idle.streak, InFlight: orc.inFlight,
+	}
+	if r.Open.Rollouts > 0 {
+		p.RewardMean, p.HasReward = r.Open.RewardSum/float64(r.Open.Rollouts), true
+	}
+	p.ETA = eta(p, startVersion, startPairs, since)
+	return p
 }

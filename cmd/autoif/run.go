@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -131,6 +132,16 @@ func runAction(c *cli.Context) error {
 			return fmt.Errorf("run directory: %w", err)
 		}
 	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.String(flagLogLevel))) // checked by setupLogging
+	live, err := startLive(c.App.Writer, c.App.Writer == io.Writer(os.Stdout) && isTerminal(os.Stdout), dir, level)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	// Everything the run prints goes above the status line.
+	defer func(w io.Writer) { c.App.Writer = w }(c.App.Writer)
+	c.App.Writer = live.Out
 	start := time.Now()
 	bus, err := connectBus(ctx, c, "run")
 	if err != nil {
@@ -164,7 +175,7 @@ func runAction(c *cli.Context) error {
 
 	var sum orchestrator.Summary
 	if ip.any() {
-		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg)
+		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg, live.OnProgress)
 		if err != nil {
 			return err
 		}
@@ -189,7 +200,7 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	} else {
-		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer})
+		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer, OnProgress: live.OnProgress})
 		if err != nil {
 			return err
 		}
@@ -303,7 +314,7 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 
 // loopOptions wires the in-process components to the run, each on its own connection to the
 // bus the orchestrator uses.
-func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config) (experiment.LoopOptions, error) {
+func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config, onProgress func(orchestrator.Progress)) (experiment.LoopOptions, error) {
 	dir := runDir(c)
 	modelDir := c.String("model")
 	if modelDir == "" {
@@ -321,7 +332,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	no.URL, no.StoreDir = bus.URL(), ""
 	lo := experiment.LoopOptions{
 		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
-		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
+		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer, OnProgress: onProgress},
 		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), Returns: ip.returns, UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,
 		Rollout: rollout.Options{
