@@ -121,6 +121,9 @@ func TestIdleWatchWarnsResetsAndStops(t *testing.T) {
 	if !strings.Contains(w.stop, "10 prompts in a row") || !strings.Contains(w.stop, "too long") {
 		t.Errorf("stop %q: want the count and the main cause, the skipped prompts", w.stop)
 	}
+	if msg := w.onSkipped(20); msg != "" || w.streak != 10 {
+		t.Errorf("prompts finishing after the stop warned (%q) or moved the streak to %d", msg, w.streak)
+	}
 	if r := w.report("x"); !strings.Contains(r, "KeyError") || !strings.Contains(r, "errors 24 (exception:KeyError 24)") {
 		t.Errorf("report leaves out the minor cause or the outcomes:\n%s", r)
 	}

@@ -274,6 +274,11 @@ func (w *idleWatch) onSkipped(n int) string {
 }
 
 func (w *idleWatch) note(key, what, example, instruction string) string {
+	if w.stop != "" {
+		// Prompts still in flight when the limit was reached: the account stays the one the
+		// stop was made on.
+		return ""
+	}
 	w.streak++
 	c := w.causes[key]
 	if c == nil {
