@@ -58,6 +58,8 @@ type RecordState struct {
 	Rollouts          int64 `json:"rollouts"`
 	Pairs             int64 `json:"pairs"`
 	StalePairs        int64 `json:"stale_pairs"`
+	// Instructions is each instruction's account over the run (the end-of-run table).
+	Instructions map[string]*instrTotals `json:"instructions,omitempty"`
 }
 
 func newState(runID string, set *PromptSet, cfg Config) *State {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -70,6 +71,8 @@ func runCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: def.Seed, Usage: "shuffle seed of the prompt order (fixed for a run: a resume must use the same)"},
 			&cli.DurationFlag{Name: "flush-every", Value: def.FlushEvery, Usage: "how often metrics.parquet, samples.parquet and state.json are rewritten"},
 			&cli.IntFlag{Name: "samples-per-step", Value: def.SamplesPerStep, Usage: "prompts per step kept in samples.parquet with their responses, scores and pairs"},
+			&cli.IntFlag{Name: "warn-idle-prompts", Value: def.WarnIdlePrompts, Usage: "after this many prompts in a row made no preference pair, say why (ties, functions raising, bad returns, timeouts, prompts too long); 0: never"},
+			&cli.IntFlag{Name: "max-idle-prompts", Value: def.MaxIdlePrompts, Usage: "stop the run with an error, saying why, after this many prompts in a row made no preference pair; 0: never"},
 		}, inProcessFlags()...),
 		Action: runAction,
 	}
@@ -98,6 +101,8 @@ func runConfig(c *cli.Context) (orchestrator.Config, error) {
 	cfg.Seed = c.Uint64("seed")
 	cfg.FlushEvery = c.Duration("flush-every")
 	cfg.SamplesPerStep = c.Int("samples-per-step")
+	cfg.WarnIdlePrompts = c.Int("warn-idle-prompts")
+	cfg.MaxIdlePrompts = c.Int("max-idle-prompts")
 	return cfg, nil
 }
 
@@ -135,6 +140,16 @@ func runAction(c *cli.Context) error {
 			return fmt.Errorf("run directory: %w", err)
 		}
 	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.String(flagLogLevel))) // checked by setupLogging
+	live, err := startLive(c.App.Writer, c.App.Writer == io.Writer(os.Stdout) && isTerminal(os.Stdout), dir, level)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	// Everything the run prints goes above the status line.
+	defer func(w io.Writer) { c.App.Writer = w }(c.App.Writer)
+	c.App.Writer = live.Out
 	start := time.Now()
 	bus, err := connectBus(ctx, c, "run")
 	if err != nil {
@@ -168,7 +183,7 @@ func runAction(c *cli.Context) error {
 
 	var sum orchestrator.Summary
 	if ip.any() {
-		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg)
+		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg, live.OnProgress)
 		if err != nil {
 			return err
 		}
@@ -193,7 +208,7 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	} else {
-		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer})
+		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer, OnProgress: live.OnProgress})
 		if err != nil {
 			return err
 		}
@@ -232,6 +247,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
 		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
 		&cli.IntFlag{Name: "reward-workers", Usage: "sandbox workers of an in-process reward pool (default: number of CPUs)"},
+		returnsFlag(),
 		unsafeNoSandboxFlag(),
 		&cli.StringFlag{Name: "model", Usage: "starting policy and frozen reference of in-process components (default: the tinyIF warm start in --warm-start-dir, trained when absent)"},
 		&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default tinyIF warm start is cached"},
@@ -252,6 +268,7 @@ type inProcess struct {
 	rolloutWorkers int
 	trainer        bool
 	reward         string
+	returns        reward.Returns
 }
 
 func (ip inProcess) any() bool { return ip.rolloutWorkers > 0 || ip.trainer }
@@ -282,12 +299,17 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 	default:
 		return ip, fmt.Errorf("--reward %q: want service, local or external", ip.reward)
 	}
+	returns, err := reward.ParseReturns(c.String("returns"))
+	if err != nil {
+		return ip, fmt.Errorf("--returns: %w", err)
+	}
+	ip.returns = returns
 	return ip, nil
 }
 
 // loopOptions wires the in-process components to the run, each on its own connection to the
 // bus the orchestrator uses.
-func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config) (experiment.LoopOptions, error) {
+func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config, onProgress func(orchestrator.Progress)) (experiment.LoopOptions, error) {
 	dir := runDir(c)
 	modelDir := c.String("model")
 	if modelDir == "" {
@@ -305,8 +327,8 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	no.URL, no.StoreDir = bus.URL(), ""
 	lo := experiment.LoopOptions{
 		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
-		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
-		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
+		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer, OnProgress: onProgress},
+		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), Returns: ip.returns, UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,
 		Rollout: rollout.Options{
 			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),

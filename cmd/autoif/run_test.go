@@ -34,6 +34,8 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"unknown reward mode", "run:\n  reward: oracle\n", `--reward "oracle"`},
 		{"negative rollout workers", "run:\n  rollout-workers: -1\n", "--rollout-workers -1"},
 		{"negative reference refresh", "run:\n  ref-refresh-every: -1\n", "--ref-refresh-every -1"},
+		{"unknown return policy", "run:\n  returns: loose\n", `--returns: unknown return policy "loose"`},
+		{"negative idle limit", "run:\n  max-idle-prompts: -1\n", "max-idle-prompts -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -192,5 +194,49 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 				t.Errorf("summary timing %+v, peak RSS %g MB: want sampling and training seconds of 2 versions", sum.Timing, sum.PeakRSSMB)
 			}
 		})
+	}
+}
+
+// The issue's run, end to end: every verification function raises. `autoif run` stops by
+// itself after --max-idle-prompts prompts without a pair, with an error, and its last lines
+// name the exception type and the instruction.
+func TestRunWhoseFunctionsRaiseStopsItselfAndSaysWhy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Python reward workers and samples a tiny model")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is needed for the reward sandbox")
+	}
+	prompts := filepath.Join(t.TempDir(), "prompts.jsonl")
+	fn := "def evaluate(response):\n    primes = [int(n) for n in response.split(',')]\n    return len(primes) > 1\n"
+	var body strings.Builder
+	for i := range 3 {
+		row, _ := json.Marshal(map[string]any{"prompt": fmt.Sprintf("Write the response as a list of prime numbers. Question %d?", i),
+			"eval_func": [][]any{{fn, 1.0}}})
+		body.Write(append(row, '\n'))
+	}
+	if err := os.WriteFile(prompts, []byte(body.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.RunContext(ctx, []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
+		"--prompts", prompts, "--model", writeTinyPolicy(t), "--reward", "local", "--reward-workers", "1", "--k", "2",
+		"--max-new-tokens", "4", "--rollout-prompts-per-step", "3", "--max-in-flight", "3", "--max-steps", "3",
+		"--warn-idle-prompts", "3", "--max-idle-prompts", "6"})
+	t.Logf("output:\n%s", out.String())
+	if err == nil || !strings.Contains(err.Error(), "ValueError") || !strings.Contains(err.Error(), "prime numbers") {
+		t.Fatalf("error %v: want one naming the exception type and the instruction", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	tail := strings.Join(lines[max(0, len(lines)-4):], "\n")
+	for _, want := range []string{"raised ValueError", "instruction: Write the response as a list of prime numbers", "invalid literal for int()"} {
+		if !strings.Contains(tail, want) {
+			t.Errorf("last lines do not say %q:\n%s", want, tail)
+		}
 	}
 }
