@@ -65,7 +65,9 @@ var flagBounds = map[string]bound{
 	"max-steps":                atLeast(0, maxBudget),   // 0: no limit
 	"max-pairs":                atLeast(0, maxBudget),
 	"max-wall":                 atLeast(0, 3650*day),
-	"epochs":                   atLeast(0, maxCount), // run: 0 cycles; train: see commandFlagBounds
+	"warn-idle-prompts":        atLeast(0, maxBudget), // 0: never
+	"max-idle-prompts":         atLeast(0, maxBudget), // 0: never
+	"epochs":                   atLeast(0, maxCount),  // run: 0 cycles; train: see commandFlagBounds
 	"chosen-min":               atLeast(0, 1),
 	"max-chosen":               atLeast(1, 1024),
 	"max-rejected":             atLeast(1, 1024),

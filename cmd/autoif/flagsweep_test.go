@@ -99,6 +99,8 @@ var sweepAccepted = map[string]string{
 	"--max-steps 0":         "0: no limit",
 	"--max-pairs 0":         "run: no limit; rollout: no cap per prompt",
 	"--max-wall 0s":         "0: no limit",
+	"--warn-idle-prompts 0": "0: never warn",
+	"--max-idle-prompts 0":  "0: never stop",
 	"--max-lag 0":           "0: only the current policy's pairs (sync)",
 	"--max-policy-lag 0":    "0: only the current policy's pairs",
 	"--pairs-ahead 0":       "0: no bound",
