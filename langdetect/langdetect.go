@@ -136,11 +136,10 @@ func Languages() []string { return append([]string(nil), defaultModel().langs...
 // of 0.1, or ErrNoFeatures.
 func Detect(text string) (string, error) {
 	m := defaultModel()
-	ngrams := m.extractNgrams(m.cleanText(m.appendText(text)))
-	if len(ngrams) == 0 {
-		return "", ErrNoFeatures
+	probs, err := m.probabilities(text)
+	if err != nil {
+		return "", err
 	}
-	probs := m.detectBlock(ngrams)
 	best, bestP := unknownLang, 0.0
 	// _sort_probability keeps languages above 0.1 and sorts them stably by descending
 	// probability: the first in language order wins a tie.
@@ -150,6 +149,16 @@ func Detect(text string) (string, error) {
 		}
 	}
 	return best, nil
+}
+
+// probabilities is Detector._detect_block: each language's probability averaged over the
+// trials, in m.langs order.
+func (m *model) probabilities(text string) ([]float64, error) {
+	ngrams := m.extractNgrams(m.cleanText(m.appendText(text)))
+	if len(ngrams) == 0 {
+		return nil, ErrNoFeatures
+	}
+	return m.detectBlock(ngrams), nil
 }
 
 // appendText is Detector.append: URLs and e-mail addresses become spaces, Vietnamese

@@ -50,8 +50,9 @@ func TestPyRandomDrawsWhatCPythonDraws(t *testing.T) {
 // golden is one line of testdata/goldens.jsonl.gz, written by scripts/nlp_goldens.py:
 // langdetect.detect(text) with DetectorFactory.seed = 0, or "error: <message>".
 type golden struct {
-	Text string `json:"text"`
-	Lang string `json:"lang"`
+	Text  string             `json:"text"`
+	Lang  string             `json:"lang"`
+	Probs map[string]float64 `json:"probs"` // every language above 1e-4
 }
 
 func readGoldens(t testing.TB, path string) []golden {
@@ -112,6 +113,37 @@ func TestDetectMatchesLangdetectGoldens(t *testing.T) {
 	}
 	if bad := agreement(t, gs); bad > 0 {
 		t.Errorf("%d of %d goldens differ", bad, len(gs))
+	}
+}
+
+// The averaged probabilities depend on every n-gram the trials drew, so equal probabilities
+// mean the ported random stream chose the same n-grams as Python's. They may differ in the
+// last bits only: Python adds them up in os.listdir order, this port in name order.
+func TestProbabilitiesMatchLangdetectGoldens(t *testing.T) {
+	m := defaultModel()
+	gs := readGoldens(t, "testdata/goldens.jsonl.gz")
+	checked := 0
+	for i, g := range gs {
+		probs, err := m.probabilities(g.Text)
+		if err != nil {
+			if len(g.Probs) != 0 {
+				t.Errorf("golden %d: %v, want probabilities %v", i, err, g.Probs)
+			}
+			continue
+		}
+		for j, lang := range m.langs {
+			want := g.Probs[lang] // 0 when langdetect gave 1e-4 or less
+			if want == 0 && probs[j] <= 1e-4 {
+				continue
+			}
+			if math.Abs(probs[j]-want) > 1e-12 {
+				t.Errorf("golden %d %q: p(%s) = %v, want %v", i, trunc(g.Text), lang, probs[j], want)
+			}
+		}
+		checked++
+	}
+	if checked < 1000 {
+		t.Errorf("only %d goldens with probabilities", checked)
 	}
 }
 

@@ -274,7 +274,8 @@ func padPeriodRuns(s string) string {
 	})
 }
 
-// openingDoubleQuote is ([ \(\[{<])(\"|\'{2}) -> \1 “.
+// openingDoubleQuote is ([ \(\[{<])(\"|\'{2}) -> \1 and two backticks: an opening double
+// quote after a space or an opening bracket.
 func openingDoubleQuote(s string, i int) (int, string, bool) {
 	switch s[i] {
 	case ' ', '(', '[', '{', '<':

@@ -268,13 +268,28 @@ def main():
         d.append(t)
         return d.detect()
 
+    from langdetect import detector_factory
+
+    detector_factory.init_factory()
+
+    def probabilities(t):
+        """Every language's averaged probability above 1e-4: the sampled n-grams decide
+        these to many digits, so they check the ported random stream, not just the winner."""
+        d = detector_factory._factory.create()
+        d.append(t)
+        try:
+            d.detect()
+        except LangDetectException:
+            return {}
+        return {lang: p for lang, p in zip(d.langlist, d.langprob) if p > 1e-4}
+
     rows = []
     order_diffs = 0
     for t in l_texts:
         want = run(lambda: langdetect.detect(t))
         alt = run(lambda: sorted_detect(t))
         order_diffs += want != alt
-        rows.append({"text": t, "lang": want, "sorted_order_lang": alt})
+        rows.append({"text": t, "lang": want, "sorted_order_lang": alt, "probs": probabilities(t)})
     write_gz(a.langdetect_out, rows)
     print(
         f"punkt: {len(p_texts)} texts -> {a.punkt_out}; langdetect: {len(l_texts)} texts -> {a.langdetect_out}; "
