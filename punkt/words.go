@@ -477,7 +477,9 @@ type contraction struct {
 }
 
 func (c contraction) match(s string, i int) (int, string, bool) {
-	if !wordBoundary(s, i) {
+	// Every pattern starts with an ASCII letter that nothing else folds onto: reject most
+	// positions before the boundary test.
+	if s[i]|0x20 != c.first[0] || !wordBoundary(s, i) {
 		return 0, "", false
 	}
 	n1, ok := foldPrefix(s[i:], c.first)
