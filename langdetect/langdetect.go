@@ -25,10 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/autoif/autoif/internal/pystr"
 )
@@ -70,8 +70,19 @@ type langProb struct {
 // profile has, its probability in each language.
 type model struct {
 	langs []string
-	probs map[string][]langProb
+	index map[ngram]int32 // n-gram → row of probs
+	probs [][]langProb
 	norm  normalizer
+}
+
+// ngram is an n-gram of up to three characters, unused places zero: a map key that needs no
+// allocation, unlike a string built from the sliding window.
+type ngram [3]rune
+
+func ngramOf(rs []rune) ngram {
+	var g ngram
+	copy(g[:], rs)
+	return g
 }
 
 type profile struct {
@@ -93,21 +104,26 @@ func loadModel() (*model, error) {
 	if err := json.Unmarshal(raw, &ps); err != nil {
 		return nil, err
 	}
-	m := &model{probs: make(map[string][]langProb, 90000)}
+	m := &model{index: make(map[ngram]int32, 90000)}
 	for i, p := range ps {
 		m.langs = append(m.langs, p.Name)
-		// add_profile: prob = freq / n_words[len(word)-1] for words of 1 to 3 characters.
+		// add_profile: prob = freq / n_words[len(word)-1]. Every profile word has 1 to 3
+		// characters, the only lengths extraction produces; others could never be looked up.
 		// Map order does not matter: each word's entries are appended in language order.
 		for w, f := range p.Freq {
-			n := utf8.RuneCountInString(w)
-			lp := m.probs[w]
-			if n >= 1 && n <= 3 && int(p.NWords[n-1]) != 0 {
-				lp = append(lp, langProb{i, float64(f) / float64(p.NWords[n-1])})
+			rs := []rune(w)
+			if len(rs) < 1 || len(rs) > 3 || slices.Contains(rs, 0) {
+				continue
 			}
-			if lp == nil {
-				lp = []langProb{}
+			row, ok := m.index[ngramOf(rs)]
+			if !ok {
+				row = int32(len(m.probs))
+				m.index[ngramOf(rs)] = row
+				m.probs = append(m.probs, nil)
 			}
-			m.probs[w] = lp
+			if nw := p.NWords[len(rs)-1]; nw != 0 {
+				m.probs[row] = append(m.probs[row], langProb{i, float64(f) / float64(nw)})
+			}
 		}
 	}
 	if len(m.langs) != 55 {
@@ -209,8 +225,8 @@ func (m *model) cleanText(text []rune) []rune {
 
 // extractNgrams is Detector._extract_ngrams: the 1-, 2- and 3-grams (of normalised
 // characters, words padded by spaces) that some profile has, skipping words in capitals.
-func (m *model) extractNgrams(text []rune) []string {
-	var out []string
+func (m *model) extractNgrams(text []rune) []int32 {
+	var out []int32
 	grams := make([]rune, 1, 4)
 	grams[0] = ' '
 	capitalWord := false
@@ -241,12 +257,12 @@ func (m *model) extractNgrams(text []rune) []string {
 			continue
 		}
 		for n := 1; n <= 3 && n <= len(grams); n++ {
-			w := string(grams[len(grams)-n:])
-			if w == " " {
+			w := grams[len(grams)-n:]
+			if n == 1 && w[0] == ' ' {
 				continue
 			}
-			if _, ok := m.probs[w]; ok {
-				out = append(out, w)
+			if row, ok := m.index[ngramOf(w)]; ok {
+				out = append(out, row)
 			}
 		}
 	}
@@ -256,7 +272,7 @@ func (m *model) extractNgrams(text []rune) []string {
 // detectBlock is Detector._detect_block after the n-grams are extracted: seven trials, each
 // with its own smoothing alpha, update the language probabilities with randomly chosen
 // n-grams until one language passes 0.99999 (checked every fifth step) or 1,000 steps.
-func (m *model) detectBlock(ngrams []string) []float64 {
+func (m *model) detectBlock(ngrams []int32) []float64 {
 	nl := len(m.langs)
 	langProb := make([]float64, nl)
 	prob := make([]float64, nl)
