@@ -106,9 +106,14 @@ func loadModel() (*model, error) {
 	}
 	m := &model{index: make(map[ngram]int32, 90000)}
 	for i, p := range ps {
+		if len(p.NWords) != 3 {
+			return nil, fmt.Errorf("profile %q: %d n_words, want 3", p.Name, len(p.NWords))
+		}
 		m.langs = append(m.langs, p.Name)
 		// add_profile: prob = freq / n_words[len(word)-1]. Every profile word has 1 to 3
-		// characters, the only lengths extraction produces; others could never be looked up.
+		// characters, the only lengths extraction produces; others could never be looked up,
+		// nor could a word holding NUL (normalisation turns NUL into a space), which would
+		// also collide with the zero padding of a shorter key.
 		// Map order does not matter: each word's entries are appended in language order.
 		for w, f := range p.Freq {
 			rs := []rune(w)
