@@ -2,6 +2,7 @@ package langdetect
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +101,27 @@ func BenchmarkDetect(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		Detect(text)
+	}
+}
+
+// The profiles are shared: concurrent callers get the answers a single caller gets.
+func TestConcurrentUse(t *testing.T) {
+	gs := readGoldens(t, "testdata/goldens.jsonl.gz")[:150]
+	done := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func() {
+			for _, g := range gs {
+				if got := detectAsPython(g.Text); got != g.Lang {
+					done <- fmt.Errorf("%q: %q, want %q", trunc(g.Text), got, g.Lang)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package punkt
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -214,4 +215,26 @@ func FuzzSentences(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The English model is shared: concurrent callers get the answers a single caller gets.
+func TestConcurrentUse(t *testing.T) {
+	gs := readGoldens(t, "testdata/goldens.jsonl.gz")[:200]
+	done := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func() {
+			for _, g := range gs {
+				if got := WordTokenize(g.Text); len(got) != len(g.Words) {
+					done <- fmt.Errorf("%q: %d tokens, want %d", g.Text, len(got), len(g.Words))
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
 }
