@@ -2,29 +2,11 @@ package langdetect
 
 import (
 	"fmt"
-	"strings"
 	"testing"
-	"unicode"
 
 	"github.com/autoif/autoif/internal/ifevaldata"
 	"github.com/autoif/autoif/internal/pystr"
 )
-
-// isUpperStr and isLowerStr are Python's str.isupper and str.islower: at least one cased
-// character, and none of the other case or titlecase.
-func isUpperStr(s string) bool { return casedAll(s, pystr.IsUpper, pystr.IsLower) }
-func isLowerStr(s string) bool { return casedAll(s, pystr.IsLower, pystr.IsUpper) }
-
-func casedAll(s string, want, other func(rune) bool) bool {
-	cased := false
-	for _, r := range s {
-		if other(r) || unicode.IsTitle(r) {
-			return false
-		}
-		cased = cased || want(r)
-	}
-	return cased
-}
 
 // officialRandomVerdicts are the official verdicts this port cannot reproduce, because the
 // official run left langdetect unseeded: with seed 0 langdetect (Python and this port alike)
@@ -57,10 +39,10 @@ func TestOfficialLanguageVerdicts(t *testing.T) {
 			return detectIs(v.Response, lang)
 		},
 		"change_case:english_capital": func(v ifevaldata.Verdict) bool {
-			return isUpperStr(v.Response) && detectIs(v.Response, "en")
+			return pystr.IsUpperString(v.Response) && detectIs(v.Response, "en")
 		},
 		"change_case:english_lowercase": func(v ifevaldata.Verdict) bool {
-			return isLowerStr(v.Response) && detectIs(v.Response, "en")
+			return pystr.IsLowerString(v.Response) && detectIs(v.Response, "en")
 		},
 	}
 	seen := map[string]bool{}
@@ -71,7 +53,7 @@ func TestOfficialLanguageVerdicts(t *testing.T) {
 		}
 		agree := 0
 		for _, v := range vs {
-			ours := strings.TrimFunc(v.Response, pystr.IsSpace) != "" && check(v)
+			ours := pystr.Strip(v.Response) != "" && check(v)
 			if ours == v.Followed {
 				agree++
 				continue

@@ -4,7 +4,7 @@
 // instructions.
 //
 // langdetect samples n-grams at random. The checker leaves DetectorFactory.seed unset, so
-// Python draws a new seed each run and a few borderline texts get different answers between
+// every call draws a fresh seed and a few borderline texts get different answers between
 // runs. Detect behaves as langdetect with DetectorFactory.seed = 0: it ports CPython's
 // Mersenne Twister (random.seed(0), random(), gauss(), choice()) so that the same n-grams are
 // drawn in the same order, and on the goldens in testdata it returns Python's answer for

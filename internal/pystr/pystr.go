@@ -49,6 +49,25 @@ func IsLower(r rune) bool {
 	return unicode.IsLower(r) || unicode.Is(unicode.Other_Lowercase, r)
 }
 
+// IsUpperString is str.isupper: at least one cased character, and none lower case or title
+// case.
+func IsUpperString(s string) bool { return allCased(s, IsUpper, IsLower) }
+
+// IsLowerString is str.islower: at least one cased character, and none upper case or title
+// case.
+func IsLowerString(s string) bool { return allCased(s, IsLower, IsUpper) }
+
+func allCased(s string, want, other func(rune) bool) bool {
+	cased := false
+	for _, r := range s {
+		if other(r) || unicode.IsTitle(r) {
+			return false
+		}
+		cased = cased || want(r)
+	}
+	return cased
+}
+
 // Lower is str.lower except for the final-sigma rule (Python writes a word-final capital
 // sigma as 'ς', this writes 'σ'). Python's one unconditional full mapping that is not a single
 // rune is kept: 'İ' becomes "i̇", so that it cannot turn into an ASCII 'i'.
@@ -74,6 +93,9 @@ func Lower(s string) string {
 	}
 	return b.String()
 }
+
+// Strip is str.strip() with no argument.
+func Strip(s string) string { return strings.TrimFunc(s, IsSpace) }
 
 // TrimRightSpace is str.rstrip() with no argument.
 func TrimRightSpace(s string) string { return strings.TrimRightFunc(s, IsSpace) }

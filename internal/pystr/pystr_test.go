@@ -54,7 +54,42 @@ func TestMatchesCPython(t *testing.T) {
 	if got := Fields("a\x1cb\u00a0c  d\n"); len(got) != 4 {
 		t.Errorf("Fields = %q", got)
 	}
+	if got := Strip("\x1c\u00a0 x y\u2029"); got != "x y" {
+		t.Errorf("Strip = %q", got)
+	}
 	if got := TrimRightSpace("x \u3000\x1f"); got != "x" {
 		t.Errorf("TrimRightSpace = %q", got)
+	}
+}
+
+// CPython 3.11's str.isupper and str.islower.
+func TestStringCase(t *testing.T) {
+	for _, c := range []struct {
+		s            string
+		upper, lower bool
+	}{
+		{"", false, false},
+		{"123", false, false}, // no cased character
+		{"ABC", true, false},
+		{"ABC 1!", true, false},
+		{"AbC", false, false},
+		{"ǅA", false, false}, // a titlecase character rules both out
+		{"Ⅳ", true, false},
+		{"ⅳ", false, true},
+		{"ß", false, true},
+		{"ªb", false, true},
+		{"abc def", false, true},
+		{"İ", true, false},
+		{"日本", false, false},
+		{"HELLO ǅ", false, false},
+		{"hello Ⓐ", false, false},
+		{"σς", false, true},
+	} {
+		if got := IsUpperString(c.s); got != c.upper {
+			t.Errorf("IsUpperString(%q) = %v", c.s, got)
+		}
+		if got := IsLowerString(c.s); got != c.lower {
+			t.Errorf("IsLowerString(%q) = %v", c.s, got)
+		}
 	}
 }
