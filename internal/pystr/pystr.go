@@ -1,8 +1,10 @@
 // Package pystr gives Python 3's str character classes (str.isspace, re's \w and \d,
-// str.isupper, str.islower, str.lower) to the Go ports of Python text code, where Go's own
-// definitions differ: Go's regexp \s, \w and \b are ASCII-only, unicode.IsSpace leaves out
-// U+001C..U+001F (Python treats them as separators), and Python's isupper/islower follow the
-// derived Uppercase/Lowercase properties rather than the Lu/Ll categories.
+// str.isupper, str.islower) and the str methods built on them (lower, strip, rstrip, split,
+// isupper and islower of a whole string) to the Go ports of Python text code, such as the
+// IFEval checkers, where Go's own definitions differ: Go's regexp \s, \w and \b are
+// ASCII-only, unicode.IsSpace leaves out U+001C..U+001F (Python treats them as separators),
+// and Python's isupper/islower follow the derived Uppercase/Lowercase properties rather than
+// the Lu/Ll categories.
 //
 // Checked code point by code point against CPython 3.11 (Unicode 14.0): the only
 // disagreements are characters first assigned in Unicode 15.0, which Go knows and Python 3.11
