@@ -1,8 +1,10 @@
 // Package pystr gives Python 3's str character classes (str.isspace, re's \w and \d,
-// str.isupper, str.islower, str.lower) to the Go ports of Python text code, where Go's own
-// definitions differ: Go's regexp \s, \w and \b are ASCII-only, unicode.IsSpace leaves out
-// U+001C..U+001F (Python treats them as separators), and Python's isupper/islower follow the
-// derived Uppercase/Lowercase properties rather than the Lu/Ll categories.
+// str.isupper, str.islower) and the str methods built on them (lower, strip, rstrip, split,
+// isupper and islower of a whole string) to the Go ports of Python text code, such as the
+// IFEval checkers, where Go's own definitions differ: Go's regexp \s, \w and \b are
+// ASCII-only, unicode.IsSpace leaves out U+001C..U+001F (Python treats them as separators),
+// and Python's isupper/islower follow the derived Uppercase/Lowercase properties rather than
+// the Lu/Ll categories.
 //
 // Checked code point by code point against CPython 3.11 (Unicode 14.0): the only
 // disagreements are characters first assigned in Unicode 15.0, which Go knows and Python 3.11
@@ -49,6 +51,25 @@ func IsLower(r rune) bool {
 	return unicode.IsLower(r) || unicode.Is(unicode.Other_Lowercase, r)
 }
 
+// IsUpperString is str.isupper: at least one cased character, and none lower case or title
+// case.
+func IsUpperString(s string) bool { return allCased(s, IsUpper, IsLower) }
+
+// IsLowerString is str.islower: at least one cased character, and none upper case or title
+// case.
+func IsLowerString(s string) bool { return allCased(s, IsLower, IsUpper) }
+
+func allCased(s string, want, other func(rune) bool) bool {
+	cased := false
+	for _, r := range s {
+		if other(r) || unicode.IsTitle(r) {
+			return false
+		}
+		cased = cased || want(r)
+	}
+	return cased
+}
+
 // Lower is str.lower except for the final-sigma rule (Python writes a word-final capital
 // sigma as 'ς', this writes 'σ'). Python's one unconditional full mapping that is not a single
 // rune is kept: 'İ' becomes "i̇", so that it cannot turn into an ASCII 'i'.
@@ -74,6 +95,9 @@ func Lower(s string) string {
 	}
 	return b.String()
 }
+
+// Strip is str.strip() with no argument.
+func Strip(s string) string { return strings.TrimFunc(s, IsSpace) }
 
 // TrimRightSpace is str.rstrip() with no argument.
 func TrimRightSpace(s string) string { return strings.TrimRightFunc(s, IsSpace) }
