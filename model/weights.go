@@ -206,6 +206,12 @@ func LoadModel(dir string, opts LoadOptions) (*Model, error) {
 	return New(w), nil
 }
 
+// LoadWeights is Load keeping BF16/F16 weight matrices as stored unless opts.Float32 (see
+// Tensor.Half): a frozen base that LoRA training reads but never updates.
+func LoadWeights(dir string, opts LoadOptions) (*Weights, error) {
+	return load(dir, !opts.Float32)
+}
+
 // load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.
 func load(dir string, keepHalf bool) (*Weights, error) {
 	dir = atomicfile.Resolve(dir) // a crash mid-Save leaves the previous checkpoint aside
