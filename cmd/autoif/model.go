@@ -242,6 +242,19 @@ func modelInfoCommand() *cli.Command {
 
 // requireModelFlags stands in for urfave/cli's Required, which is checked before a command's
 // config-file section is applied and so would reject a value given only in the config file.
+// checkModelDirs fails, naming the flag, when a checkpoint directory flag that is set holds
+// no readable config.json: commands call it before they connect to a bus or create anything.
+func checkModelDirs(c *cli.Context, names ...string) error {
+	for _, name := range names {
+		if dir := c.String(name); dir != "" {
+			if _, err := model.LoadConfig(dir); err != nil {
+				return fmt.Errorf("--%s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
 func requireModelFlags(c *cli.Context, names ...string) error {
 	for _, n := range names {
 		if c.String(n) == "" {

@@ -158,6 +158,9 @@ func trainStreamCommand() *cli.Command {
 			if err := requireModelFlags(c, "model", "out"); err != nil {
 				return err
 			}
+			if err := checkModelDirs(c, "model", "ref"); err != nil {
+				return err
+			}
 			ro, err := runOptions(c)
 			if err != nil {
 				return err
