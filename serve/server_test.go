@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -243,6 +244,7 @@ var hello = []map[string]any{{"role": "system", "content": "Be brief."}, {"role"
 func (ts *testServer) helloPrompt(t *testing.T) []int {
 	return ts.chatPrompt(t, tokenizer.Message{Role: "system", Content: "Be brief."}, tokenizer.Message{Role: "user", Content: "Hello"})
 }
+
 // A chat completion is model.Generate on the chat template's ids with the request's
 // temperature and seed: same text, same finish reason ("length" at max_tokens, "stop" at an
 // EOS, which is counted in usage but not shown). Object type, id, fingerprint and version
@@ -286,5 +288,321 @@ func TestIgnoreEOS(t *testing.T) {
 	text = asJSON(text)
 	if *got.Choices[0].FinishReason != "length" || got.Usage.CompletionTokens != 60 || !strings.HasPrefix(*got.Choices[0].Message.Content, text) {
 		t.Fatalf("finish %s after %d tokens (%q), want length after 60, starting %q", *got.Choices[0].FinishReason, got.Usage.CompletionTokens, *got.Choices[0].Message.Content, text)
+	}
+}
+
+// chunks decodes a stream's payloads (all but the final [DONE]) as chat chunks.
+func chatChunks(t *testing.T, data []string) []chatResponse {
+	t.Helper()
+	if len(data) == 0 || data[len(data)-1] != "[DONE]" {
+		t.Fatalf("stream does not end with [DONE]: %q", data)
+	}
+	var out []chatResponse
+	for _, d := range data[:len(data)-1] {
+		var c chatResponse
+		if err := json.Unmarshal([]byte(d), &c); err != nil {
+			t.Fatalf("%v in %s", err, d)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// Streaming says what the non-streaming answer says: per choice, the deltas join to its
+// content, the first delta carries the role, the last the finish reason; with
+// stream_options.include_usage a final chunk with no choices carries the same usage.
+func TestStreamEqualsNonStream(t *testing.T) {
+	ts := startServer(t, Options{})
+	prompt := ts.helloPrompt(t)
+	seed, _ := ts.eosSeed(t, prompt, 40)
+	for _, body := range []map[string]any{
+		{"temperature": 0, "max_tokens": 12},
+		{"seed": seed, "max_tokens": 40, "n": 3, "logprobs": true, "top_logprobs": 2},
+	} {
+		body["model"], body["messages"] = "tiny", hello
+		var whole chatResponse
+		ts.post(t, "/v1/chat/completions", body, &whole)
+		body["stream_options"] = map[string]any{"include_usage": true}
+		data, resp := ts.stream(t, "/v1/chat/completions", body)
+		if resp.Header.Get(VersionHeader) != "0" {
+			t.Fatalf("version header %q", resp.Header.Get(VersionHeader))
+		}
+		chunks := chatChunks(t, data)
+		text := map[int]string{}
+		finish := map[int]string{}
+		lps := map[int][]chatTokenLogprob{}
+		for i, c := range chunks[:len(chunks)-1] {
+			if c.Object != "chat.completion.chunk" || c.ID != chunks[0].ID || c.SystemFingerprint != "autoif-policy-v0" || len(c.Choices) != 1 || c.Usage != nil {
+				t.Fatalf("chunk %d: %+v", i, c)
+			}
+			ch := c.Choices[0]
+			if _, seen := text[ch.Index]; !seen && ch.Delta.Role != "assistant" {
+				t.Fatalf("choice %d's first delta has no role: %+v", ch.Index, ch.Delta)
+			}
+			if finish[ch.Index] != "" {
+				t.Fatalf("choice %d continues after its finish", ch.Index)
+			}
+			if ch.Delta.Content != nil {
+				text[ch.Index] += *ch.Delta.Content
+			} else if _, seen := text[ch.Index]; !seen {
+				text[ch.Index] = ""
+			}
+			if ch.FinishReason != nil {
+				finish[ch.Index] = *ch.FinishReason
+			}
+			if ch.Logprobs != nil {
+				lps[ch.Index] = append(lps[ch.Index], ch.Logprobs.Content...)
+			}
+		}
+		last := chunks[len(chunks)-1]
+		if len(last.Choices) != 0 || last.Usage == nil || *last.Usage != *whole.Usage {
+			t.Fatalf("usage chunk %+v, want usage %+v", last, whole.Usage)
+		}
+		if len(text) != len(whole.Choices) {
+			t.Fatalf("%d streamed choices, %d whole", len(text), len(whole.Choices))
+		}
+		for _, c := range whole.Choices {
+			if text[c.Index] != *c.Message.Content || finish[c.Index] != *c.FinishReason {
+				t.Errorf("choice %d: streamed %q (%s), whole %q (%s)", c.Index, text[c.Index], finish[c.Index], *c.Message.Content, *c.FinishReason)
+			}
+			if c.Logprobs != nil {
+				a, _ := json.Marshal(lps[c.Index])
+				b, _ := json.Marshal(c.Logprobs.Content)
+				if !bytes.Equal(a, b) {
+					t.Errorf("choice %d: streamed logprobs %s, whole %s", c.Index, a, b)
+				}
+			}
+		}
+	}
+}
+
+// Without stream_options no usage chunk is sent.
+func TestStreamWithoutUsage(t *testing.T) {
+	ts := startServer(t, Options{})
+	data, _ := ts.stream(t, "/v1/chat/completions", map[string]any{"model": "tiny", "messages": hello, "max_tokens": 4})
+	for _, c := range chatChunks(t, data) {
+		if c.Usage != nil || len(c.Choices) != 1 {
+			t.Fatalf("chunk %+v", c)
+		}
+	}
+}
+
+// A seed makes a request reproducible; n choices are n different samples, choice i the one
+// model.Generate draws as row i; without a seed two requests differ.
+func TestSeedAndN(t *testing.T) {
+	ts := startServer(t, Options{})
+	prompt := ts.helloPrompt(t)
+	body := map[string]any{"model": "tiny", "messages": hello, "max_tokens": 20, "n": 3, "seed": 42, "ignore_eos": true}
+	var a, b chatResponse
+	ts.post(t, "/v1/chat/completions", body, &a)
+	ts.post(t, "/v1/chat/completions", body, &b)
+	if len(a.Choices) != 3 {
+		t.Fatalf("%d choices", len(a.Choices))
+	}
+	ref, err := ts.m.Generate([][]int{prompt, prompt, prompt}, model.SampleOptions{MaxNewTokens: 20, Temperature: 1, Seed: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := range 3 {
+		if a.Choices[i].Index != i || *a.Choices[i].Message.Content != *b.Choices[i].Message.Content {
+			t.Fatalf("choice %d: %q then %q", i, *a.Choices[i].Message.Content, *b.Choices[i].Message.Content)
+		}
+		if want := ts.visible(t, ref[i]); *a.Choices[i].Message.Content != want {
+			t.Fatalf("choice %d: %q, Generate row %d: %q", i, *a.Choices[i].Message.Content, i, want)
+		}
+		seen[*a.Choices[i].Message.Content] = true
+	}
+	if len(seen) != 3 || a.Usage.CompletionTokens != 60 || a.Usage.PromptTokens != len(prompt) {
+		t.Fatalf("%d distinct choices, usage %+v", len(seen), a.Usage)
+	}
+	delete(body, "seed")
+	var c, d chatResponse
+	ts.post(t, "/v1/chat/completions", body, &c)
+	ts.post(t, "/v1/chat/completions", body, &d)
+	if *c.Choices[0].Message.Content == *d.Choices[0].Message.Content {
+		t.Fatal("two unseeded requests sampled the same 20 tokens")
+	}
+}
+
+// top_p and top_k reach the sampler: the answer is Generate's with the same options.
+func TestTopPTopK(t *testing.T) {
+	ts := startServer(t, Options{})
+	prompt := ts.helloPrompt(t)
+	for _, o := range []model.SampleOptions{{TopP: 0.5, Temperature: 1}, {TopK: 3, Temperature: 1.3}} {
+		o.MaxNewTokens, o.Seed = 15, 9
+		ref, err := ts.m.Generate([][]int{prompt}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, _ := ts.m.Generate([][]int{prompt}, model.SampleOptions{MaxNewTokens: 15, Seed: 9, Temperature: o.Temperature})
+		if slices.Equal(plain[0].Tokens, ref[0].Tokens) {
+			t.Fatalf("%+v samples what the unfiltered sampler does: the test could not tell", o)
+		}
+		var got chatResponse
+		body := map[string]any{"model": "tiny", "messages": hello, "max_completion_tokens": 15, "seed": 9, "temperature": o.Temperature, "ignore_eos": true}
+		if o.TopP > 0 {
+			body["top_p"] = o.TopP
+		} else {
+			body["top_k"] = o.TopK
+		}
+		if resp := ts.post(t, "/v1/chat/completions", body, &got); resp.StatusCode != 200 {
+			t.Fatalf("%+v: status %d", o, resp.StatusCode)
+		}
+		if *got.Choices[0].Message.Content != ts.visible(t, ref[0]) {
+			t.Fatalf("%+v: %q, want %q", o, *got.Choices[0].Message.Content, ts.visible(t, ref[0]))
+		}
+	}
+}
+
+// A stop string ends the choice with finish_reason "stop" and the text cut before it, in
+// both modes; a list of stops cuts at the earliest.
+func TestStopStrings(t *testing.T) {
+	ts := startServer(t, Options{})
+	var full completionResponse
+	ts.post(t, "/v1/completions", map[string]any{"model": "tiny", "prompt": "The", "max_tokens": 40, "temperature": 0, "ignore_eos": true}, &full)
+	text := full.Choices[0].Text
+	// Stop texts taken from the greedy answer itself: two bytes at 10 and three at 20.
+	runes := []rune(text)
+	if len(runes) < 25 {
+		t.Fatalf("greedy answer too short: %q", text)
+	}
+	early, late := string(runes[10:12]), string(runes[20:23])
+	cut := strings.Index(text, early)
+	for _, stop := range []any{early, []string{late, early}} {
+		body := map[string]any{"model": "tiny", "prompt": "The", "max_tokens": 40, "temperature": 0, "ignore_eos": true, "stop": stop}
+		var got completionResponse
+		ts.post(t, "/v1/completions", body, &got)
+		if got.Choices[0].Text != text[:cut] || *got.Choices[0].FinishReason != "stop" {
+			t.Fatalf("stop %q: %q (%s), want %q", stop, got.Choices[0].Text, *got.Choices[0].FinishReason, text[:cut])
+		}
+		data, _ := ts.stream(t, "/v1/completions", body)
+		var streamed, finish string
+		for _, d := range data[:len(data)-1] {
+			var c completionResponse
+			if err := json.Unmarshal([]byte(d), &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Object != "text_completion" {
+				t.Fatalf("chunk object %q", c.Object)
+			}
+			streamed += c.Choices[0].Text
+			if c.Choices[0].FinishReason != nil {
+				finish = *c.Choices[0].FinishReason
+			}
+		}
+		if streamed != text[:cut] || finish != "stop" {
+			t.Fatalf("stop %q streamed: %q (%s), want %q", stop, streamed, finish, text[:cut])
+		}
+	}
+}
+
+// tokenID recovers a token id from its logprob entry: with the byte-level tokenizer without
+// merges a one-byte token is its byte, anything longer a special token.
+func (ts *testServer) tokenID(t *testing.T, text string, b []int) int {
+	t.Helper()
+	if len(b) == 1 {
+		return b[0]
+	}
+	id, ok := ts.tok.TokenID(text)
+	if !ok {
+		t.Fatalf("no token %q", text)
+	}
+	return id
+}
+
+// logprobs are the sampled tokens' log-probs under the model, the numbers model.LogProbs
+// (`autoif model logprobs`) gives for the same text; top_logprobs are the most likely
+// alternatives, most likely first, and under greedy decoding the first is the token taken.
+func TestChatLogprobsAreModelLogProbs(t *testing.T) {
+	ts := startServer(t, Options{})
+	prompt := ts.helloPrompt(t)
+	for _, temp := range []float64{0, 1} {
+		var got chatResponse
+		ts.post(t, "/v1/chat/completions", map[string]any{"model": "tiny", "messages": hello, "max_tokens": 12, "temperature": temp, "seed": 3, "ignore_eos": true, "logprobs": true, "top_logprobs": 3}, &got)
+		content := got.Choices[0].Logprobs.Content
+		if len(content) != 12 {
+			t.Fatalf("%d logprob entries for 12 tokens", len(content))
+		}
+		ids := make([]int, len(content))
+		for i, c := range content {
+			ids[i] = ts.tokenID(t, c.Token, c.Bytes)
+		}
+		want, err := ts.m.LogProbs(prompt, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range content {
+			if d := c.Logprob - want[i]; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("temperature %g token %d: logprob %g, model.LogProbs %g", temp, i, c.Logprob, want[i])
+			}
+			if len(c.TopLogprobs) != 3 || c.TopLogprobs[0].Logprob < c.TopLogprobs[1].Logprob || c.TopLogprobs[1].Logprob < c.TopLogprobs[2].Logprob {
+				t.Fatalf("top logprobs %+v", c.TopLogprobs)
+			}
+			if temp == 0 && (c.TopLogprobs[0].Token != c.Token || c.TopLogprobs[0].Logprob != c.Logprob) {
+				t.Fatalf("greedy token %q (%g) is not the top alternative %+v", c.Token, c.Logprob, c.TopLogprobs[0])
+			}
+		}
+	}
+}
+
+// The completions endpoint takes token ids; echo puts the prompt ahead of the completion,
+// and legacy logprobs cover both: the first prompt token has none, the others their
+// log-probs under the model, the completion tokens theirs with `logprobs` alternatives each,
+// text offsets into the returned text.
+func TestCompletionsEchoLogprobs(t *testing.T) {
+	ts := startServer(t, Options{})
+	prompt := []int{'H', 'e', 'l', 'l', 'o'}
+	var got completionResponse
+	resp := ts.post(t, "/v1/completions", map[string]any{"model": "tiny", "prompt": prompt, "max_tokens": 6, "temperature": 0, "ignore_eos": true, "echo": true, "logprobs": 2}, &got)
+	if resp.StatusCode != 200 || got.Object != "text_completion" || !strings.HasPrefix(got.ID, "cmpl-") {
+		t.Fatalf("status %d, %+v", resp.StatusCode, got)
+	}
+	ch := got.Choices[0]
+	ref := ts.reference(t, prompt, 6, 0, 0)
+	if ch.Text != "Hello"+ts.visible(t, ref) {
+		t.Fatalf("text %q, want Hello + %q", ch.Text, ts.visible(t, ref))
+	}
+	lp := ch.Logprobs
+	if len(lp.Tokens) != 11 || len(lp.TokenLogprobs) != 11 || len(lp.TopLogprobs) != 11 || len(lp.TextOffset) != 11 {
+		t.Fatalf("logprobs %+v", lp)
+	}
+	all := append(slices.Clone(prompt), ref.Tokens...)
+	want, _ := ts.m.LogProbs(all[:1], all[1:])
+	if lp.TokenLogprobs[0] != nil || lp.TopLogprobs[0] != nil || lp.TextOffset[0] != 0 {
+		t.Fatalf("first prompt token: %v %v %d", lp.TokenLogprobs[0], lp.TopLogprobs[0], lp.TextOffset[0])
+	}
+	for i := 1; i < 11; i++ {
+		if d := *lp.TokenLogprobs[i] - want[i-1]; d > 1e-4 || d < -1e-4 {
+			t.Fatalf("token %d: %g, model %g", i, *lp.TokenLogprobs[i], want[i-1])
+		}
+		if i >= 5 && len(lp.TopLogprobs[i]) != 2 {
+			t.Fatalf("token %d: top %v", i, lp.TopLogprobs[i])
+		}
+		if lp.TextOffset[i] != i { // one byte per token
+			t.Fatalf("text offsets %v", lp.TextOffset)
+		}
+	}
+	if got.Usage.PromptTokens != 5 || got.Usage.CompletionTokens != 6 {
+		t.Fatalf("usage %+v", got.Usage)
+	}
+}
+
+// A list of prompts is answered prompt-major: choice p·n + j is prompt p's j-th sample.
+func TestCompletionsPromptList(t *testing.T) {
+	ts := startServer(t, Options{})
+	var got completionResponse
+	ts.post(t, "/v1/completions", map[string]any{"model": "tiny", "prompt": []string{"Hi", "Bye"}, "n": 2, "max_tokens": 5, "temperature": 0}, &got)
+	if len(got.Choices) != 4 {
+		t.Fatalf("%d choices", len(got.Choices))
+	}
+	for i, p := range []string{"Hi", "Hi", "Bye", "Bye"} {
+		ids, _, _ := ts.tok.RenderPrompt(p, false)
+		if want := ts.visible(t, ts.reference(t, ids, 5, 0, 0)); got.Choices[i].Index != i || got.Choices[i].Text != want {
+			t.Fatalf("choice %d: %+v, want %q", i, got.Choices[i], want)
+		}
+	}
+	if got.Usage.PromptTokens != 5 {
+		t.Fatalf("usage %+v", got.Usage)
 	}
 }
