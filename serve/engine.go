@@ -63,9 +63,11 @@ var errQueueFull = errors.New("the server is at capacity: every batch slot is bu
 // same forward pass as the other rows' decode tokens) and leaves when it finishes or is
 // cancelled, so a long request never holds back a short one.
 type engine struct {
-	maxBatch, maxLen int
-	queue            chan *job
-	sampler          *model.Sampler
+	maxBatch, maxQueue, maxLen int
+	// queue holds submitted jobs; the one the loop has taken out and holds until rows free
+	// up still counts against maxQueue (queued counts both).
+	queue   chan *job
+	sampler *model.Sampler
 
 	// done is closed when run returns: a handler still waiting then stops waiting.
 	done chan struct{}
@@ -77,7 +79,7 @@ type engine struct {
 
 func newEngine(maxBatch, maxQueue, maxLen, vocab int) *engine {
 	return &engine{
-		maxBatch: maxBatch, maxLen: maxLen, queue: make(chan *job, maxQueue),
+		maxBatch: maxBatch, maxQueue: maxQueue, maxLen: maxLen, queue: make(chan *job, maxQueue),
 		sampler: model.NewSampler(vocab), done: make(chan struct{}),
 	}
 }
@@ -87,15 +89,14 @@ func (e *engine) submit(j *job) error {
 	for _, s := range j.seqs {
 		s.events = make(chan event, s.maxTokens+1)
 	}
-	select {
-	case e.queue <- j:
-		e.mu.Lock()
-		e.queued++
-		e.mu.Unlock()
-		return nil
-	default:
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.queued >= e.maxQueue {
 		return errQueueFull
 	}
+	e.queued++
+	e.queue <- j // never blocks: the channel holds maxQueue jobs and at most that many wait
+	return nil
 }
 
 // load is how many sequences are decoding and how many requests wait for rows.
@@ -200,6 +201,9 @@ func (e *engine) reap(rows []*seq) int {
 		}
 		n++
 	}
+	e.mu.Lock()
+	e.running = n
+	e.mu.Unlock()
 	return n
 }
 

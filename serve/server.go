@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -231,10 +232,13 @@ func writeError(w http.ResponseWriter, e *apiError) {
 
 // decodeBody reads a JSON request body, at most 16 MiB.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20))
-	if err := dec.Decode(v); err != nil {
+	body := http.MaxBytesReader(w, r.Body, 16<<20)
+	if err := json.NewDecoder(body).Decode(v); err != nil {
 		return invalid("", "malformed JSON body: %v", err)
 	}
+	// Read to the end: only then does net/http watch the connection and cancel the
+	// request's context when the client goes away, which frees its batch slot.
+	_, _ = io.Copy(io.Discard, body)
 	return nil
 }
 
