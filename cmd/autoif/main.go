@@ -44,6 +44,7 @@ func newApp() *cli.App {
 		trainCommand(),
 		modelCommand(),
 		generateCommand(),
+		serveCommand(),
 		curvesCommand(),
 		experimentCommand(),
 		benchCommand(),
