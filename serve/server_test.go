@@ -746,8 +746,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // chunk arrived; cancel drops the connection.
 func (ts *testServer) openStream(t *testing.T, maxTokens int) (func(), *bufio.Reader, *http.Response) {
 	t.Helper()
+	return ts.openStreamBody(t, map[string]any{"model": "tiny", "prompt": "Go", "max_tokens": maxTokens, "ignore_eos": true, "stream": true})
+}
+
+func (ts *testServer) openStreamBody(t *testing.T, body map[string]any) (func(), *bufio.Reader, *http.Response) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b, _ := json.Marshal(map[string]any{"model": "tiny", "prompt": "Go", "max_tokens": maxTokens, "ignore_eos": true, "stream": true})
+	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/completions", bytes.NewReader(b))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -873,5 +878,72 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(ts.url + "/health"); err == nil {
 		t.Fatal("still serving after shutdown")
+	}
+}
+
+// A policy swap under load loses no request: the stream running across it finishes on the
+// version it started with (its text is that version's, every chunk says so), requests after
+// it answer with the new version, say so, and are that version's answers.
+func TestSetPolicyUnderLoad(t *testing.T) {
+	m0, tok, _ := testModel(t, 1, 8, 4096)
+	m1, _, _ := testModel(t, 2, 8, 4096)
+	ts := runServer(t, m0, tok, Options{})
+	const long = 400
+	prompt := []int{'G', 'o'}
+	cancel, r, resp := ts.openStreamBody(t, map[string]any{"model": "tiny", "prompt": prompt, "max_tokens": long, "temperature": 0, "ignore_eos": true, "stream": true})
+	defer cancel()
+	if resp.Header.Get(VersionHeader) != "0" {
+		t.Fatalf("stream header %q", resp.Header.Get(VersionHeader))
+	}
+	if err := ts.SetPolicy(&Policy{Model: m1, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if running, _ := ts.Load(); running != 1 {
+		t.Fatalf("the long stream is not running across the swap (%d running)", running)
+	}
+	var wg sync.WaitGroup
+	answers := make([]completionResponse, 6)
+	headers := make([]string, 6)
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp := ts.post(t, "/v1/completions", map[string]any{"model": "tiny", "prompt": []int{'a' + i}, "max_tokens": 8, "temperature": 0, "ignore_eos": true}, &answers[i])
+			headers[i] = resp.Header.Get(VersionHeader)
+		}()
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, a := range answers {
+		ref, _ := m1.Generate([][]int{{'a' + i}}, model.SampleOptions{MaxNewTokens: 8})
+		if headers[i] != "1" || a.SystemFingerprint != "autoif-policy-v1" || a.Choices[0].Text != ts.visible(t, ref[0]) {
+			t.Fatalf("request %d after the swap: header %q, %+v, want v1's %q", i, headers[i], a, ts.visible(t, ref[0]))
+		}
+	}
+	var text string
+	for _, line := range strings.Split(string(rest), "\n") {
+		d, ok := strings.CutPrefix(line, "data: ")
+		if !ok || d == "[DONE]" {
+			continue
+		}
+		var c completionResponse
+		if err := json.Unmarshal([]byte(d), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.SystemFingerprint != "autoif-policy-v0" {
+			t.Fatalf("a chunk of the v0 stream says %s", c.SystemFingerprint)
+		}
+		text += c.Choices[0].Text
+	}
+	ref0, _ := m0.Generate([][]int{prompt}, model.SampleOptions{MaxNewTokens: long})
+	ref1, _ := m1.Generate([][]int{prompt}, model.SampleOptions{MaxNewTokens: long})
+	if want := ts.visible(t, ref0[0]); !strings.HasSuffix(want, text) || len(text) < len(want)/2 {
+		t.Fatalf("the stream across the swap is not v0's answer:\n%q\nwant the tail of\n%q", text, want)
+	}
+	if ts.visible(t, ref0[0]) == ts.visible(t, ref1[0]) {
+		t.Fatal("v0 and v1 answer alike: the test could not tell them apart")
 	}
 }
