@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/rollout"
 	"github.com/autoif/autoif/serve"
 )
 
@@ -21,9 +23,13 @@ func serveCommand() *cli.Command {
 			"plus GET /health and GET /metrics (Prometheus). Concurrent requests share decode steps over one\n" +
 			"KV cache (continuous batching): --max-batch sequences decode together, --max-queue requests wait\n" +
 			"for a slot, and past that a request gets 503. Each response names the policy version that\n" +
-			"answered in the X-Autoif-Policy-Version header and in system_fingerprint.",
+			"answered in the X-Autoif-Policy-Version header and in system_fingerprint.\n\n" +
+			"With the global --run ID (and --nats URL) it serves that run's current policy and swaps to each\n" +
+			"version the trainer publishes, as the rollout workers do; requests in flight finish on the\n" +
+			"version they started with. --model is then the initial policy (served until a version is\n" +
+			"published) and the base of LoRA adapter versions.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Usage: "checkpoint directory (required)"},
+			&cli.StringFlag{Name: "model", Usage: "checkpoint directory (required without --run; with it, the initial policy and LoRA base)"},
 			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory to run over --model's weights"},
 			&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on"},
 			&cli.IntFlag{Name: "port", Value: 8000, Usage: "port to listen on (0 picks a free one)"},
@@ -33,6 +39,8 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-model-len", Usage: "context length, prompt plus completion (default: the model's, at most 4096)"},
 			&cli.StringFlag{Name: "api-key", Usage: "require this key as a Bearer token on /v1/ endpoints"},
 			&cli.IntFlag{Name: "threads", Usage: "decode threads (default: number of CPUs)"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "with --run: where downloaded policy versions go (default <run dir>/serve-cache)"},
+			&cli.BoolFlag{Name: "memory", Usage: "with --run: the run keeps its streams in memory (as `autoif run --memory`)"},
 			float32Flag(),
 		},
 		Action: serveAction,
@@ -40,31 +48,13 @@ func serveCommand() *cli.Command {
 }
 
 func serveAction(c *cli.Context) error {
-	if err := requireModelFlags(c, "model"); err != nil {
-		return err
-	}
-	dir := c.String("model")
-	m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
-	if err != nil {
-		return err
-	}
-	m.Threads = c.Int("threads")
-	if ad := c.String("adapter"); ad != "" {
-		a, err := model.LoadAdapter(ad)
-		if err != nil {
-			return err
+	follow := c.IsSet(flagRun)
+	if !follow {
+		if err := requireModelFlags(c, "model"); err != nil {
+			return fmt.Errorf("%w (or --run ID to serve a run's policy)", err)
 		}
-		if m, err = m.WithAdapter(a); err != nil {
-			return fmt.Errorf("--adapter %s does not fit --model %s: %w", ad, dir, err)
-		}
-	}
-	tok, err := loadModelTokenizer(dir)
-	if err != nil {
-		return err
-	}
-	name := c.String("served-model-name")
-	if name == "" {
-		name = filepath.Base(filepath.Clean(dir))
+	} else if c.String(flagNATS) == "" {
+		return fmt.Errorf("--run %s needs --nats URL: the run's NATS server", c.String(flagRun))
 	}
 	for _, f := range []string{"max-batch", "max-queue"} {
 		if c.Int(f) < 1 {
@@ -74,20 +64,82 @@ func serveAction(c *cli.Context) error {
 	if c.Int("max-model-len") < 0 {
 		return fmt.Errorf("--max-model-len %d: want a positive length", c.Int("max-model-len"))
 	}
-	s, err := serve.New(&serve.Policy{Model: m}, tok, serve.Options{
+	port := c.Int("port")
+	if port < 0 || port > 65535 {
+		return fmt.Errorf("--port %d: want 0 to 65535", port)
+	}
+	var base *rollout.Policy
+	if dir := c.String("model"); dir != "" {
+		m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+		if err != nil {
+			return err
+		}
+		m.Threads = c.Int("threads")
+		if ad := c.String("adapter"); ad != "" {
+			a, err := model.LoadAdapter(ad)
+			if err != nil {
+				return err
+			}
+			if m, err = m.WithAdapter(a); err != nil {
+				return fmt.Errorf("--adapter %s does not fit --model %s: %w", ad, dir, err)
+			}
+		}
+		tok, err := loadModelTokenizer(dir)
+		if err != nil {
+			return err
+		}
+		base = &rollout.Policy{Model: m, Tok: tok, Dir: dir}
+	}
+	policy := base
+	var follower *rollout.Follower
+	if follow {
+		bus, res, err := joinRun(c, "serve")
+		if err != nil {
+			return err
+		}
+		defer bus.Close()
+		cacheDir := c.String("cache-dir")
+		if cacheDir == "" {
+			cacheDir = filepath.Join(runDir(c), "serve-cache")
+		}
+		if follower, err = rollout.NewFollower(res, rollout.FollowOptions{CacheDir: cacheDir, Base: base, Threads: c.Int("threads")}); err != nil {
+			return err
+		}
+		if policy, err = follower.Current(c.Context); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	name := c.String("served-model-name")
+	if name == "" {
+		name = filepath.Base(filepath.Clean(policy.Dir))
+		if follow {
+			name = c.String(flagRun)
+		}
+	}
+	s, err := serve.New(&serve.Policy{Model: policy.Model, Version: policy.Version}, policy.Tok, serve.Options{
 		ModelName: name, MaxBatch: c.Int("max-batch"), MaxQueue: c.Int("max-queue"),
 		MaxLen: c.Int("max-model-len"), APIKey: c.String("api-key"), Logger: slog.Default(),
 	})
 	if err != nil {
 		return err
 	}
-	port := c.Int("port")
-	if port < 0 || port > 65535 {
-		return fmt.Errorf("--port %d: want 0 to 65535", port)
-	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	return s.Serve(c.Context, ln)
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	if follower != nil {
+		go func() {
+			err := follower.Follow(ctx, policy.Version, func(p *rollout.Policy) {
+				if err := s.SetPolicy(&serve.Policy{Model: p.Model, Version: p.Version}); err != nil {
+					slog.Error("not serving the new policy", "version", p.Version, "err", err)
+				}
+			})
+			if err != nil {
+				slog.Error("serve: no hot-swap", "err", err)
+			}
+		}()
+	}
+	return s.Serve(ctx, ln)
 }
