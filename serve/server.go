@@ -56,6 +56,7 @@ type Server struct {
 	metrics *metrics
 	log     *slog.Logger
 	created int64
+	served  atomic.Bool
 }
 
 // New prepares a server for the policy p with its tokenizer.
@@ -130,6 +131,9 @@ func (s *Server) Load() (running, queued int) { return s.engine.load() }
 // Serve answers HTTP on ln until ctx ends, then stops accepting, lets the requests in flight
 // finish (up to ShutdownTimeout) and stops the decode loop. It may run once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.served.Swap(true) {
+		return errors.New("serve: the server has already served")
+	}
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	defer stopEngine()
 	go s.engine.run(engineCtx, s.policy.Load().Model)

@@ -947,3 +947,28 @@ func TestSetPolicyUnderLoad(t *testing.T) {
 		t.Fatal("v0 and v1 answer alike: the test could not tell them apart")
 	}
 }
+
+// Bench sends every request in both phases and counts every token: ignore_eos makes each
+// request decode exactly max_tokens.
+func TestBench(t *testing.T) {
+	m, tok, _ := tinyModel(t, 1)
+	s, err := New(&Policy{Model: m}, tok, Options{ModelName: "bench", MaxBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Bench(context.Background(), s, BenchOptions{Clients: 3, Requests: 5, PromptLen: 4, MaxTokens: 7, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []BenchPhase{r.Sequential, r.Concurrent} {
+		if p.Requests != 5 || p.Tokens != 35 || p.TokensPerSec <= 0 || p.TTFTP50 <= 0 || p.TTFTP99 < p.TTFTP50 {
+			t.Fatalf("phase %+v", p)
+		}
+	}
+	if r.Sequential.Clients != 1 || r.Concurrent.Clients != 3 || r.Speedup <= 0 {
+		t.Fatalf("result %+v", r)
+	}
+	if _, err := Bench(context.Background(), s, BenchOptions{Clients: 1, PromptLen: 200, MaxTokens: 100}); err == nil {
+		t.Fatal("a bench past the context ran")
+	}
+}

@@ -190,3 +190,21 @@ func TestServeFollowsARunUnderLoad(t *testing.T) {
 		t.Fatalf("answers by version: %v (v0 alone answered %q)", texts, text0)
 	}
 }
+
+// `autoif bench serve` ends with its figures as JSON.
+func TestBenchServeLastLineJSON(t *testing.T) {
+	app := newApp()
+	var out strings.Builder
+	app.Writer = &out
+	if err := app.Run([]string{"autoif", "bench", "serve", "--model", writeTinyPolicy(t), "--clients", "2", "--requests", "3", "--max-tokens", "4", "--threads", "1"}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var r struct {
+		Sequential, Concurrent struct{ Tokens int }
+		Speedup                float64
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.Sequential.Tokens != 12 || r.Concurrent.Tokens != 12 || r.Speedup <= 0 {
+		t.Fatalf("last line %q: %+v %v", lines[len(lines)-1], r, err)
+	}
+}
