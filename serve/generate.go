@@ -289,7 +289,7 @@ func (s *Server) follow(ctx context.Context, rq *request, choices []*choice, fn 
 		}()
 	}
 	start := time.Now()
-	last := start
+	var last time.Time
 	open := len(choices)
 	for open > 0 {
 		var m struct {
@@ -311,7 +311,7 @@ func (s *Server) follow(ctx context.Context, rq *request, choices []*choice, fn 
 			continue // tokens decoded before the engine saw the stop's cancel
 		}
 		now := time.Now()
-		if c.generated == 0 && c.index == 0 {
+		if last.IsZero() {
 			s.metrics.ttft.Observe(now.Sub(start).Seconds())
 		} else {
 			s.metrics.itl.Observe(now.Sub(last).Seconds())
