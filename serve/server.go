@@ -151,6 +151,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	err := hs.Shutdown(sctx)
 	stopEngine()
 	<-s.engine.done
+	s.log.Info("stopped serving", "addr", ln.Addr().String())
 	if err != nil {
 		return fmt.Errorf("serve: shutdown: %w", err)
 	}
