@@ -977,3 +977,31 @@ func TestBench(t *testing.T) {
 		t.Fatal("a bench past the context ran")
 	}
 }
+
+// The other request shapes clients send: chat content as a list of text parts (joined), a
+// null assistant content, and completions prompts as a list of token-id lists.
+func TestRequestShapes(t *testing.T) {
+	ts := startServer(t, Options{})
+	var parts, plain chatResponse
+	ts.post(t, "/v1/chat/completions", map[string]any{"model": "tiny", "max_tokens": 6, "temperature": 0, "messages": []map[string]any{
+		{"role": "user", "content": []map[string]any{{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}}},
+		{"role": "assistant", "content": nil}, {"role": "user", "content": "again"}}}, &parts)
+	ts.post(t, "/v1/chat/completions", map[string]any{"model": "tiny", "max_tokens": 6, "temperature": 0, "messages": []map[string]any{
+		{"role": "user", "content": "Hello"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "again"}}}, &plain)
+	if len(parts.Choices) != 1 || *parts.Choices[0].Message.Content != *plain.Choices[0].Message.Content || parts.Usage.PromptTokens != plain.Usage.PromptTokens {
+		t.Fatalf("content parts %+v, plain %+v", parts, plain)
+	}
+	if status, e := ts.postError(t, "/v1/chat/completions", `{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}`, nil); status != 400 {
+		t.Fatalf("an image part: %d %v", status, e)
+	}
+	var lists completionResponse
+	ts.post(t, "/v1/completions", map[string]any{"model": "tiny", "prompt": [][]int{{'a', 'b'}, {'c'}}, "max_tokens": 3, "temperature": 0}, &lists)
+	if len(lists.Choices) != 2 || lists.Usage.PromptTokens != 3 {
+		t.Fatalf("%+v", lists)
+	}
+	for i, p := range [][]int{{'a', 'b'}, {'c'}} {
+		if want := ts.visible(t, ts.reference(t, p, 3, 0, 0)); lists.Choices[i].Text != want {
+			t.Fatalf("prompt %d: %q, want %q", i, lists.Choices[i].Text, want)
+		}
+	}
+}
