@@ -17,8 +17,8 @@ import (
 
 // Follower loads a run's policy versions as the trainer publishes them, for a process that
 // only reads the policy (the OpenAI server): the run's current version at start, then each
-// newer one. A rollout worker follows the same key with the same loading rules (LoadPolicy,
-// LoadAdapterPolicy) inside its step loop.
+// newer one. A rollout worker follows the same key with the same loading rule
+// (loadPolicyDir), swapping between its steps.
 type Follower struct {
 	res *natsbus.RunResources
 	o   FollowOptions
@@ -141,15 +141,29 @@ func (f *Follower) load(ctx context.Context, v int64) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if model.IsAdapter(dir) {
+	base := func() (*Policy, error) {
 		if f.o.Base == nil {
-			return nil, fmt.Errorf("policy v%d is a LoRA adapter and no base model was given", v)
+			return nil, errors.New("no base model was given (the initial model directory)")
 		}
-		return LoadAdapterPolicy(dir, v, f.o.Base)
+		return f.o.Base, nil
 	}
 	var fallback *tokenizer.Tokenizer
 	if f.o.Base != nil {
 		fallback = f.o.Base.Tok
 	}
-	return LoadPolicy(dir, v, f.o.Threads, fallback)
+	return loadPolicyDir(dir, v, f.o.Threads, base, fallback)
+}
+
+// loadPolicyDir loads a fetched version directory the way every follower of a run does: a
+// LoRA adapter over the base model base returns (loaded only when needed), or a whole
+// checkpoint, with fallback's tokenizer when it ships none.
+func loadPolicyDir(dir string, v int64, threads int, base func() (*Policy, error), fallback *tokenizer.Tokenizer) (*Policy, error) {
+	if model.IsAdapter(dir) {
+		b, err := base()
+		if err != nil {
+			return nil, fmt.Errorf("policy v%d is a LoRA adapter: %w", v, err)
+		}
+		return LoadAdapterPolicy(dir, v, b)
+	}
+	return LoadPolicy(dir, v, threads, fallback)
 }
