@@ -56,6 +56,16 @@ type tokenLogProb struct {
 // job is what one request submits: its sequences join the batch together.
 type job struct{ seqs []*seq }
 
+// abandoned reports whether every client of the job has gone: it need not wait for rows.
+func (j *job) abandoned() bool {
+	for _, s := range j.seqs {
+		if s.ctx.Err() == nil {
+			return false
+		}
+	}
+	return true
+}
+
 var errQueueFull = errors.New("the server is at capacity: every batch slot is busy and the queue is full")
 
 // engine decodes every running sequence in one batch over one KV cache: continuous
@@ -135,7 +145,7 @@ func (e *engine) run(ctx context.Context, m *model.Model) {
 					break
 				}
 			}
-			if e.maxBatch-active < len(waiting.seqs) {
+			if e.maxBatch-active < len(waiting.seqs) && !waiting.abandoned() {
 				break
 			}
 			e.mu.Lock()
@@ -145,7 +155,7 @@ func (e *engine) run(ctx context.Context, m *model.Model) {
 				if s.ctx.Err() != nil {
 					continue // the client left while queued
 				}
-				r := slicesIndexNil(rows)
+				r := freeRow(rows)
 				rows[r], s.row, s.generated = s, r, 0
 				kc.Len[r] = 0
 				active++
@@ -179,7 +189,7 @@ func countNil(rows []*seq) int {
 	return n
 }
 
-func slicesIndexNil(rows []*seq) int {
+func freeRow(rows []*seq) int {
 	for i, s := range rows {
 		if s == nil {
 			return i

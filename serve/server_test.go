@@ -1005,3 +1005,20 @@ func TestRequestShapes(t *testing.T) {
 		}
 	}
 }
+
+// A queued request whose client leaves gives its queue place back without waiting for a row.
+func TestQueuedDisconnectLeavesTheQueue(t *testing.T) {
+	ts := startSlowServer(t, Options{MaxBatch: 1, MaxQueue: 1})
+	cancelA, _, _ := ts.openStream(t, slowTokens)
+	defer cancelA()
+	ctx, cancelB := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/completions", strings.NewReader(`{"model": "tiny", "prompt": "x", "max_tokens": 2}`))
+	go func() {
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "the request to queue", func() bool { _, q := ts.Load(); return q == 1 })
+	cancelB()
+	waitFor(t, "the queue to empty", func() bool { r, q := ts.Load(); return r == 1 && q == 0 })
+}
