@@ -52,6 +52,7 @@ func newApp() *cli.App {
 		trainCommand(),
 		modelCommand(),
 		generateCommand(),
+		serveCommand(),
 		curvesCommand(),
 		experimentCommand(),
 		benchCommand(),
