@@ -397,6 +397,13 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 	if err != nil {
 		return nil, err
 	}
+	if !p.IsAdapter() {
+		// A full checkpoint needs no base: let the initial model go once nothing samples
+		// with it (a gigabyte at the 0.5B shape); an adapter version would load it again.
+		w.baseMu.Lock()
+		w.base = nil
+		w.baseMu.Unlock()
+	}
 	p.cached = true
 	// Found out now, not at every step after the swap: a version whose template cannot be
 	// rendered would fail each step and hand its prompts back forever.
