@@ -400,3 +400,33 @@ func TestStreamTrainerPublishesLoRAAdapters(t *testing.T) {
 	}
 	assertAllAcknowledged(t, ctx, res)
 }
+
+// A LoRA trainer started against another reference model, once refreshed, takes the policy
+// (base plus adapter) as its reference: the next step's loss is ln 2.
+func TestLoRARefreshReplacesASeparateReference(t *testing.T) {
+	cfg := tinyConfig(true, true, false)
+	opts := loraOptions(0)
+	opts.Reference = tinyWeights(t, cfg, 99)
+	tr, err := New(tinyWeights(t, cfg, 8), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := fixedPairs(4, 32, 5)
+	m, err := tr.Step(pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(m.Loss-math.Ln2) < 1e-3 {
+		t.Fatalf("first step's loss %.6f: the separate reference should differ from the policy", m.Loss)
+	}
+	if err := tr.RefreshReference(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := fixedPairs(4, 32, 6) // no cached reference log-probs
+	if m, err = tr.Step(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(m.Loss-math.Ln2) > 1e-6 {
+		t.Errorf("loss after the refresh %.9f, want ln 2", m.Loss)
+	}
+}

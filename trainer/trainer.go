@@ -530,8 +530,9 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 // starting policy). Log-probs already computed for pairs against the old reference are kept.
 func (t *Trainer) RefreshReference() error {
 	if t.adapter != nil {
-		// The base is frozen: the policy now is the base plus a snapshot of the adapter.
-		t.refAdapter = t.adapter.Clone()
+		// The base is frozen: the policy now is the base plus a snapshot of the adapter
+		// (whatever reference the run started from).
+		t.ref, t.refAdapter = t.base, t.adapter.Clone()
 		t.dropReferenceGraphs()
 		return nil
 	}
