@@ -6,6 +6,8 @@ BIN := bin/autoif
 # than a duration: at the end of a timed run Go's fuzz coordinator sometimes reports "context
 # deadline exceeded" while its workers stop, failing a run that found nothing.
 FUZZTIME ?= 50000x
+# langdetect's Detect runs up to 7,000 probability updates per input: a tenth of the inputs.
+FUZZTIME_DETECT ?= 5000x
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # The trainer's matrix products go through OpenBLAS (cgo, Debian libopenblas-dev), several
@@ -35,12 +37,14 @@ test: deps lint
 	GO="$(GO)" GOTAGS="$(GOTAGS)" bash scripts/test_as_nobody.sh
 	$(MAKE) fuzz
 
-# Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser and
-# the tokenizer round trip.
+# Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
+# the tokenizer round trip, Punkt's sentence and word tokenizers, and langdetect.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) ./punkt
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) ./langdetect
 
 # The main job on the embedded defaults: in-process NATS server, bundled tinyIF testbed. Warm
 # start by SFT (cached in runs/), online DPO, offline DPO for comparison, held-out evaluation,

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // LoRA adapters in PEFT's format (huggingface/peft, LoraConfig + get_peft_model_state_dict):
@@ -266,8 +268,18 @@ type peftConfig struct {
 	Revision          *string            `json:"revision"`
 }
 
-// Save writes the adapter to dir in PEFT's layout (float32 tensors), replacing dir whole.
+// Save writes the adapter to dir in PEFT's layout (float32 tensors), replacing dir whole
+// (atomicfile.ReplaceDir).
 func (a *Adapter) Save(dir string) error {
+	if err := atomicfile.ReplaceDir(dir, a.WriteFiles); err != nil {
+		return fmt.Errorf("save adapter %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFiles writes Save's two files into the existing directory dir, each atomically, for
+// callers that build a larger directory around them (a trainer checkpoint).
+func (a *Adapter) WriteFiles(dir string) error {
 	targets, _ := json.Marshal(orderedTargets(a.Config.Targets))
 	pc := peftConfig{
 		PeftType: "LORA", TaskType: "CAUSAL_LM", BaseModel: a.BaseModel, R: a.Config.Rank,
@@ -278,14 +290,12 @@ func (a *Adapter) Save(dir string) error {
 	}
 	cj, err := json.MarshalIndent(pc, "", "  ")
 	if err != nil {
-		return fmt.Errorf("save adapter %s: %w", dir, err)
+		return err
 	}
-	return replaceDir(dir, func(tmp string) error {
-		if err := writeFileSync(filepath.Join(tmp, AdapterConfigFile), append(cj, '\n')); err != nil {
-			return err
-		}
-		return WriteSafetensors(filepath.Join(tmp, AdapterWeightsFile), a.Tensors(), F32, map[string]string{"format": "pt"})
-	})
+	if err := atomicfile.WriteFile(filepath.Join(dir, AdapterConfigFile), append(cj, '\n'), 0o644); err != nil {
+		return err
+	}
+	return WriteSafetensors(filepath.Join(dir, AdapterWeightsFile), a.Tensors(), F32, map[string]string{"format": "pt"})
 }
 
 // IsAdapter reports whether dir holds a PEFT adapter (rather than a whole checkpoint).
@@ -463,4 +473,44 @@ func (a *Adapter) Merge(w *Weights) error {
 		}
 	}
 	return nil
+}
+
+// MergeOptions controls MergeDirs.
+type MergeOptions struct {
+	// DType of the merged model.safetensors; empty: the base checkpoint's own (BF16 for a
+	// bfloat16 base, else F32), as PEFT's merge_and_unload keeps the base's dtype.
+	DType DType
+}
+
+// MergeDirs writes to out a whole Hugging Face checkpoint: the base checkpoint in baseDir with
+// the PEFT adapter in adapterDir merged into its weights, and the base's tokenizer files (the
+// adapter directory's, when it has its own). out is written atomically.
+func MergeDirs(baseDir, adapterDir, out string, opts MergeOptions) error {
+	if filepath.Clean(out) == filepath.Clean(baseDir) {
+		return fmt.Errorf("merge: the output %s is the base checkpoint; write the merged model elsewhere", out)
+	}
+	a, err := LoadAdapter(adapterDir)
+	if err != nil {
+		return err
+	}
+	w, err := Load(baseDir)
+	if err != nil {
+		return err
+	}
+	if err := a.Merge(w); err != nil {
+		return fmt.Errorf("merge %s into %s: %w", adapterDir, baseDir, err)
+	}
+	dtype := opts.DType
+	if dtype == "" {
+		dtype = F32
+		if w.Config.TorchDType == "bfloat16" {
+			dtype = BF16
+		}
+	}
+	tokDir := baseDir
+	if _, err := os.Stat(filepath.Join(adapterDir, "tokenizer.json")); err == nil {
+		tokDir = adapterDir
+	}
+	meta := map[string]string{"merged_adapter": filepath.Base(filepath.Clean(adapterDir))}
+	return w.Save(out, SaveOptions{DType: dtype, TokenizerDir: tokDir, Metadata: meta})
 }

@@ -3,13 +3,17 @@ package model
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"weak"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // Linear is a weight matrix stored as in torch's nn.Linear: Weight is [out, in] row-major, so
@@ -193,12 +197,14 @@ type LoadOptions struct {
 	Float32 bool
 }
 
-// LoadModel reads a checkpoint directory for inference. The weight matrices of a BF16 or
+// LoadModel reads a checkpoint directory for inference. Its weights are shared with every
+// other LoadModel or LoadWeights of the same checkpoint files in the process (see
+// sharedLoad) and must not be changed. The weight matrices of a BF16 or
 // F16 checkpoint stay in that dtype, widened exactly to float32 inside the kernels, so the
 // logits equal those of Load's float32 weights up to float32 summation order; a float32
 // checkpoint (what the trainer writes) loads as float32.
 func LoadModel(dir string, opts LoadOptions) (*Model, error) {
-	w, err := load(dir, !opts.Float32)
+	w, err := LoadWeights(dir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -206,13 +212,79 @@ func LoadModel(dir string, opts LoadOptions) (*Model, error) {
 }
 
 // LoadWeights is Load keeping BF16/F16 weight matrices as stored unless opts.Float32 (see
-// Tensor.Half): a frozen base that LoRA training reads but never updates.
+// Tensor.Half): a frozen base that LoRA training reads but never updates. Like LoadModel's,
+// the weights are shared and must not be changed; Load gives weights of one's own.
 func LoadWeights(dir string, opts LoadOptions) (*Weights, error) {
-	return load(dir, !opts.Float32)
+	if opts.Float32 {
+		return load(dir, false)
+	}
+	return sharedLoad(dir)
+}
+
+// shared holds the read-only weights LoadModel and LoadWeights handed out, by checkpoint
+// files, for as long as someone holds them: a LoRA run's rollout worker (sampling) and
+// trainer (the frozen base) then hold one copy of the base, not two (a gigabyte at the
+// Qwen2.5-0.5B shape).
+var shared struct {
+	sync.Mutex
+	m map[string]weak.Pointer[Weights]
+}
+
+// sharedLoad is load(dir, true) through the shared cache, keyed by the directory's files
+// (names, sizes, modification times), so a checkpoint rewritten in place loads anew.
+func sharedLoad(dir string) (*Weights, error) {
+	key, err := filesKey(atomicfile.Resolve(dir))
+	if err != nil {
+		return load(dir, true) // load reports what is wrong with dir
+	}
+	shared.Lock()
+	defer shared.Unlock()
+	if w := shared.m[key].Value(); w != nil {
+		return w, nil
+	}
+	w, err := load(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	if shared.m == nil {
+		shared.m = map[string]weak.Pointer[Weights]{}
+	}
+	wp := weak.Make(w)
+	shared.m[key] = wp
+	runtime.AddCleanup(w, func(key string) {
+		shared.Lock()
+		if shared.m[key] == wp {
+			delete(shared.m, key)
+		}
+		shared.Unlock()
+	}, key)
+	return w, nil
+}
+
+func filesKey(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString(abs)
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		fmt.Fprintf(&b, "\x00%s:%d:%d", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String(), nil
 }
 
 // load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.
 func load(dir string, keepHalf bool) (*Weights, error) {
+	dir = atomicfile.Resolve(dir) // a crash mid-Save leaves the previous checkpoint aside
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
@@ -277,56 +349,18 @@ type SaveOptions struct {
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja"}
 
 // Save writes an HF-layout checkpoint (config.json, generation_config.json, model.safetensors,
-// tokenizer files) to dir atomically: everything is written to a temporary sibling directory
-// which is then renamed into place, so a reader never sees a half-written checkpoint. An
-// existing dir is replaced.
+// tokenizer files) to dir as one atomic directory replace (atomicfile.ReplaceDir): a reader
+// never sees a half-written checkpoint. An existing dir is replaced.
 func (w *Weights) Save(dir string, opts SaveOptions) error {
-	return replaceDir(dir, func(tmp string) error { return w.writeFiles(tmp, opts) })
-}
-
-// replaceDir has fill write a directory's files into a temporary sibling, which is then
-// renamed into place (an existing dir is moved aside first and removed after), so a reader
-// never sees a half-written directory.
-func replaceDir(dir string, fill func(tmp string) error) error {
-	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	var old string
-	if _, err := os.Stat(dir); err == nil {
-		old = tmp + ".old"
-		if err := os.Rename(dir, old); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("save %s: %w", dir, err)
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if old != "" {
-			os.Rename(old, dir)
-		}
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	if d, err := os.Open(parent); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.ReplaceDir(dir, func(tmp string) error { return w.WriteFiles(tmp, opts) }); err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	return nil
 }
 
-func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
+// WriteFiles writes Save's files into the existing directory dir, each atomically, for callers
+// that build a larger directory around them.
+func (w *Weights) WriteFiles(dir string, opts SaveOptions) error {
 	dtype := opts.DType
 	if dtype == "" {
 		dtype = F32
@@ -337,7 +371,7 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(dir, "config.json"), append(cj, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(cj, '\n'), 0o644); err != nil {
 		return err
 	}
 	gen := map[string]any{"_from_model_config": true}
@@ -352,7 +386,7 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 		gen["eos_token_id"] = cfg.EOSTokenIDs
 	}
 	gj, _ := json.MarshalIndent(gen, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, "generation_config.json"), append(gj, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "generation_config.json"), append(gj, '\n'), 0o644); err != nil {
 		return err
 	}
 	meta := map[string]string{"format": "pt"}
@@ -368,47 +402,10 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 			if _, err := os.Stat(src); err != nil {
 				continue
 			}
-			if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+			if err := atomicfile.Copy(src, filepath.Join(dir, name), 0o644); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -24,6 +24,7 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,8 @@ const (
 	MetricTies           = "rollout/ties_dropped"      // prompts whose responses all scored the same
 	MetricIdentical      = "rollout/identical_dropped" // responses dropped as repeats of another
 	MetricStepSeconds    = "rollout/step_s"
+	MetricSampleSeconds  = "rollout/sample_s" // of the step: decoding the K responses per prompt
+	MetricScoreSeconds   = "rollout/score_s"  // of the step: the reward's verdicts
 	MetricSkippedPrompts = "rollout/skipped_prompts"
 )
 
@@ -201,6 +204,9 @@ type Worker struct {
 
 	// policy is owned by the Run loop: only it reads or replaces it, between steps.
 	policy *Policy
+	// base is ModelDir's policy, loaded on first need (basePolicy).
+	baseMu sync.Mutex
+	base   *Policy
 	// pending is the newest policy the watcher loaded, not yet swapped in.
 	pending atomic.Pointer[Policy]
 	loaded  atomic.Int64
@@ -334,7 +340,7 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 		if w.o.ModelDir == "" {
 			return fmt.Errorf("rollout: run %s has no published policy and no initial model was given", w.res.Run.ID)
 		}
-		p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+		p, err := w.basePolicy()
 		if err != nil {
 			return fmt.Errorf("rollout: initial model: %w", err)
 		}
@@ -355,6 +361,25 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 	return nil
 }
 
+// basePolicy is Options.ModelDir loaded once as version 0: the initial policy, and the base
+// weights every LoRA adapter version runs over (shared, so an adapter swap loads megabytes).
+func (w *Worker) basePolicy() (*Policy, error) {
+	w.baseMu.Lock()
+	defer w.baseMu.Unlock()
+	if w.base != nil {
+		return w.base, nil
+	}
+	if w.o.ModelDir == "" {
+		return nil, errors.New("no base model was given (the initial model directory)")
+	}
+	p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.base = p
+	return p, nil
+}
+
 func parseVersion(b []byte) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || v < 0 {
@@ -368,8 +393,17 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 	if err != nil {
 		return nil, err
 	}
-	p, err := LoadPolicy(dir, v, w.o.Threads, fallback)
-	if err != nil {
+	var p *Policy
+	if model.IsAdapter(dir) {
+		base, err := w.basePolicy()
+		if err != nil {
+			return nil, fmt.Errorf("policy v%d is a LoRA adapter: %w", v, err)
+		}
+		p, err = LoadAdapterPolicy(dir, v, base)
+		if err != nil {
+			return nil, err
+		}
+	} else if p, err = LoadPolicy(dir, v, w.o.Threads, fallback); err != nil {
 		return nil, err
 	}
 	p.cached = true
@@ -605,14 +639,18 @@ func (w *Worker) keepAlive(msgs stepMsgs) (stop func()) {
 
 // sample is one response with what the step learned about it.
 type sample struct {
-	unit     int // index into the step's units
-	index    int // among the unit's K samples
-	tokens   []int32
-	text     string
-	logprob  float64
-	score    reward.ResponseScore
-	rollout  string
-	finished string
+	unit    int // index into the step's units
+	index   int // among the unit's K samples
+	tokens  []int32
+	text    string
+	logprob float64
+	score   reward.ResponseScore
+	// errKinds labels each function that gave no verdict (reward.Eval.Label), skipped ones
+	// aside; errExample is one message of those, or of a skipped result.
+	errKinds   []string
+	errExample string
+	rollout    string
+	finished   string
 }
 
 // prepared is one prompt unit ready to sample.
@@ -740,6 +778,7 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 	rollouts := make([]proto.ScoredRollout, 0, len(samples))
 	var ties, identical, withPair int
 	var sum float64
+	var evals reward.ResponseScore // the step's function outcomes, summed over responses
 	perInstr := map[string][2]float64{}
 	for u, p := range ready {
 		group := samples[u*w.o.K : (u+1)*w.o.K]
@@ -747,16 +786,25 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		for i, s := range group {
 			cands[i] = Candidate{Index: s.index, Text: s.text, Score: s.score.Score}
 			sum += s.score.Score
+			evals.Passed += s.score.Passed
+			evals.Ran += s.score.Ran
+			evals.Errors += s.score.Errors
+			evals.Timeouts += s.score.Timeouts
+			evals.Skipped += s.score.Skipped
 			acc := perInstr[p.unit.InstructionID]
 			perInstr[p.unit.InstructionID] = [2]float64{acc[0] + s.score.Score, acc[1] + 1}
 			rollouts = append(rollouts, proto.ScoredRollout{
 				RolloutID: s.rollout, PromptID: p.unit.PromptID, InstructionID: p.unit.InstructionID,
 				Response: s.text, TokenIDs: s.tokens, LogProbSum: s.logprob, Score: s.score.Score,
 				Passed: int32(s.score.Passed), Failed: int32(s.score.Ran - s.score.Passed), Errors: int32(s.score.Errors),
+				Timeouts: int32(s.score.Timeouts), Skipped: int32(s.score.Skipped), ErrorKinds: s.errKinds, ErrorExample: s.errExample,
 				PolicyVersion: pol.Version, CreatedAt: now,
 			})
 		}
 		sel := SelectPairs(p.unit.PromptID, cands, w.o.Selection)
+		for i := len(rollouts) - len(group); i < len(rollouts); i++ {
+			rollouts[i].PromptPairs = int32(len(sel.Pairs))
+		}
 		identical += sel.Identical
 		if sel.Tie {
 			ties++
@@ -804,6 +852,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		mean = sum / float64(len(samples))
 	}
 	events := w.stepMetrics(stepNo, now, pol.Version, mean, perInstr, len(pairs), len(samples), len(ready), withPair, ties, identical, skipped, elapsed, latency, swapped)
+	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
 		return err
 	}
@@ -827,6 +877,7 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 	w.mu.Unlock()
 	w.log.Info("step", "step", stepNo, "v", pol.Version, "prompts", len(units), "samples", len(samples),
 		"reward", strconv.FormatFloat(mean, 'f', 3, 64), "pairs", len(pairs), "with_pair", withPair, "ties", ties,
+		"pass", evals.Passed, "fail", evals.Ran-evals.Passed, "skipped", evals.Skipped, "errors", evals.Errors-evals.Timeouts, "timeouts", evals.Timeouts,
 		"sample", sampleDur.Round(time.Millisecond), "score", scoreDur.Round(time.Millisecond), "total", elapsed.Round(time.Millisecond))
 	return nil
 }
@@ -853,6 +904,22 @@ func (w *Worker) score(ctx context.Context, ready []prepared, samples []sample) 
 			default:
 				for i := range group {
 					group[i].score = res.Scores[i]
+					var skippedMsg string
+					for _, row := range res.Evals {
+						if i >= len(row) || row[i].Ran() {
+							continue
+						}
+						e := row[i]
+						if e.Outcome == reward.Skipped {
+							skippedMsg = cmp.Or(skippedMsg, e.Message)
+							continue
+						}
+						group[i].errKinds = append(group[i].errKinds, e.Label())
+						if group[i].errExample == "" {
+							group[i].errExample = e.Message
+						}
+					}
+					group[i].errExample = truncateText(cmp.Or(group[i].errExample, skippedMsg), 300)
 				}
 			}
 		}()
@@ -908,4 +975,12 @@ func toInt32(ids []int) []int32 {
 		out[i] = int32(id)
 	}
 	return out
+}
+
+// truncateText cuts s to at most n runes, marking the cut.
+func truncateText(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/proto"
 )
@@ -72,65 +73,46 @@ func CheckpointDir(out string, step int) string {
 
 // SaveCheckpoint writes an HF-layout checkpoint of the policy (with LoRA: the PEFT adapter,
 // adapter_config.json and adapter_model.safetensors) plus trainer_state.json and
-// optimizer.safetensors to dir as one atomic rename: a crash leaves either the previous state
-// or the whole new checkpoint, never a part. tokDir, if set, supplies tokenizer files (not to
-// an adapter, whose base has them).
+// optimizer.safetensors to dir as one atomic directory replace (atomicfile.ReplaceDir): a
+// crash leaves either the previous state or the whole new checkpoint, never a part, and
+// Checkpoints finds it either way. tokDir, if set, supplies tokenizer files (not to an
+// adapter, whose base has them).
 func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
-	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	fail := func(err error) error {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	if t.adapter != nil {
-		if err := t.adapter.Save(tmp); err != nil {
-			return fail(err)
-		}
-	} else if err := t.Policy.Save(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
-		return fail(err)
-	}
 	st.GlobalStep = t.opt.step
 	st.Optimizer = t.opts.Optim.Name
 	st.LearningRate = t.opts.Optim.LRAt(max(t.opt.step-1, 0))
 	st.Skipped = t.Skipped
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return fail(err)
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
-	if err := writeSync(filepath.Join(tmp, stateFile), append(js, '\n')); err != nil {
-		return fail(err)
-	}
-	if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
-		return fail(err)
-	}
-	switch {
-	case st.ReferenceVersion > 0 && t.adapter != nil:
-		if t.refAdapter != nil {
-			if err := t.refAdapter.Save(filepath.Join(tmp, referenceAdapterDir)); err != nil {
-				return fail(err)
+	err = atomicfile.ReplaceDir(dir, func(tmp string) error {
+		if t.adapter != nil {
+			if err := t.adapter.WriteFiles(tmp); err != nil {
+				return err
 			}
+		} else if err := t.Policy.WriteFiles(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
+			return err
 		}
-	case st.ReferenceVersion > 0:
-		if err := model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil); err != nil {
-			return fail(err)
+		if err := atomicfile.WriteFile(filepath.Join(tmp, stateFile), append(js, '\n'), 0o644); err != nil {
+			return err
 		}
-	}
-	if _, err := os.Stat(dir); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return fail(err)
+		if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
+			return err
 		}
+		switch {
+		case st.ReferenceVersion > 0 && t.adapter != nil:
+			if t.refAdapter != nil {
+				return t.refAdapter.Save(filepath.Join(tmp, referenceAdapterDir))
+			}
+		case st.ReferenceVersion > 0:
+			return model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return fail(err)
-	}
-	syncDir(parent)
 	return nil
 }
 
@@ -155,6 +137,7 @@ func (t *Trainer) writeOptimizer(path string) error {
 // LoadCheckpoint restores weights (into the policy's existing tensors, which compiled graphs
 // alias), optimiser state and step from dir, and returns its State.
 func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
+	dir = atomicfile.Resolve(dir)
 	var st State
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
@@ -225,7 +208,18 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 	return st, nil
 }
 
-// Checkpoints lists out's complete checkpoint directories, oldest step first.
+// ownCheckpoints is Checkpoints for the trainer that owns out, at its start: it first puts
+// back what a crash inside SaveCheckpoint left (atomicfile.Recover).
+func ownCheckpoints(out string) ([]string, error) {
+	if err := atomicfile.Recover(out); err != nil {
+		return nil, err
+	}
+	return Checkpoints(out)
+}
+
+// Checkpoints lists out's complete checkpoint directories, oldest step first. A checkpoint
+// that a crash inside SaveCheckpoint left only as its old copy is listed under that copy's
+// path (atomicfile.Resolve).
 func Checkpoints(out string) ([]string, error) {
 	ents, err := os.ReadDir(out)
 	if err != nil {
@@ -239,16 +233,21 @@ func Checkpoints(out string) ([]string, error) {
 		dir  string
 	}
 	var cks []ck
+	seen := map[string]bool{}
 	for _, e := range ents {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, ckptPrefix) {
+		if orig, ok := atomicfile.OldCopyOf(name); ok {
+			name = orig
+		}
+		if !e.IsDir() || !strings.HasPrefix(name, ckptPrefix) || seen[name] {
 			continue // temporaries start with "."
 		}
+		seen[name] = true
 		step, err := strconv.Atoi(strings.TrimPrefix(name, ckptPrefix))
 		if err != nil {
 			continue
 		}
-		dir := filepath.Join(out, name)
+		dir := atomicfile.Resolve(filepath.Join(out, name))
 		if _, err := os.Stat(filepath.Join(dir, stateFile)); err != nil {
 			continue
 		}
@@ -308,29 +307,6 @@ func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv
 		return fmt.Errorf("publish policy %d: move %s: %w", version, proto.PolicyCurrentKey, err)
 	}
 	return nil
-}
-
-func writeSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // loadReference reads a refreshed reference policy's weights saved with a checkpoint.

@@ -138,7 +138,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	}
 	st := State{Seed: ro.Seed}
 	if !ro.NoResume {
-		dirs, err := Checkpoints(ro.OutDir)
+		dirs, err := ownCheckpoints(ro.OutDir)
 		if err != nil {
 			return nil, last, fmt.Errorf("train: %w", err)
 		}
@@ -233,32 +233,17 @@ func epochOrder(n int, seed uint64, epoch int, noShuffle bool) []int {
 }
 
 // saveFinal writes the model's HF files (with LoRA: the PEFT adapter's) at out's top level,
-// next to the checkpoints, each replaced by an atomic rename.
+// next to the checkpoints, each replaced atomically.
 func saveFinal(tr *Trainer, out, tokDir string) error {
-	tmp, err := os.MkdirTemp(out, ".final.tmp-")
-	if err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	dir := filepath.Join(tmp, "m")
+	var err error
 	if tr.adapter != nil {
-		err = tr.adapter.Save(dir)
+		err = tr.adapter.WriteFiles(out)
 	} else {
-		err = tr.Policy.Save(dir, model.SaveOptions{TokenizerDir: tokDir})
+		err = tr.Policy.WriteFiles(out, model.SaveOptions{TokenizerDir: tokDir})
 	}
 	if err != nil {
 		return fmt.Errorf("save final model: %w", err)
 	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(out, e.Name())); err != nil {
-			return fmt.Errorf("save final model: %w", err)
-		}
-	}
-	syncDir(out)
 	return nil
 }
 

@@ -110,7 +110,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		tokDir = o.ModelDir
 	}
 	var st State
-	dirs, err := Checkpoints(o.OutDir)
+	dirs, err := ownCheckpoints(o.OutDir)
 	if err != nil {
 		return fmt.Errorf("train stream: %w", err)
 	}

@@ -32,6 +32,7 @@ func modelCommand() *cli.Command {
 			modelInfoCommand(),
 			modelTokenizeCommand(),
 			modelLogprobsCommand(),
+			modelMergeCommand(),
 		},
 	}
 }
@@ -129,6 +130,9 @@ func modelInitCommand() *cli.Command {
 				}
 				cfg.EOSTokenIDs = tok.EOSIDs()
 			}
+			if err := cfg.CheckWeightsMemory(); err != nil {
+				return fmt.Errorf("--layers %d, --hidden %d, --intermediate %d, vocabulary %d: %w", cfg.NumHiddenLayers, cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize, err)
+			}
 			w, err := model.Init(cfg, c.Uint64("seed"))
 			if err != nil {
 				return fmt.Errorf("model init: %w", err)
@@ -176,6 +180,37 @@ func describeModel(c *model.Config) string {
 	return fmt.Sprintf("%s layers=%d hidden=%d heads=%d kv_heads=%d head_dim=%d intermediate=%d vocab=%d tied=%v qkv_bias=%v rope_theta=%g",
 		c.Architecture, c.NumHiddenLayers, c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim,
 		c.IntermediateSize, c.VocabSize, c.TieWordEmbeddings, c.QKVBias, c.RopeTheta)
+}
+
+func modelMergeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "merge",
+		Usage: "merge a PEFT LoRA adapter into its base model and write a whole Hugging Face checkpoint",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "base", Usage: "base checkpoint directory (required)"},
+			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory: adapter_config.json + adapter_model.safetensors (required)"},
+			&cli.StringFlag{Name: "out", Usage: "output checkpoint directory, written atomically (required)"},
+			&cli.StringFlag{Name: "dtype", Usage: "file dtype of the merged weights: f32 or bf16 (default: the base's)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := requireModelFlags(c, "base", "adapter", "out"); err != nil {
+				return err
+			}
+			var dtype model.DType
+			switch d := c.String("dtype"); d {
+			case "":
+			case "f32", "bf16":
+				dtype = map[string]model.DType{"f32": model.F32, "bf16": model.BF16}[d]
+			default:
+				return fmt.Errorf("--dtype %q: want f32 or bf16", d)
+			}
+			if err := model.MergeDirs(c.String("base"), c.String("adapter"), c.String("out"), model.MergeOptions{DType: dtype}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.ErrWriter, "wrote %s\n", c.String("out"))
+			return nil
+		},
+	}
 }
 
 func modelInfoCommand() *cli.Command {
@@ -381,6 +416,7 @@ func generateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "sampling seed (same seed, same output)"},
 			&cli.StringSliceFlag{Name: "stop", KeepSpace: true, Usage: "stop string, taken verbatim (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish, prompt_tokens)"},
+			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory to run over --model's weights (no merge needed)"},
 			float32Flag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -388,9 +424,18 @@ func generateCommand() *cli.Command {
 				return err
 			}
 			dir := c.String("model")
-			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+			cfg, err := model.LoadConfig(dir)
 			if err != nil {
 				return err
+			}
+			var adapter *model.Adapter
+			if ad := c.String("adapter"); ad != "" {
+				if adapter, err = model.LoadAdapter(ad); err != nil {
+					return err
+				}
+				if err := adapter.Fits(cfg); err != nil {
+					return fmt.Errorf("--adapter %s does not fit --model %s: %w", ad, dir, err)
+				}
 			}
 			var tok *tokenizer.Tokenizer
 			var prompt []int
@@ -415,9 +460,19 @@ func generateCommand() *cli.Command {
 			if len(prompt) == 0 {
 				return errors.New("the prompt has no tokens")
 			}
-			n := c.Int("n")
-			if n < 1 {
-				return fmt.Errorf("--n %d: want at least 1", n)
+			// The context and the KV cache's memory are known now: refuse before loading weights.
+			n, maxNew := c.Int("n"), c.Int("max-new-tokens")
+			if err := cfg.CheckDecode(n, len(prompt)+maxNew); err != nil {
+				return fmt.Errorf("--max-new-tokens %d with --n %d and a %d-token prompt: %w", maxNew, n, len(prompt), err)
+			}
+			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+			if err != nil {
+				return err
+			}
+			if adapter != nil {
+				if m, err = m.WithAdapter(adapter); err != nil {
+					return err
+				}
 			}
 			opts := model.SampleOptions{
 				MaxNewTokens: c.Int("max-new-tokens"), Temperature: c.Float64("temperature"),
@@ -512,6 +567,9 @@ func runBenchGenerate(c *cli.Context) error {
 	promptLen, newTokens, seed := c.Int("prompt-len"), c.Int("new-tokens"), c.Uint64("seed")
 	if newTokens < 2 {
 		return errors.New("--new-tokens must be at least 2")
+	}
+	if err := cfg.CheckDecode(8, promptLen+newTokens); err != nil {
+		return fmt.Errorf("--prompt-len %d and --new-tokens %d: %w", promptLen, newTokens, err)
 	}
 	if _, err := m.BenchDecode(1, promptLen, 4, seed); err != nil { // warm up
 		return err

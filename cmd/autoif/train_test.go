@@ -58,9 +58,9 @@ func TestTrainRejectsBadLoRAFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--lora-rank", "-2"}, "lora rank -2"},
-		{[]string{"--lora-rank", "4", "--lora-alpha", "0"}, "lora alpha 0"},
-		{[]string{"--lora-rank", "4", "--lora-dropout", "1"}, "lora dropout 1"},
+		{[]string{"--lora-rank", "-2"}, "--lora-rank -2"},
+		{[]string{"--lora-rank", "4", "--lora-alpha", "0"}, "--lora-alpha 0"},
+		{[]string{"--lora-rank", "4", "--lora-dropout", "1"}, "--lora-dropout 1"},
 		{[]string{"--lora-rank", "4", "--lora-targets", "q_proj,lm_head"}, `lora target "lm_head"`},
 		{[]string{"--lora-rank", "4", "--lora-targets", ","}, "lora targets: none given"},
 		{[]string{"--lora-dropout", "0.1"}, "--lora-dropout needs --lora-rank"},
