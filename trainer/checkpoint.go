@@ -400,6 +400,7 @@ func (t *Trainer) loadAdapter(dir string, st State) error {
 		if t.refAdapter, err = load(filepath.Join(dir, referenceAdapterDir)); err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
+		t.ref = t.base
 	}
 	t.dropReferenceGraphs()
 	return nil

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -9,10 +10,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gorgonia.org/tensor"
 
 	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/natsbus"
 )
 
 // tinyAdapter is an adapter on targets whose B is random too (PEFT starts it at zero, which
@@ -329,5 +332,101 @@ func TestWidenF16(t *testing.T) {
 	}
 	if got := widenF16([]uint16{0x8000})[0]; math.Float32bits(got) != 1<<31 {
 		t.Errorf("0x8000: %g, want -0", got)
+	}
+}
+
+// With LoRA the online trainer publishes adapter-only versions (PEFT's two files, no base),
+// version 0 being the fresh adapter, and the published bytes are the checkpoint's; with a
+// reference refresh the next step starts at the reference again (loss ln 2), and a resumed
+// trainer keeps the refreshed reference.
+func TestStreamTrainerPublishesLoRAAdapters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, dir := pairStream(t, ctx, "lorastream", streamPairs(0, 6), 2)
+	start := tinyModelDir(t)
+	out := filepath.Join(dir, "out")
+	losses := map[int]float64{}
+	so := StreamOptions{ModelDir: start, OutDir: out, KeepLast: -1, Trainer: loraOptions(0), PairsPerStep: 2, Steps: 3, MaxPolicyLag: -1,
+		RefRefreshEvery: 2, Logger: quietLogger(), OnStep: func(m Metrics, _ StreamStep) { losses[m.Step] = m.Loss },
+		Consumer: natsbus.ConsumerOptions{Durable: "trainer", AckWait: 5 * time.Second, Logger: quietLogger()}}
+	if err := RunStream(ctx, res, so); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []int64{0, 1, 2, 3} {
+		for _, name := range []string{model.AdapterConfigFile, model.AdapterWeightsFile} {
+			obj, err := res.Checkpoints.Get(ctx, res.Run.CheckpointObject(v, name))
+			if err != nil {
+				t.Fatalf("policy v%d %s: %v", v, name, err)
+			}
+			got, _ := io.ReadAll(obj)
+			obj.Close()
+			want, _ := os.ReadFile(filepath.Join(CheckpointDir(out, int(v)), name))
+			if string(got) != string(want) {
+				t.Errorf("published v%d %s differs from the checkpoint", v, name)
+			}
+		}
+		for _, name := range []string{"model.safetensors", "config.json"} {
+			if _, err := res.Checkpoints.GetInfo(ctx, res.Run.CheckpointObject(v, name)); err == nil {
+				t.Errorf("policy v%d published %s: a LoRA run publishes the adapter only", v, name)
+			}
+		}
+	}
+	for step, atRef := range map[int]bool{1: true, 2: false, 3: true} {
+		if got := math.Abs(losses[step]-math.Ln2) < 1e-6; got != atRef {
+			t.Errorf("step %d loss %.8f: at the reference %v, want %v", step, losses[step], got, atRef)
+		}
+	}
+	// The refreshed reference (version 2's adapter) is in checkpoint 3 and survives a resume.
+	ref := loadAdapterT(t, filepath.Join(CheckpointDir(out, 3), referenceAdapterDir))
+	v2 := loadAdapterT(t, CheckpointDir(out, 2))
+	for i, p := range ref.Tensors() {
+		if !slices.Equal(p.Data, v2.Tensors()[i].Data) {
+			t.Fatalf("reference adapter tensor %s is not version 2's", p.Name)
+		}
+	}
+	w, err := model.LoadWeights(start, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(w, loraOptions(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.LoadCheckpoint(CheckpointDir(out, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if tr.refAdapter == nil || !slices.Equal(tr.refAdapter.Tensors()[1].Data, v2.Tensors()[1].Data) {
+		t.Error("a trainer resumed from checkpoint 3 does not use version 2's adapter as its reference")
+	}
+	assertAllAcknowledged(t, ctx, res)
+}
+
+// A LoRA trainer started against another reference model, once refreshed, takes the policy
+// (base plus adapter) as its reference: the next step's loss is ln 2.
+func TestLoRARefreshReplacesASeparateReference(t *testing.T) {
+	cfg := tinyConfig(true, true, false)
+	opts := loraOptions(0)
+	opts.Reference = tinyWeights(t, cfg, 99)
+	tr, err := New(tinyWeights(t, cfg, 8), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := fixedPairs(4, 32, 5)
+	m, err := tr.Step(pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(m.Loss-math.Ln2) < 1e-3 {
+		t.Fatalf("first step's loss %.6f: the separate reference should differ from the policy", m.Loss)
+	}
+	if err := tr.RefreshReference(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := fixedPairs(4, 32, 6) // no cached reference log-probs
+	if m, err = tr.Step(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(m.Loss-math.Ln2) > 1e-6 {
+		t.Errorf("loss after the refresh %.9f, want ln 2", m.Loss)
 	}
 }

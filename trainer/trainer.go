@@ -530,8 +530,9 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 // starting policy). Log-probs already computed for pairs against the old reference are kept.
 func (t *Trainer) RefreshReference() error {
 	if t.adapter != nil {
-		// The base is frozen: the policy now is the base plus a snapshot of the adapter.
-		t.refAdapter = t.adapter.Clone()
+		// The base is frozen: the policy now is the base plus a snapshot of the adapter
+		// (whatever reference the run started from).
+		t.ref, t.refAdapter = t.base, t.adapter.Clone()
 		t.dropReferenceGraphs()
 		return nil
 	}
@@ -614,19 +615,23 @@ func (t *Trainer) pairMicroBatch(pairs []*Pair) int {
 // ActivationBudget.
 func (t *Trainer) microBatch(seqsPerItem, longest int) int {
 	T := roundUp(roundUp(longest-1, 8), 16) // graphShape's and forwardBackward's padding
-	per := int64(seqsPerItem) * int64(T) * activationBytesPerPosition(t.Policy.Config, T, t.opts.GradCheckpoint)
+	loraKept := 0
+	if t.adapter != nil {
+		loraKept = t.adapter.Config.Rank * len(t.adapter.Config.Targets)
+	}
+	per := int64(seqsPerItem) * int64(T) * activationBytesPerPosition(t.Policy.Config, T, t.opts.GradCheckpoint, loraKept)
 	return int(min(int64(t.opts.BatchSize), max(1, t.opts.ActivationBudget/per)))
 }
 
 // activationBytesPerPosition estimates what a float32 policy graph keeps per position of a
 // T-position sequence: per layer its output and its input's gradient, and without
-// checkpointing its internals (layerInternals); plus the scratch that one layer's forward
-// and backward share.
-func activationBytesPerPosition(c *model.Config, T int, checkpoint bool) int64 {
+// checkpointing its internals (layerInternals), and a LoRA adapter's u (loraKept: rank times
+// targets); plus the scratch that one layer's forward and backward share.
+func activationBytesPerPosition(c *model.Config, T int, checkpoint bool, loraKept int) int64 {
 	D, I, H := c.HiddenSize, c.IntermediateSize, c.NumAttentionHeads
 	q, kv := H*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
 	internal := 3*D + 2*q + 2*kv + 2*I + H*T
-	perLayer := 2 * D
+	perLayer := 2*D + loraKept
 	if !checkpoint {
 		perLayer += internal
 	}
