@@ -35,12 +35,14 @@ test: deps lint
 	GO="$(GO)" GOTAGS="$(GOTAGS)" bash scripts/test_as_nobody.sh
 	$(MAKE) fuzz
 
-# Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser and
-# the tokenizer round trip.
+# Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
+# the tokenizer round trip, the IFEval checker on any response and its Python-JSON reader.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) ./ifeval
+	$(GO) test -run '^$$' -fuzz '^FuzzPythonJSONLoads$$' -fuzztime $(FUZZTIME) ./ifeval
 
 # The main job on the embedded defaults: in-process NATS server, bundled tinyIF testbed. Warm
 # start by SFT (cached in runs/), online DPO, offline DPO for comparison, held-out evaluation,
