@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // officialInputData is google-research's instruction_following_eval/data/input_data.jsonl
@@ -144,8 +145,11 @@ func EvaluateAll(inputs []Input, responses map[string]string) (Result, error) {
 		}
 	}
 	if len(missing) > 0 {
-		shown := missing[:min(len(missing), 5)]
-		return Result{}, fmt.Errorf("no response for %d of %d prompts (keys %v...)", len(missing), len(inputs), shown)
+		keys := fmt.Sprint(missing[:min(len(missing), 5)])
+		if len(missing) > 5 {
+			keys = keys[:len(keys)-1] + " ...]"
+		}
+		return Result{}, fmt.Errorf("no response for %d of %d prompts (keys %s)", len(missing), len(inputs), keys)
 	}
 	var res Result
 	for _, in := range inputs {
@@ -160,20 +164,11 @@ func EvaluateAll(inputs []Input, responses map[string]string) (Result, error) {
 	return res, nil
 }
 
-// WriteOutputs writes outputs as an official eval_results file, atomically: a temporary file
-// in the same directory, renamed over path once complete.
-func WriteOutputs(path string, outputs []Output) error {
-	var b []byte
-	for _, o := range outputs {
-		b = o.AppendJSONL(b)
-	}
-	return writeFileAtomic(path, b)
-}
-
-func writeFileAtomic(path string, data []byte) error {
+// writeTemp writes data to a new temporary file beside path and returns its name.
+func writeTemp(path string, data []byte) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return err
+		return "", err
 	}
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
@@ -182,11 +177,66 @@ func writeFileAtomic(path string, data []byte) error {
 	if err == nil {
 		err = os.Chmod(f.Name(), 0o644)
 	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
 	if err != nil {
 		os.Remove(f.Name())
+		return "", err
 	}
-	return err
+	return f.Name(), nil
+}
+
+// Official output file names in --output-dir.
+const (
+	StrictFile = "eval_results_strict.jsonl"
+	LooseFile  = "eval_results_loose.jsonl"
+)
+
+// WriteResults writes eval_results_strict.jsonl and eval_results_loose.jsonl into dir (when
+// dir is not empty) and prints each one's report to w, as evaluation_main.py does. Both files
+// are written to temporary names first and renamed only when both are complete.
+func WriteResults(res Result, dir string, w io.Writer) error {
+	files := []struct {
+		name    string
+		outputs []Output
+	}{{StrictFile, res.Strict}, {LooseFile, res.Loose}}
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		var tmps []string
+		defer func() {
+			for _, t := range tmps {
+				os.Remove(t)
+			}
+		}()
+		for _, f := range files {
+			var b []byte
+			for _, o := range f.outputs {
+				b = o.AppendJSONL(b)
+			}
+			tmp, err := writeTemp(filepath.Join(dir, f.name), b)
+			if err != nil {
+				return err
+			}
+			tmps = append(tmps, tmp)
+		}
+		for i, f := range files {
+			if err := os.Rename(tmps[i], filepath.Join(dir, f.name)); err != nil {
+				return err
+			}
+		}
+		tmps = nil
+	}
+	for _, f := range files {
+		label := f.name
+		if dir != "" {
+			label = filepath.Join(dir, f.name)
+		}
+		if _, err := fmt.Fprintf(w, "%s\n%s Accuracy Scores:\n", strings.Repeat("=", 64), label); err != nil {
+			return err
+		}
+		if err := NewReport(f.outputs).Write(w); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -44,6 +44,7 @@ func newApp() *cli.App {
 		trainCommand(),
 		modelCommand(),
 		generateCommand(),
+		evalCommand(),
 		curvesCommand(),
 		experimentCommand(),
 		benchCommand(),

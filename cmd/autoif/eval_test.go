@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/autoif/autoif/ifeval"
+)
+
+const officialGPT4 = "../../ifeval/testdata/official_gpt4/"
+
+func runAutoif(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.Run(append([]string{"autoif"}, args...))
+	return out.String(), err
+}
+
+// officialLines maps each prompt of an official eval_results file to its line.
+func officialLines(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		var o ifeval.Output
+		if json.Unmarshal([]byte(line), &o) == nil {
+			m[o.Prompt] = line
+		}
+	}
+	return m
+}
+
+// On the official GPT-4 responses, `autoif eval ifeval` writes the official checker's files
+// byte for byte (for the prompts whose instruction types this build can check), prints the
+// official report for each, and ends with the four figures as one JSON line.
+func TestEvalIFEvalWritesTheOfficialFiles(t *testing.T) {
+	strictWant := officialLines(t, officialGPT4+"eval_results_strict_gpt4.jsonl")
+	looseWant := officialLines(t, officialGPT4+"eval_results_loose_gpt4.jsonl")
+	dir := t.TempDir()
+	var inputs bytes.Buffer
+	var prompts []string
+	for _, in := range ifeval.OfficialInputs() {
+		_, err := ifeval.Prepare(in)
+		if errors.Is(err, ifeval.ErrNeedsNLP) || strictWant[in.Prompt] == "" {
+			continue
+		}
+		// Keys 1122 and 1129 count a random letter in the official checker.
+		if in.Key == 1122 || in.Key == 1129 {
+			continue
+		}
+		line, _ := json.Marshal(in)
+		inputs.Write(append(line, '\n'))
+		prompts = append(prompts, in.Prompt)
+	}
+	inputPath := filepath.Join(dir, "input.jsonl")
+	if err := os.WriteFile(inputPath, inputs.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(dir, "out")
+	out, err := runAutoif(t, "eval", "ifeval", "--input-data", inputPath,
+		"--responses", officialGPT4+"input_response_data_gpt4_20231107_145030.jsonl", "--output-dir", outDir)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, f := range []struct {
+		name string
+		want map[string]string
+	}{{ifeval.StrictFile, strictWant}, {ifeval.LooseFile, looseWant}} {
+		var want strings.Builder
+		for _, p := range prompts {
+			want.WriteString(f.want[p])
+		}
+		got, err := os.ReadFile(filepath.Join(outDir, f.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want.String() {
+			t.Errorf("%s differs from the official rows (%d prompts)", f.name, len(prompts))
+		}
+		if !strings.Contains(out, filepath.Join(outDir, f.name)+" Accuracy Scores:\nprompt-level: ") {
+			t.Errorf("no report for %s in:\n%s", f.name, out)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var h ifeval.Headline
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &h); err != nil || h.PromptStrict <= 0 || h.PromptLoose < h.PromptStrict || h.InstructionLoose < h.InstructionStrict {
+		t.Errorf("last line %q: %+v, %v", lines[len(lines)-1], h, err)
+	}
+	t.Logf("%d prompts: %s", len(prompts), lines[len(lines)-1])
+}
+
+// Bad input gets one error line naming the file and line, and writes nothing.
+func TestEvalIFEvalBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	input := write("input.jsonl", `{"key": 1, "prompt": "Say hi.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}`+"\n")
+	good := write("good.jsonl", `{"prompt": "Say hi.", "response": "hi"}`+"\n")
+	blocker := write("file", "")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--input-data", input}, "--responses is required"},
+		{[]string{"--input-data", input, "--responses", write("bad.jsonl", "{\"prompt\": \"Say hi.\", \"response\": \"hi\"}\n\n{oops\n")}, "bad.jsonl:3: "},
+		{[]string{"--input-data", input, "--responses", write("noresp.jsonl", `{"prompt": "Say hi."}`+"\n")}, "noresp.jsonl:1: want a JSON object"},
+		{[]string{"--input-data", input, "--responses", write("other.jsonl", `{"prompt": "Say bye.", "response": "bye"}`+"\n")}, "no response for 1 of 1 prompts (keys [1])"},
+		{[]string{"--input-data", write("badin.jsonl", `{"key": 2, "prompt": "p", "instruction_id_list": ["keywords:frequency"], "kwargs": [{"keyword": "a", "frequency": 2, "relation": "at most"}]}`+"\n"), "--responses", good}, "badin.jsonl:1: keywords:frequency: relation must be"},
+		{[]string{"--input-data", write("unknown.jsonl", `{"key": 3, "prompt": "p", "instruction_id_list": ["x:y"], "kwargs": [{}]}`+"\n"), "--responses", good}, `unknown.jsonl:1: unknown instruction id "x:y"`},
+		{[]string{"--input-data", input, "--responses", good, "--output-dir", blocker}, "not a directory"},
+	} {
+		out, err := runAutoif(t, append([]string{"eval", "ifeval"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v, want one line containing %q\n%s", c.args, err, c.want, out)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "eval_results") || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("left %s behind", e.Name())
+		}
+	}
+}
