@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -22,6 +23,7 @@ type Model struct {
 	layers  []decoderLayer
 	norm    []float32
 	head    mat // the same matrix as embed when the embeddings are tied
+	adapter *Adapter
 }
 
 // decoderLayer is Layer as the forward pass reads it.
@@ -46,6 +48,40 @@ func New(w *Weights) *Model {
 	}
 	return m
 }
+
+// WithAdapter returns a Model that runs m's weights (shared, not copied) with a LoRA adapter
+// applied to its projections: what a rollout worker swaps in when only the adapter changed.
+// m itself is left as it is; nil detaches any adapter.
+func (m *Model) WithAdapter(a *Adapter) (*Model, error) {
+	out := *m
+	out.layers = slices.Clone(m.layers)
+	for i := range out.layers {
+		l := &out.layers[i]
+		for _, p := range []*linear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down} {
+			p.lora = nil
+		}
+	}
+	if a == nil {
+		return &out, nil
+	}
+	if err := a.Fits(m.Config); err != nil {
+		return nil, err
+	}
+	scale := float32(a.Config.Scale())
+	for i, ad := range a.Layers {
+		l := &out.layers[i]
+		for t, p := range ad {
+			lin := map[string]*linear{"q_proj": &l.q, "k_proj": &l.k, "v_proj": &l.v, "o_proj": &l.o,
+				"gate_proj": &l.gate, "up_proj": &l.up, "down_proj": &l.down}[t]
+			lin.lora = &loraLinear{a: p.A.Data, b: p.B.Data, r: a.Config.Rank, scale: scale}
+		}
+	}
+	out.adapter = a
+	return &out, nil
+}
+
+// Adapter is the LoRA adapter the model runs with, nil when none.
+func (m *Model) Adapter() *Adapter { return m.adapter }
 
 // WeightDType is the element type of the weight matrices: F32, or BF16/F16 when they are
 // kept as the checkpoint stores them.
@@ -427,6 +463,14 @@ func parallelForChunks(threads, n, minChunk, chunks int, fn func(lo, hi int)) {
 type linear struct {
 	w    mat
 	bias []float32
+	lora *loraLinear // nil without an adapter on this projection
+}
+
+// loraLinear is one projection's adapter as the forward pass reads it: out += scale·(x·Aᵀ)·Bᵀ.
+type loraLinear struct {
+	a, b  []float32 // A [r, in], B [out, r]
+	r     int
+	scale float32
 }
 
 func linearOf(l Linear) linear {
@@ -476,6 +520,32 @@ func matmulMulti(threads int, x []float32, T, K int, jobs ...job) {
 				matmulRange(j.out, x, &j.l.w, j.l.bias, T, n, K, a-base, b-base)
 			}
 			base += n
+		}
+	})
+	for _, j := range jobs {
+		if j.l.lora != nil {
+			loraAdd(threads, j.l.lora, x, T, K, j.out, j.l.w.rows)
+		}
+	}
+}
+
+// loraAdd adds an adapter's low-rank product to out[T, N]: u = scale·x·Aᵀ ([T, r], r small)
+// then out += u·Bᵀ, so the base matrix is never widened or copied.
+func loraAdd(threads int, l *loraLinear, x []float32, T, K int, out []float32, N int) {
+	r := l.r
+	u := make([]float32, T*r)
+	for t := range T {
+		xr := x[t*K : (t+1)*K]
+		for k := range r {
+			u[t*r+k] = l.scale * dot(l.a[k*K:(k+1)*K], xr)
+		}
+	}
+	parallelFor(threads, N, 256, func(lo, hi int) {
+		for t := range T {
+			ur, o := u[t*r:(t+1)*r], out[t*N:(t+1)*N]
+			for n := lo; n < hi; n++ {
+				o[n] += dot(l.b[n*r:(n+1)*r], ur)
+			}
 		}
 	})
 }

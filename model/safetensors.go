@@ -296,6 +296,15 @@ type Tensor struct {
 	dtype DType
 }
 
+// Half returns the tensor's half-precision bits and their dtype (BF16 or F16) when it is held
+// so (LoadWeights, LoadModel), or nil and F32 when its values are in Data.
+func (t *Tensor) Half() ([]uint16, DType) {
+	if t.half == nil {
+		return nil, F32
+	}
+	return t.half, t.dtype
+}
+
 // at returns element i as float32, whichever way the tensor is held.
 func (t *Tensor) at(i int) float32 {
 	if t.half == nil {

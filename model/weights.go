@@ -205,6 +205,12 @@ func LoadModel(dir string, opts LoadOptions) (*Model, error) {
 	return New(w), nil
 }
 
+// LoadWeights is Load keeping BF16/F16 weight matrices as stored unless opts.Float32 (see
+// Tensor.Half): a frozen base that LoRA training reads but never updates.
+func LoadWeights(dir string, opts LoadOptions) (*Weights, error) {
+	return load(dir, !opts.Float32)
+}
+
 // load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.
 func load(dir string, keepHalf bool) (*Weights, error) {
 	cfg, err := LoadConfig(dir)
@@ -275,25 +281,32 @@ var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "specia
 // which is then renamed into place, so a reader never sees a half-written checkpoint. An
 // existing dir is replaced.
 func (w *Weights) Save(dir string, opts SaveOptions) error {
+	return replaceDir(dir, func(tmp string) error { return w.writeFiles(tmp, opts) })
+}
+
+// replaceDir has fill write a directory's files into a temporary sibling, which is then
+// renamed into place (an existing dir is moved aside first and removed after), so a reader
+// never sees a half-written directory.
+func replaceDir(dir string, fill func(tmp string) error) error {
 	dir = filepath.Clean(dir)
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+		return fmt.Errorf("save %s: %w", dir, err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
 	if err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+		return fmt.Errorf("save %s: %w", dir, err)
 	}
-	if err := w.writeFiles(tmp, opts); err != nil {
+	if err := fill(tmp); err != nil {
 		os.RemoveAll(tmp)
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+		return fmt.Errorf("save %s: %w", dir, err)
 	}
 	var old string
 	if _, err := os.Stat(dir); err == nil {
 		old = tmp + ".old"
 		if err := os.Rename(dir, old); err != nil {
 			os.RemoveAll(tmp)
-			return fmt.Errorf("save checkpoint %s: %w", dir, err)
+			return fmt.Errorf("save %s: %w", dir, err)
 		}
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -301,7 +314,7 @@ func (w *Weights) Save(dir string, opts SaveOptions) error {
 			os.Rename(old, dir)
 		}
 		os.RemoveAll(tmp)
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+		return fmt.Errorf("save %s: %w", dir, err)
 	}
 	if old != "" {
 		os.RemoveAll(old)

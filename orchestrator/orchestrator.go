@@ -75,6 +75,10 @@ type Summary struct {
 	Pairs      int64         `json:"pairs"`
 	StalePairs int64         `json:"stale_pairs"`
 	Wall       time.Duration `json:"wall_ns"`
+	Timing     *Timing       `json:"timing,omitempty"`
+	// PeakRSSMB is the peak resident memory of the process that ran the orchestrator and its
+	// in-process components (and of its finished children), filled in by the command.
+	PeakRSSMB float64 `json:"peak_rss_mb,omitempty"`
 }
 
 // Orchestrator owns one run: it enqueues prompt units, follows the policy version, records
@@ -322,7 +326,8 @@ loop:
 		runErr = errors.Join(runErr, err)
 	}
 	sum := Summary{Reason: reason, Version: orc.rec.st.Version, Enqueued: orc.st.Enqueued, Rollouts: orc.rec.st.Rollouts,
-		Pairs: orc.rec.st.Pairs, StalePairs: orc.rec.st.StalePairs, Wall: orc.st.WallUsed}
+		Pairs: orc.rec.st.Pairs, StalePairs: orc.rec.st.StalePairs, Wall: orc.st.WallUsed,
+		Timing: timingOf(orc.rec.metrics, orc.rec.st.Version)}
 	orc.log.Info("orchestrator stopped", "reason", reason, "policy_version", sum.Version, "enqueued", sum.Enqueued, "pairs", sum.Pairs, "stale_pairs", sum.StalePairs)
 	return sum, runErr
 }

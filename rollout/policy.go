@@ -55,6 +55,31 @@ func LoadPolicy(dir string, version int64, threads int, fallback *tokenizer.Toke
 	return &Policy{Version: version, Dir: dir, Model: m, Tok: tok}, nil
 }
 
+// LoadAdapterPolicy loads a LoRA adapter directory (PEFT format, what a LoRA trainer
+// publishes) as the given version, run over base's weights: the base model is shared, not
+// loaded again, so a swap moves megabytes. The tokenizer is the adapter directory's own when
+// it has one, else base's.
+func LoadAdapterPolicy(dir string, version int64, base *Policy) (*Policy, error) {
+	a, err := model.LoadAdapter(dir)
+	if err != nil {
+		return nil, fmt.Errorf("policy v%d: %w", version, err)
+	}
+	m, err := base.Model.WithAdapter(a)
+	if err != nil {
+		return nil, fmt.Errorf("policy v%d: adapter does not fit the base model %s: %w", version, base.Dir, err)
+	}
+	tok := base.Tok
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err == nil {
+		if tok, err = tokenizer.Load(dir); err != nil {
+			return nil, fmt.Errorf("policy v%d: tokenizer: %w", version, err)
+		}
+	}
+	return &Policy{Version: version, Dir: dir, Model: m, Tok: tok}, nil
+}
+
+// IsAdapter reports whether the policy runs a LoRA adapter over a shared base.
+func (p *Policy) IsAdapter() bool { return p.Model.Adapter() != nil }
+
 // stopTokens are the ids that end a response: the tokenizer's and the model config's.
 func (p *Policy) stopTokens() []int {
 	seen := map[int]bool{}
@@ -89,7 +114,7 @@ func CheckpointDir(cacheDir string, version int64) string {
 // and is reused without downloading again.
 func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto.Run, version int64, cacheDir string) (string, error) {
 	dst := CheckpointDir(cacheDir, version)
-	if _, err := os.Stat(filepath.Join(dst, "config.json")); err == nil {
+	if complete(dst) {
 		return dst, nil
 	}
 	prefix := run.CheckpointObject(version, "")
@@ -130,10 +155,21 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		// Another worker sharing the cache may have won the race; its copy is as good.
-		if _, statErr := os.Stat(filepath.Join(dst, "config.json")); statErr == nil {
+		if complete(dst) {
 			return dst, nil
 		}
 		return "", fmt.Errorf("fetch policy v%d: %w", version, err)
 	}
 	return dst, nil
+}
+
+// complete reports whether a cached version directory is there: a whole checkpoint
+// (config.json) or an adapter (adapter_config.json); both arrive by one rename.
+func complete(dir string) bool {
+	for _, f := range []string{"config.json", model.AdapterConfigFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -65,6 +65,8 @@ const (
 	MetricTies           = "rollout/ties_dropped"      // prompts whose responses all scored the same
 	MetricIdentical      = "rollout/identical_dropped" // responses dropped as repeats of another
 	MetricStepSeconds    = "rollout/step_s"
+	MetricSampleSeconds  = "rollout/sample_s" // of the step: decoding the K responses per prompt
+	MetricScoreSeconds   = "rollout/score_s"  // of the step: the reward's verdicts
 	MetricSkippedPrompts = "rollout/skipped_prompts"
 )
 
@@ -201,6 +203,9 @@ type Worker struct {
 
 	// policy is owned by the Run loop: only it reads or replaces it, between steps.
 	policy *Policy
+	// base is ModelDir's policy, loaded on first need (basePolicy).
+	baseMu sync.Mutex
+	base   *Policy
 	// pending is the newest policy the watcher loaded, not yet swapped in.
 	pending atomic.Pointer[Policy]
 	loaded  atomic.Int64
@@ -334,7 +339,7 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 		if w.o.ModelDir == "" {
 			return fmt.Errorf("rollout: run %s has no published policy and no initial model was given", w.res.Run.ID)
 		}
-		p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+		p, err := w.basePolicy()
 		if err != nil {
 			return fmt.Errorf("rollout: initial model: %w", err)
 		}
@@ -355,6 +360,25 @@ func (w *Worker) loadInitial(ctx context.Context) error {
 	return nil
 }
 
+// basePolicy is Options.ModelDir loaded once as version 0: the initial policy, and the base
+// weights every LoRA adapter version runs over (shared, so an adapter swap loads megabytes).
+func (w *Worker) basePolicy() (*Policy, error) {
+	w.baseMu.Lock()
+	defer w.baseMu.Unlock()
+	if w.base != nil {
+		return w.base, nil
+	}
+	if w.o.ModelDir == "" {
+		return nil, errors.New("no base model was given (the initial model directory)")
+	}
+	p, err := LoadPolicy(w.o.ModelDir, 0, w.o.Threads, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.base = p
+	return p, nil
+}
+
 func parseVersion(b []byte) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || v < 0 {
@@ -368,8 +392,17 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 	if err != nil {
 		return nil, err
 	}
-	p, err := LoadPolicy(dir, v, w.o.Threads, fallback)
-	if err != nil {
+	var p *Policy
+	if model.IsAdapter(dir) {
+		base, err := w.basePolicy()
+		if err != nil {
+			return nil, fmt.Errorf("policy v%d is a LoRA adapter: %w", v, err)
+		}
+		p, err = LoadAdapterPolicy(dir, v, base)
+		if err != nil {
+			return nil, err
+		}
+	} else if p, err = LoadPolicy(dir, v, w.o.Threads, fallback); err != nil {
 		return nil, err
 	}
 	p.cached = true
@@ -804,6 +837,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		mean = sum / float64(len(samples))
 	}
 	events := w.stepMetrics(stepNo, now, pol.Version, mean, perInstr, len(pairs), len(samples), len(ready), withPair, ties, identical, skipped, elapsed, latency, swapped)
+	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ compare. Run with the system interpreter that has torch:
 
     /usr/bin/python3 scripts/torch_golden.py model/testdata/golden
 
-With --check DIR it instead reads a checkpoint written by Go (config.json +
+With --check DIR (and a PEFT LoRA adapter in DIR/adapter, if present) it instead reads a checkpoint written by Go (config.json +
 model.safetensors), runs this reference on the ids of DIR/tokens.json and writes
 DIR/torch_logits.safetensors, so Go's tests can check that what it writes is what an
 independent reader reads.
@@ -79,8 +79,9 @@ def inv_freq(cfg):
     return inv
 
 
-def forward(cfg, W, tokens):
-    """Full causal forward of one sequence; returns [T, vocab] float32 logits."""
+def forward(cfg, W, tokens, lora=None):
+    """Full causal forward of one sequence; returns [T, vocab] float32 logits. lora, when
+    given, is (tensors, scaling) of a PEFT adapter, applied by PEFT's names and rule."""
     T = len(tokens)
     H, KV, d = cfg["heads"], cfg["kv"], cfg["head_dim"]
     eps = cfg["eps"]
@@ -94,7 +95,14 @@ def forward(cfg, W, tokens):
     def lin(name, inp):
         y = inp @ W[name + ".weight"].T
         b = W.get(name + ".bias")
-        return y + b if b is not None else y
+        y = y + b if b is not None else y
+        if lora is not None:
+            # peft.tuners.lora.Linear.forward: result + lora_B(lora_A(dropout(x))) * scaling
+            tensors, scaling = lora
+            a = tensors.get("base_model.model." + name + ".lora_A.weight")
+            if a is not None:
+                y = y + (inp @ a.T) @ tensors["base_model.model." + name + ".lora_B.weight"].T * scaling
+        return y
 
     for i in range(cfg["layers"]):
         p = f"model.layers.{i}."
@@ -246,7 +254,15 @@ def check(d):
     W = read_safetensors(os.path.join(d, "model.safetensors"))
     with open(os.path.join(d, "tokens.json")) as f:
         tokens = json.load(f)
-    logits = forward(cfg, W, tokens)
+    lora = None
+    ad = os.path.join(d, "adapter")
+    if os.path.exists(os.path.join(ad, "adapter_config.json")):
+        with open(os.path.join(ad, "adapter_config.json")) as f:
+            ac = json.load(f)
+        r = ac["r"]
+        scaling = ac["lora_alpha"] / (math.sqrt(r) if ac.get("use_rslora") else r)
+        lora = (read_safetensors(os.path.join(ad, "adapter_model.safetensors")), scaling)
+    logits = forward(cfg, W, tokens, lora)
     write_safetensors(os.path.join(d, "torch_logits.safetensors"), {"logits": logits}, "F32")
 
 

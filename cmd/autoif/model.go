@@ -32,6 +32,7 @@ func modelCommand() *cli.Command {
 			modelInfoCommand(),
 			modelTokenizeCommand(),
 			modelLogprobsCommand(),
+			modelMergeCommand(),
 		},
 	}
 }
@@ -176,6 +177,37 @@ func describeModel(c *model.Config) string {
 	return fmt.Sprintf("%s layers=%d hidden=%d heads=%d kv_heads=%d head_dim=%d intermediate=%d vocab=%d tied=%v qkv_bias=%v rope_theta=%g",
 		c.Architecture, c.NumHiddenLayers, c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim,
 		c.IntermediateSize, c.VocabSize, c.TieWordEmbeddings, c.QKVBias, c.RopeTheta)
+}
+
+func modelMergeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "merge",
+		Usage: "merge a PEFT LoRA adapter into its base model and write a whole Hugging Face checkpoint",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "base", Usage: "base checkpoint directory (required)"},
+			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory: adapter_config.json + adapter_model.safetensors (required)"},
+			&cli.StringFlag{Name: "out", Usage: "output checkpoint directory, written atomically (required)"},
+			&cli.StringFlag{Name: "dtype", Usage: "file dtype of the merged weights: f32 or bf16 (default: the base's)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := requireModelFlags(c, "base", "adapter", "out"); err != nil {
+				return err
+			}
+			var dtype model.DType
+			switch d := c.String("dtype"); d {
+			case "":
+			case "f32", "bf16":
+				dtype = map[string]model.DType{"f32": model.F32, "bf16": model.BF16}[d]
+			default:
+				return fmt.Errorf("--dtype %q: want f32 or bf16", d)
+			}
+			if err := model.MergeDirs(c.String("base"), c.String("adapter"), c.String("out"), model.MergeOptions{DType: dtype}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.ErrWriter, "wrote %s\n", c.String("out"))
+			return nil
+		},
+	}
 }
 
 func modelInfoCommand() *cli.Command {
@@ -381,6 +413,7 @@ func generateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "sampling seed (same seed, same output)"},
 			&cli.StringSliceFlag{Name: "stop", KeepSpace: true, Usage: "stop string, taken verbatim (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per completion (text, tokens, logprobs, finish, prompt_tokens)"},
+			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory to run over --model's weights (no merge needed)"},
 			float32Flag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -391,6 +424,15 @@ func generateCommand() *cli.Command {
 			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
 			if err != nil {
 				return err
+			}
+			if ad := c.String("adapter"); ad != "" {
+				a, err := model.LoadAdapter(ad)
+				if err != nil {
+					return err
+				}
+				if m, err = m.WithAdapter(a); err != nil {
+					return fmt.Errorf("--adapter %s does not fit --model %s: %w", ad, dir, err)
+				}
 			}
 			var tok *tokenizer.Tokenizer
 			var prompt []int

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -200,6 +201,14 @@ func runAction(c *cli.Context) error {
 		slog.Warn("curves", "err", err)
 	} else {
 		slog.Info("curves written", "png", png)
+	}
+	var self, children syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	sum.PeakRSSMB = float64(max(self.Maxrss, children.Maxrss)) / 1024 // KiB on Linux
+	if t := sum.Timing; t != nil && t.Versions > 0 {
+		fmt.Fprintf(c.App.Writer, "per policy version: sampling %.1fs, scoring %.1fs, training %.1fs; hot-swap latency %.2fs mean, %.2fs max (%d swaps); peak RSS %.0f MB\n",
+			t.SampleS, t.ScoreS, t.TrainS, t.SwapLatencyS, t.SwapLatencyMx, t.Swaps, sum.PeakRSSMB)
 	}
 	line, _ := json.Marshal(sum)
 	fmt.Fprintf(c.App.Writer, "%s\n", line)
