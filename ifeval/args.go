@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/autoif/autoif/internal/pystr"
 )
 
 // args reads one instruction's kwargs the way Python binds build_description(**kwargs): a key
@@ -77,7 +79,7 @@ func (a *args) strStrippedOrRandom(key string, options []string) string {
 	if !ok {
 		return options[a.rnd.IntN(len(options))]
 	}
-	return pyStrip(s)
+	return pystr.Strip(s)
 }
 
 func (a *args) strList(key string) []string {

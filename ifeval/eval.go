@@ -5,6 +5,8 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/autoif/autoif/internal/pystr"
 )
 
 // Input is one row of the official input_data.jsonl.
@@ -82,7 +84,7 @@ func (p *Prepared) Evaluate(response string, mode Mode) Output {
 	}
 	for i, ins := range p.Instructions {
 		for _, v := range variants {
-			if pyStrip(v) != "" && ins.Follows(v) {
+			if pystr.Strip(v) != "" && ins.Follows(v) {
 				out.FollowInstructionList[i] = true
 				break
 			}
@@ -95,11 +97,11 @@ func (p *Prepared) Evaluate(response string, mode Mode) Output {
 // looseVariants are the official loose mode's 8 responses, in its order.
 func looseVariants(response string) []string {
 	lines := strings.Split(response, "\n")
-	removeFirst := pyStrip(strings.Join(lines[1:], "\n"))
-	removeLast := pyStrip(strings.Join(lines[:len(lines)-1], "\n"))
+	removeFirst := pystr.Strip(strings.Join(lines[1:], "\n"))
+	removeLast := pystr.Strip(strings.Join(lines[:len(lines)-1], "\n"))
 	removeBoth := ""
 	if len(lines) > 2 {
-		removeBoth = pyStrip(strings.Join(lines[1:len(lines)-1], "\n"))
+		removeBoth = pystr.Strip(strings.Join(lines[1:len(lines)-1], "\n"))
 	}
 	noStar := func(s string) string { return strings.ReplaceAll(s, "*", "") }
 	return []string{

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/autoif/autoif/internal/pystr"
 )
 
 // Instruction is one verifiable instruction built from its kwargs: the official
@@ -151,7 +153,7 @@ func buildKeywordFrequency(a *args) (Instruction, error) {
 		return nil, errRandomWords("keyword")
 	}
 	k := keywordFrequency{n: a.intOrRandom("frequency", 1, 3), relation: a.relation("relation")}
-	re, err := pyPattern("(?i)", pyStrip(kw))
+	re, err := pyPattern("(?i)", pystr.Strip(kw))
 	if err != nil {
 		return nil, err
 	}
@@ -235,11 +237,11 @@ func pyWordBoundary(s string, i int) bool {
 	before, after := false, false
 	if i > 0 {
 		r, _ := utf8.DecodeLastRuneInString(s[:i])
-		before = pyIsWord(r)
+		before = pystr.IsWord(r)
 	}
 	if i < len(s) {
 		r, _ := utf8.DecodeRuneInString(s[i:])
-		after = pyIsWord(r)
+		after = pystr.IsWord(r)
 	}
 	return before != after
 }
@@ -256,13 +258,13 @@ type letterFrequency struct {
 func buildLetterFrequency(a *args) (Instruction, error) {
 	s, _ := a.str("letter")
 	l := letterFrequency{}
-	low := pyLower(s)
+	low := pystr.Lower(s)
 	if utf8.RuneCountInString(s) != 1 || utf8.RuneCountInString(low) != 1 || low[0] < 'a' || low[0] > 'z' {
 		l.letter = rune(asciiLetters[a.rnd.IntN(len(asciiLetters))])
 	} else {
 		l.letter = rune(low[0])
 	}
-	l.letter = []rune(pyLower(string(l.letter)))[0]
+	l.letter = []rune(pystr.Lower(string(l.letter)))[0]
 	l.n = a.intOrRandom("let_frequency", 1, 10)
 	l.relation = a.relation("let_relation")
 	return l, nil
@@ -270,7 +272,7 @@ func buildLetterFrequency(a *args) (Instruction, error) {
 
 func (l letterFrequency) Follows(r string) bool {
 	n := 0
-	for _, c := range pyLower(r) {
+	for _, c := range pystr.Lower(r) {
 		if c == l.letter {
 			n++
 		}
@@ -334,7 +336,7 @@ func (p numberParagraphs) Follows(r string) bool {
 	paragraphs := paragraphDivider.Split(r, -1)
 	n := len(paragraphs)
 	for i, para := range paragraphs {
-		if pyStrip(para) == "" {
+		if pystr.Strip(para) == "" {
 			if i == 0 || i == len(paragraphs)-1 {
 				n--
 			} else {
@@ -375,7 +377,7 @@ func buildNthParagraphFirstWord(a *args) (Instruction, error) {
 	if a.err == nil && !ok {
 		return nil, errRandomWords("first_word")
 	}
-	p.firstWord = pyLower(w)
+	p.firstWord = pystr.Lower(w)
 	return p, nil
 }
 
@@ -383,24 +385,24 @@ func (p nthParagraphFirstWord) Follows(r string) bool {
 	paragraphs := strings.Split(r, "\n\n")
 	n := len(paragraphs)
 	for _, para := range paragraphs {
-		if pyStrip(para) == "" {
+		if pystr.Strip(para) == "" {
 			n--
 		}
 	}
 	if p.nth > n {
 		return false
 	}
-	para := pyStrip(paragraphs[p.nth-1])
+	para := pystr.Strip(paragraphs[p.nth-1])
 	if para == "" {
 		return false
 	}
-	word := strings.TrimLeft(strings.TrimLeft(pySplit(para)[0], "'"), `"`)
+	word := strings.TrimLeft(strings.TrimLeft(pystr.Fields(para)[0], "'"), `"`)
 	var first strings.Builder
 	for _, c := range word {
 		if strings.ContainsRune(`.,?!'"`, c) {
 			break
 		}
-		first.WriteString(pyLower(string(c)))
+		first.WriteString(pystr.Lower(string(c)))
 	}
 	return n == p.num && first.String() == p.firstWord
 }
@@ -430,7 +432,7 @@ func buildPostscript(a *args) (Instruction, error) {
 	case "P.S.":
 		pattern = pyS + `*p\.` + pyS + `?s\..*$`
 	default:
-		re, err := pyPattern("", pyLower(marker))
+		re, err := pyPattern("", pystr.Lower(marker))
 		if err != nil {
 			return nil, err
 		}
@@ -439,7 +441,7 @@ func buildPostscript(a *args) (Instruction, error) {
 	return postscript{re: regexp.MustCompile(`(?m)` + pattern)}, nil
 }
 
-func (p postscript) Follows(r string) bool { return p.re.MatchString(pyLower(r)) }
+func (p postscript) Follows(r string) bool { return p.re.MatchString(pystr.Lower(r)) }
 
 // detectable_format:number_bullet_lists — exactly n lines starting with `*` or `-` bullets.
 type bulletLists struct{ n int }
@@ -466,7 +468,7 @@ var constrainedOptions = []string{"My answer is yes.", "My answer is no.", "My a
 func buildConstrainedResponse(*args) (Instruction, error) { return constrainedResponse{}, nil }
 
 func (constrainedResponse) Follows(r string) bool {
-	r = pyStrip(r)
+	r = pystr.Strip(r)
 	for _, o := range constrainedOptions {
 		if strings.Contains(r, o) {
 			return true
@@ -491,12 +493,12 @@ func buildHighlights(a *args) (Instruction, error) {
 func (h highlights) Follows(r string) bool {
 	n := 0
 	for _, m := range singleHighlight.FindAllString(r, -1) {
-		if pyStrip(strings.Trim(m, "*")) != "" {
+		if pystr.Strip(strings.Trim(m, "*")) != "" {
 			n++
 		}
 	}
 	for _, m := range doubleHighlight.FindAllString(r, -1) {
-		if pyStrip(strings.TrimSuffix(strings.TrimPrefix(m, "**"), "**")) != "" {
+		if pystr.Strip(strings.TrimSuffix(strings.TrimPrefix(m, "**"), "**")) != "" {
 			n++
 		}
 	}
@@ -529,11 +531,11 @@ type jsonFormat struct{}
 func buildJSONFormat(*args) (Instruction, error) { return jsonFormat{}, nil }
 
 func (jsonFormat) Follows(r string) bool {
-	r = pyStrip(r)
+	r = pystr.Strip(r)
 	for _, p := range []string{"```json", "```Json", "```JSON", "```"} {
 		r = strings.TrimPrefix(r, p)
 	}
-	r = pyStrip(strings.TrimSuffix(r, "```"))
+	r = pystr.Strip(strings.TrimSuffix(r, "```"))
 	return pyJSONLoads(r)
 }
 
@@ -546,7 +548,7 @@ func buildTitle(*args) (Instruction, error) { return title{}, nil }
 
 func (title) Follows(r string) bool {
 	for _, m := range titleRe.FindAllString(r, -1) {
-		if pyStrip(strings.TrimRight(strings.TrimLeft(m, "<"), ">")) != "" {
+		if pystr.Strip(strings.TrimRight(strings.TrimLeft(m, "<"), ">")) != "" {
 			return true
 		}
 	}
@@ -562,7 +564,7 @@ func (twoResponses) Follows(r string) bool {
 	var valid []string
 	parts := strings.Split(r, "******")
 	for i, p := range parts {
-		if pyStrip(p) == "" {
+		if pystr.Strip(p) == "" {
 			if i != 0 && i != len(parts)-1 {
 				return false
 			}
@@ -570,7 +572,7 @@ func (twoResponses) Follows(r string) bool {
 			valid = append(valid, p)
 		}
 	}
-	return len(valid) == 2 && pyStrip(valid[0]) != pyStrip(valid[1])
+	return len(valid) == 2 && pystr.Strip(valid[0]) != pystr.Strip(valid[1])
 }
 
 // combination:repeat_prompt — the response starts with the prompt, ignoring case.
@@ -581,11 +583,11 @@ func buildRepeatPrompt(a *args) (Instruction, error) {
 	if a.err == nil && p == "" {
 		return nil, fmt.Errorf("prompt_to_repeat must be set")
 	}
-	return repeatPrompt{prefix: pyLower(pyStrip(p))}, nil
+	return repeatPrompt{prefix: pystr.Lower(pystr.Strip(p))}, nil
 }
 
 func (p repeatPrompt) Follows(r string) bool {
-	return strings.HasPrefix(pyLower(pyStrip(r)), p.prefix)
+	return strings.HasPrefix(pystr.Lower(pystr.Strip(r)), p.prefix)
 }
 
 // startend:end_checker — the response (less surrounding quotes) ends with the phrase,
@@ -593,11 +595,11 @@ func (p repeatPrompt) Follows(r string) bool {
 type endChecker struct{ suffix string }
 
 func buildEndChecker(a *args) (Instruction, error) {
-	return endChecker{suffix: pyLower(pyStrip(a.strStrippedOrRandom("end_phrase", starterEndOptions)))}, nil
+	return endChecker{suffix: pystr.Lower(pystr.Strip(a.strStrippedOrRandom("end_phrase", starterEndOptions)))}, nil
 }
 
 func (e endChecker) Follows(r string) bool {
-	return strings.HasSuffix(pyLower(strings.Trim(pyStrip(r), `"`)), e.suffix)
+	return strings.HasSuffix(pystr.Lower(strings.Trim(pystr.Strip(r), `"`)), e.suffix)
 }
 
 // change_case:capital_word_frequency — nltk.word_tokenize tokens that are isupper(), against
@@ -622,7 +624,7 @@ func buildCapitalWordFrequency(a *args) (Instruction, error) {
 func (c capitalWordFrequency) Follows(r string) bool {
 	n := 0
 	for _, w := range wordTokenize(r) {
-		if pyIsUpper(w) {
+		if pystr.IsUpperString(w) {
 			n++
 		}
 	}
@@ -639,7 +641,7 @@ func buildEnglishCapital(*args) (Instruction, error) {
 	return englishCapital{}, nil
 }
 
-func (englishCapital) Follows(r string) bool { return pyIsUpper(r) && isEnglish(r) }
+func (englishCapital) Follows(r string) bool { return pystr.IsUpperString(r) && isEnglish(r) }
 
 // change_case:english_lowercase — islower() and detected as English.
 type englishLowercase struct{}
@@ -651,7 +653,7 @@ func buildEnglishLowercase(*args) (Instruction, error) {
 	return englishLowercase{}, nil
 }
 
-func (englishLowercase) Follows(r string) bool { return pyIsLower(r) && isEnglish(r) }
+func (englishLowercase) Follows(r string) bool { return pystr.IsLowerString(r) && isEnglish(r) }
 
 // isEnglish: an undetectable language counts as followed, as in the official checker.
 func isEnglish(r string) bool {
@@ -672,6 +674,6 @@ type quotation struct{}
 func buildQuotation(*args) (Instruction, error) { return quotation{}, nil }
 
 func (quotation) Follows(r string) bool {
-	r = pyStrip(r)
+	r = pystr.Strip(r)
 	return utf8.RuneCountInString(r) > 1 && r[0] == '"' && r[len(r)-1] == '"'
 }
