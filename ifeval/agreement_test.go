@@ -297,3 +297,27 @@ func TestGPT4HeadlineFigures(t *testing.T) {
 		}
 	}
 }
+
+// WriteResponses writes the official responses file's format: re-writing the GPT-4 responses
+// gives the same bytes.
+func TestResponsesEncodeAsTheOfficialFile(t *testing.T) {
+	path := "testdata/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl"
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prompts, responses []string
+	for _, line := range strings.SplitAfter(string(want), "\n") {
+		var row struct{ Prompt, Response string }
+		if json.Unmarshal([]byte(line), &row) == nil {
+			prompts, responses = append(prompts, row.Prompt), append(responses, row.Response)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "responses.jsonl")
+	if err := WriteResponses(out, prompts, responses); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); string(got) != string(want) {
+		t.Errorf("re-written responses (%d rows) differ from %s", len(prompts), path)
+	}
+}

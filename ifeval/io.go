@@ -240,3 +240,28 @@ func WriteResults(res Result, dir string, w io.Writer) error {
 	}
 	return nil
 }
+
+// WriteResponses writes {"prompt", "response"} lines, as the official
+// input_response_data_*.jsonl files are written, atomically.
+func WriteResponses(path string, prompts, responses []string) error {
+	if len(prompts) != len(responses) {
+		return fmt.Errorf("%d prompts but %d responses", len(prompts), len(responses))
+	}
+	var b []byte
+	for i := range prompts {
+		b = append(b, `{"prompt": `...)
+		b = appendPyString(b, prompts[i])
+		b = append(b, `, "response": `...)
+		b = appendPyString(b, responses[i])
+		b = append(b, "}\n"...)
+	}
+	tmp, err := writeTemp(path, b)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

@@ -3,9 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/experiment"
 	"github.com/autoif/autoif/ifeval"
 )
 
@@ -30,15 +34,18 @@ func evalIFEvalCommand() *cli.Command {
 			"one JSON line: prompt_strict, instruction_strict, prompt_loose, instruction_loose.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "input-data", Usage: "IFEval input_data.jsonl (key, prompt, instruction_id_list, kwargs); default: the bundled official 541 prompts"},
-			&cli.StringFlag{Name: "responses", Usage: "JSONL of {\"prompt\", \"response\"} lines, matched to the inputs by prompt (required)"},
+			&cli.StringFlag{Name: "responses", Usage: "JSONL of {\"prompt\", \"response\"} lines, matched to the inputs by prompt (required without --model); with --model, the new file the sampled responses are written to (default OUTPUT_DIR/" + ifevalResponsesFile + ")"},
 			&cli.StringFlag{Name: "output-dir", Usage: "directory for eval_results_strict.jsonl and eval_results_loose.jsonl (created if missing; default: write no files)"},
+			&cli.StringFlag{Name: "model", Usage: "checkpoint directory: sample one response per prompt from it first (needs --output-dir or --responses)"},
+			&cli.BoolFlag{Name: "chat", Value: true, Usage: "with --model: render each prompt as a user message in the tokenizer's chat template"},
+			&cli.Float64Flag{Name: "temperature", Usage: "with --model: sampling temperature; 0 is greedy"},
+			&cli.IntFlag{Name: "max-new-tokens", Value: 1024, Usage: "with --model: tokens to generate at most per response"},
+			&cli.IntFlag{Name: "batch", Value: 16, Usage: "with --model: prompts decoded together"},
+			&cli.Uint64Flag{Name: "seed", Usage: "with --model: sampling seed (when --temperature > 0)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("eval ifeval: unexpected arguments %q", c.Args().Slice())
-			}
-			if c.String("responses") == "" {
-				return errors.New("--responses is required")
 			}
 			inputs := ifeval.OfficialInputs()
 			if path := c.String("input-data"); path != "" {
@@ -46,6 +53,14 @@ func evalIFEvalCommand() *cli.Command {
 				if inputs, err = ifeval.ReadInputFile(path); err != nil {
 					return fmt.Errorf("--input-data: %w", err)
 				}
+			}
+			if c.String("model") != "" {
+				if err := sampleIFEvalResponses(c, inputs); err != nil {
+					return err
+				}
+			}
+			if c.String("responses") == "" {
+				return errors.New("--responses is required (or --model to sample them)")
 			}
 			responses, err := ifeval.ReadResponseFile(c.String("responses"))
 			if err != nil {
@@ -61,4 +76,49 @@ func evalIFEvalCommand() *cli.Command {
 			return printModelJSON(c.App.Writer, res.Headline())
 		},
 	}
+}
+
+// ifevalResponsesFile is where --model writes its responses in --output-dir.
+const ifevalResponsesFile = "input_response_data.jsonl"
+
+// sampleIFEvalResponses samples one response per input prompt from --model and writes them to
+// --responses (a new file; default OUTPUT_DIR/input_response_data.jsonl), which the command
+// then evaluates.
+func sampleIFEvalResponses(c *cli.Context, inputs []ifeval.Input) error {
+	path := c.String("responses")
+	if path == "" {
+		if c.String("output-dir") == "" {
+			return errors.New("--model needs --output-dir or --responses: where to write the sampled responses")
+		}
+		path = filepath.Join(c.String("output-dir"), ifevalResponsesFile)
+		if err := c.Set("responses", path); err != nil {
+			return err
+		}
+	}
+	if n := c.Int("max-new-tokens"); n < 1 {
+		return fmt.Errorf("--max-new-tokens %d: want at least 1", n)
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("--responses %s already exists: --model writes a new file (remove it, or evaluate it without --model)", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	prompts := make([]string, len(inputs))
+	for i, in := range inputs {
+		prompts[i] = in.Prompt
+	}
+	start := time.Now()
+	responses, err := experiment.SampleResponses(c.Context, c.String("model"), prompts, experiment.SampleOptions{
+		Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"), Seed: c.Uint64("seed"),
+		ChatTemplate: c.Bool("chat"), Batch: c.Int("batch"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := ifeval.WriteResponses(path, prompts, responses); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "sampled %d responses from %s in %s: %s\n", len(responses), c.String("model"), time.Since(start).Round(time.Second), path)
+	return nil
 }

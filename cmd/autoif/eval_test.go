@@ -136,3 +136,47 @@ func TestEvalIFEvalBadInput(t *testing.T) {
 		}
 	}
 }
+
+// --model samples one response per prompt through the chat template, greedily, writes them
+// as the official responses file and evaluates that file; it never overwrites one.
+func TestEvalIFEvalSamplesAModel(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy")
+	if _, err := runAutoif(t, "model", "init", "--layers", "1", "--hidden", "64", "--heads", "2",
+		"--intermediate", "128", "--max-positions", "512", "--seed", "3", "--out", policy); err != nil {
+		t.Fatal(err)
+	}
+	input := filepath.Join(dir, "input.jsonl")
+	rows := `{"key": 1, "prompt": "Say hi.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}` + "\n" +
+		`{"key": 2, "prompt": "Write a title.", "instruction_id_list": ["detectable_format:title", "length_constraints:number_words"], "kwargs": [{}, {"num_words": 3, "relation": "less than"}]}` + "\n"
+	if err := os.WriteFile(input, []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(dir, "out")
+	args := []string{"eval", "ifeval", "--model", policy, "--input-data", input, "--output-dir", outDir, "--max-new-tokens", "3"}
+	out, err := runAutoif(t, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	responses, err := ifeval.ReadResponseFile(filepath.Join(outDir, "input_response_data.jsonl"))
+	if err != nil || len(responses) != 2 || responses["Say hi."] == "" && responses["Write a title."] == "" {
+		t.Fatalf("responses %q, %v", responses, err)
+	}
+	for _, name := range []string{ifeval.StrictFile, ifeval.LooseFile} {
+		if _, err := os.Stat(filepath.Join(outDir, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	// Greedy: the same responses again.
+	again := filepath.Join(dir, "again.jsonl")
+	if out, err := runAutoif(t, append(args, "--responses", again)...); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	second, err := ifeval.ReadResponseFile(again)
+	if err != nil || second["Say hi."] != responses["Say hi."] || second["Write a title."] != responses["Write a title."] {
+		t.Errorf("greedy responses changed: %q then %q (%v)", responses, second, err)
+	}
+	if _, err := runAutoif(t, append(args, "--responses", again)...); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("overwrote %s: %v", again, err)
+	}
+}
