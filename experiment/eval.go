@@ -132,6 +132,7 @@ func samplePolicy(ctx context.Context, dir string, units []proto.PromptUnit, o S
 // score fills each sample's scores: one reward call per instruction, its functions × all its
 // responses.
 func score(ctx context.Context, out []sampled, scorer reward.Scorer) error {
+	scorer = reward.WithNative(scorer)
 	byInstr := map[string][]int{}
 	for i, s := range out {
 		byInstr[s.unit.InstructionID] = append(byInstr[s.unit.InstructionID], i)
