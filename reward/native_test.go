@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/autoif/autoif/ifeval"
 )
@@ -94,4 +95,34 @@ func BenchmarkNativeConstraints(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(evals)/b.Elapsed().Seconds(), "evals/s")
+}
+
+// The same constraints written as Python functions (ifeval.PythonFunction) and run in the
+// sandbox give the native verdicts, on every official constraint that has a Python form and
+// the official GPT-4 responses to all prompts.
+func TestNativeVerdictsEqualPythonInTheSandbox(t *testing.T) {
+	w, err := LoadIFEvalWorkload("../ifeval/testdata/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl", 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newTestPool(t, Options{Deadline: 5 * time.Second})
+	py, err := pool.Score(context.Background(), w.Python, w.Responses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native, err := WithNative(nil).Score(context.Background(), w.Native, w.Responses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for f := range w.Native {
+		for r := range w.Responses {
+			if py.Evals[f][r].Outcome != native.Evals[f][r].Outcome {
+				if differ++; differ <= 10 {
+					t.Errorf("%s on response %d: Python %v (%s), native %v", ifeval.ConstraintID(w.Native[f]), r, py.Evals[f][r].Outcome, py.Evals[f][r].Message, native.Evals[f][r].Outcome)
+				}
+			}
+		}
+	}
+	t.Logf("%d constraints × %d responses, %d differ", len(w.Native), len(w.Responses), differ)
 }
