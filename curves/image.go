@@ -7,8 +7,8 @@ import (
 	"image/color"
 	"image/png"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // ImageOptions lay out the PNG; zero values mean the defaults.
@@ -71,22 +71,7 @@ func WritePNG(path string, panels []Panel, o ImageOptions) error {
 	if err := png.Encode(&buf, Image(panels, o)); err != nil {
 		return fmt.Errorf("curves png: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("curves png: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("curves png: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("curves png: %w", err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("curves png: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("curves png: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -321,24 +322,8 @@ func RunTinyIF(ctx context.Context, o TinyIFOptions) (Summary, error) {
 	sum.BeatsOffline = sum.HeldOutAfter > sum.OfflineHeldOut
 	sum.WallS = time.Since(start).Seconds()
 	data, _ := json.MarshalIndent(sum, "", "  ")
-	if err := writeAtomic(filepath.Join(o.RunDir, SummaryFile), append(data, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(o.RunDir, SummaryFile), append(data, '\n'), 0o644); err != nil {
 		return sum, fmt.Errorf("experiment: %w", err)
 	}
 	return sum, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/testbed/tinyif"
 	"github.com/autoif/autoif/tokenizer"
@@ -166,19 +167,15 @@ func EnsureWarmStart(ctx context.Context, o WarmStartOptions) (info WarmStartInf
 			o.Logger.Info("warm start sft", "step", i+1, "of", len(batches), "loss", m.Loss)
 		}
 	}
-	final := filepath.Join(work, "final")
-	if err := tr.Policy.Save(final, model.SaveOptions{TokenizerDir: initDir}); err != nil {
-		return info, false, fmt.Errorf("warm start: %w", err)
-	}
 	info = WarmStartInfo{Options: o, Params: params, FinalLoss: m.Loss, TrainWallS: time.Since(start).Seconds()}
 	data, _ := json.MarshalIndent(info, "", "  ")
-	if err := os.WriteFile(filepath.Join(final, warmStartInfoFile), append(data, '\n'), 0o644); err != nil {
-		return info, false, fmt.Errorf("warm start: %w", err)
-	}
-	if err := os.RemoveAll(o.Dir); err != nil {
-		return info, false, fmt.Errorf("warm start: %w", err)
-	}
-	if err := os.Rename(final, o.Dir); err != nil {
+	err = atomicfile.ReplaceDir(o.Dir, func(tmp string) error {
+		if err := tr.Policy.WriteFiles(tmp, model.SaveOptions{TokenizerDir: initDir}); err != nil {
+			return err
+		}
+		return atomicfile.WriteFile(filepath.Join(tmp, warmStartInfoFile), append(data, '\n'), 0o644)
+	})
+	if err != nil {
 		return info, false, fmt.Errorf("warm start: %w", err)
 	}
 	return info, false, nil

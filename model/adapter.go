@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // LoRA adapters in PEFT's format (huggingface/peft, LoraConfig + get_peft_model_state_dict):
@@ -266,8 +268,18 @@ type peftConfig struct {
 	Revision          *string            `json:"revision"`
 }
 
-// Save writes the adapter to dir in PEFT's layout (float32 tensors), replacing dir whole.
+// Save writes the adapter to dir in PEFT's layout (float32 tensors), replacing dir whole
+// (atomicfile.ReplaceDir).
 func (a *Adapter) Save(dir string) error {
+	if err := atomicfile.ReplaceDir(dir, a.WriteFiles); err != nil {
+		return fmt.Errorf("save adapter %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFiles writes Save's two files into the existing directory dir, each atomically, for
+// callers that build a larger directory around them (a trainer checkpoint).
+func (a *Adapter) WriteFiles(dir string) error {
 	targets, _ := json.Marshal(orderedTargets(a.Config.Targets))
 	pc := peftConfig{
 		PeftType: "LORA", TaskType: "CAUSAL_LM", BaseModel: a.BaseModel, R: a.Config.Rank,
@@ -278,14 +290,12 @@ func (a *Adapter) Save(dir string) error {
 	}
 	cj, err := json.MarshalIndent(pc, "", "  ")
 	if err != nil {
-		return fmt.Errorf("save adapter %s: %w", dir, err)
+		return err
 	}
-	return replaceDir(dir, func(tmp string) error {
-		if err := writeFileSync(filepath.Join(tmp, AdapterConfigFile), append(cj, '\n')); err != nil {
-			return err
-		}
-		return WriteSafetensors(filepath.Join(tmp, AdapterWeightsFile), a.Tensors(), F32, map[string]string{"format": "pt"})
-	})
+	if err := atomicfile.WriteFile(filepath.Join(dir, AdapterConfigFile), append(cj, '\n'), 0o644); err != nil {
+		return err
+	}
+	return WriteSafetensors(filepath.Join(dir, AdapterWeightsFile), a.Tensors(), F32, map[string]string{"format": "pt"})
 }
 
 // IsAdapter reports whether dir holds a PEFT adapter (rather than a whole checkpoint).

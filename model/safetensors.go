@@ -1,7 +1,6 @@
 package model
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // DType names a safetensors element type.
@@ -363,36 +364,31 @@ func WriteSafetensors(path string, tensors []*Tensor, dtype DType, metadata map[
 	for len(hj)%8 != 0 {
 		hj = append(hj, ' ')
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	var lenBuf [8]byte
-	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hj)))
-	w.Write(lenBuf[:])
-	w.Write(hj)
-	var b [4]byte
-	for _, t := range sorted {
-		for _, v := range t.Data {
-			if dtype == F32 {
-				binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
-				w.Write(b[:4])
-			} else {
-				binary.LittleEndian.PutUint16(b[:], toBF16(v))
-				w.Write(b[:2])
+	// Atomic, so a checkpoint file is complete or absent even outside a replaced directory.
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		var lenBuf [8]byte
+		binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hj)))
+		w.Write(lenBuf[:])
+		w.Write(hj)
+		buf := make([]byte, 0, 64<<10)
+		for _, t := range sorted {
+			for _, v := range t.Data {
+				if dtype == F32 {
+					buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+				} else {
+					buf = binary.LittleEndian.AppendUint16(buf, toBF16(v))
+				}
+				if len(buf) == cap(buf) {
+					if _, err := w.Write(buf); err != nil {
+						return err
+					}
+					buf = buf[:0]
+				}
 			}
 		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
+		_, err := w.Write(buf)
+		return err
+	})
 }
 
 // ReadTensors reads every tensor of a checkpoint directory as float32: model.safetensors, or

@@ -70,6 +70,10 @@ func (m *Model) Generate(prompts [][]int, opts SampleOptions) ([]Sample, error) 
 		}
 		maxLen = max(maxLen, len(p)+opts.MaxNewTokens)
 	}
+	// Only the memory here: sequences past the context window still decode (RoPE extends).
+	if err := m.Config.checkKVMemory(len(prompts), maxLen); err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
 	kc := m.NewCache(len(prompts), maxLen)
 	stop := map[int]bool{}
 	for _, id := range opts.StopTokens {

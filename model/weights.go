@@ -3,13 +3,14 @@ package model
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // Linear is a weight matrix stored as in torch's nn.Linear: Weight is [out, in] row-major, so
@@ -213,6 +214,7 @@ func LoadWeights(dir string, opts LoadOptions) (*Weights, error) {
 
 // load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.
 func load(dir string, keepHalf bool) (*Weights, error) {
+	dir = atomicfile.Resolve(dir) // a crash mid-Save leaves the previous checkpoint aside
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
@@ -277,56 +279,18 @@ type SaveOptions struct {
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja"}
 
 // Save writes an HF-layout checkpoint (config.json, generation_config.json, model.safetensors,
-// tokenizer files) to dir atomically: everything is written to a temporary sibling directory
-// which is then renamed into place, so a reader never sees a half-written checkpoint. An
-// existing dir is replaced.
+// tokenizer files) to dir as one atomic directory replace (atomicfile.ReplaceDir): a reader
+// never sees a half-written checkpoint. An existing dir is replaced.
 func (w *Weights) Save(dir string, opts SaveOptions) error {
-	return replaceDir(dir, func(tmp string) error { return w.writeFiles(tmp, opts) })
-}
-
-// replaceDir has fill write a directory's files into a temporary sibling, which is then
-// renamed into place (an existing dir is moved aside first and removed after), so a reader
-// never sees a half-written directory.
-func replaceDir(dir string, fill func(tmp string) error) error {
-	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	if err := fill(tmp); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	var old string
-	if _, err := os.Stat(dir); err == nil {
-		old = tmp + ".old"
-		if err := os.Rename(dir, old); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("save %s: %w", dir, err)
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if old != "" {
-			os.Rename(old, dir)
-		}
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save %s: %w", dir, err)
-	}
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	if d, err := os.Open(parent); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.ReplaceDir(dir, func(tmp string) error { return w.WriteFiles(tmp, opts) }); err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	return nil
 }
 
-func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
+// WriteFiles writes Save's files into the existing directory dir, each atomically, for callers
+// that build a larger directory around them.
+func (w *Weights) WriteFiles(dir string, opts SaveOptions) error {
 	dtype := opts.DType
 	if dtype == "" {
 		dtype = F32
@@ -337,7 +301,7 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(dir, "config.json"), append(cj, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(cj, '\n'), 0o644); err != nil {
 		return err
 	}
 	gen := map[string]any{"_from_model_config": true}
@@ -352,7 +316,7 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 		gen["eos_token_id"] = cfg.EOSTokenIDs
 	}
 	gj, _ := json.MarshalIndent(gen, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, "generation_config.json"), append(gj, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "generation_config.json"), append(gj, '\n'), 0o644); err != nil {
 		return err
 	}
 	meta := map[string]string{"format": "pt"}
@@ -368,47 +332,10 @@ func (w *Weights) writeFiles(dir string, opts SaveOptions) error {
 			if _, err := os.Stat(src); err != nil {
 				continue
 			}
-			if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+			if err := atomicfile.Copy(src, filepath.Join(dir, name), 0o644); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -151,7 +151,7 @@ func (r *testRun) work(n int, version int64, score func(k int) float64, pairsPer
 			for k := range 4 {
 				rows = append(rows, proto.ScoredRollout{RolloutID: fmt.Sprintf("%s-v%d-%d-%d", u.PromptID, version, len(r.seen), k),
 					PromptID: u.PromptID, InstructionID: u.InstructionID, Response: fmt.Sprintf("response %d", k),
-					Score: score(k), PolicyVersion: version})
+					Score: score(k), PolicyVersion: version, PromptPairs: int32(pairsPer)})
 			}
 			var pairs []proto.Pair
 			for j := range pairsPer {

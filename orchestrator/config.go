@@ -79,6 +79,14 @@ type Config struct {
 	FlushEvery time.Duration
 	// SamplesPerStep is how many prompts per step samples.parquet keeps.
 	SamplesPerStep int
+	// WarnIdlePrompts: after this many finished prompts in a row made no pair, say why (by
+	// cause: ties, functions raising, bad returns, timeouts, prompts too long); again at each
+	// doubling. 0: never.
+	WarnIdlePrompts int
+	// MaxIdlePrompts stops the run, with that account and an error, after this many prompts
+	// in a row made no pair: a run whose functions cannot tell its responses apart would
+	// otherwise sample forever. 0: never.
+	MaxIdlePrompts int
 }
 
 // TrainerMaxLag is the lag bound the trainer applies (trainer.StreamOptions.MaxPolicyLag):
@@ -111,6 +119,8 @@ func DefaultConfig() Config {
 		Seed:            1,
 		FlushEvery:      10 * time.Second,
 		SamplesPerStep:  8,
+		WarnIdlePrompts: 64,
+		MaxIdlePrompts:  512,
 	}
 }
 
@@ -151,6 +161,9 @@ func (c Config) Validate() error {
 	}
 	if c.SamplesPerStep < 0 {
 		bad("samples-per-step %d: must be 0 or more", c.SamplesPerStep)
+	}
+	if c.WarnIdlePrompts < 0 || c.MaxIdlePrompts < 0 {
+		bad("warn-idle-prompts %d and max-idle-prompts %d: must be 0 (never) or more", c.WarnIdlePrompts, c.MaxIdlePrompts)
 	}
 	if c.MinFuncAccuracy < 0 || c.MinFuncAccuracy > 1 {
 		bad("min-func-accuracy %g: must be in [0, 1]", c.MinFuncAccuracy)

@@ -40,6 +40,9 @@ type Options struct {
 	// StatusEvery prints a status line when no step has ended for this long (default 30s),
 	// so a run waiting for its workers or its trainer says so.
 	StatusEvery time.Duration
+	// OnProgress, when set, receives where the run stands at every poll (PollInterval), for
+	// a live status line; it must return quickly.
+	OnProgress func(Progress)
 }
 
 func (o Options) withDefaults() Options {
@@ -63,6 +66,10 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// reasonNoSignal is the Summary.Reason of a run that stopped itself after Config.MaxIdlePrompts
+// prompts in a row made no pair.
+const reasonNoSignal = "no signal"
 
 // Summary is how a run ended.
 type Summary struct {
@@ -113,6 +120,9 @@ type Orchestrator struct {
 	closing *versionClose
 	// backlog estimates the pairs the trainer has yet to take, for async mode's PairsAhead.
 	backlog *backlog
+	// lastReward is the mean score of the last closed step that had rollouts, for progress.
+	lastReward    float64
+	hasLastReward bool
 }
 
 // New prepares a run's orchestrator, resuming from cfg.RunDir's state when there is one.
@@ -148,7 +158,7 @@ func New(js jetstream.JetStream, res *natsbus.RunResources, set *PromptSet, cfg 
 		committed: st.Record,
 		orderOf:   -1,
 	}
-	orc.rec = newRecorder(st.Record, cfg, set, o.Out, o.LineGrace)
+	orc.rec = newRecorder(st.Record.clone(), cfg, set, o.Out, o.LineGrace)
 	orc.backlog = newBacklog(cfg.PairsPerVersion, cfg.TrainerMaxLag())
 	orc.backlog.version = st.Record.Version
 	// The first flush writes the files even if nothing arrives: a run directory always has
@@ -241,6 +251,7 @@ func (orc *Orchestrator) Run(ctx context.Context) (Summary, error) {
 		orc.rec.st.Open.Start = start
 	}
 	orc.rec.lastLine = start
+	startVersion, startPairs := orc.rec.st.Version, orc.rec.st.Pairs
 	orc.log.Info("orchestrator started", "mode", orc.cfg.Mode, "prompts", len(orc.set.Units), "instructions", orc.set.Instructions(),
 		"max_in_flight", orc.cfg.MaxInFlight, "max_lag", orc.cfg.MaxLag, "resumed", orc.resumed, "enqueued", orc.st.Enqueued,
 		"epoch", orc.st.Epoch, "cursor", orc.st.Cursor, "in_flight", orc.inFlight, "policy_version", orc.rec.st.Version)
@@ -280,6 +291,9 @@ loop:
 			orc.rec.printReady(now, false)
 			if now.Sub(orc.rec.lastLine) >= orc.o.StatusEvery {
 				orc.status(now)
+			}
+			if orc.o.OnProgress != nil {
+				orc.o.OnProgress(orc.progress(start, startVersion, startPairs))
 			}
 		case <-flush.C:
 			if err := orc.flush(ctx); err != nil {
@@ -324,6 +338,12 @@ loop:
 	}
 	if err := orc.saveState(); err != nil {
 		runErr = errors.Join(runErr, err)
+	}
+	writeInstructionTable(orc.o.Out, orc.rec.st.Instructions, orc.rec.instructionText)
+	if reason == reasonNoSignal {
+		// The last lines say why the run stopped itself.
+		fmt.Fprintln(orc.o.Out, orc.rec.idle.report(fmt.Sprintf("stopped: no preference pair from the last %d prompts", orc.rec.idle.streak)))
+		runErr = errors.Join(runErr, errors.New(orc.rec.idle.stop))
 	}
 	sum := Summary{Reason: reason, Version: orc.rec.st.Version, Enqueued: orc.st.Enqueued, Rollouts: orc.rec.st.Rollouts,
 		Pairs: orc.rec.st.Pairs, StalePairs: orc.rec.st.StalePairs, Wall: orc.st.WallUsed,
@@ -471,6 +491,9 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 		// waiting for them at later steps too.
 		orc.log.Debug("closing a step without the rollouts of some of its pairs", "prompts", len(orc.rec.awaiting))
 		clear(orc.rec.awaiting)
+	}
+	if open := orc.rec.st.Open; open.Rollouts > 0 {
+		orc.lastReward, orc.hasLastReward = open.RewardSum/float64(open.Rollouts), true
 	}
 	evs := orc.rec.onVersion(c.version, now, orc.inFlight, orc.st.Enqueued)
 	orc.backlog.published(c.version)
@@ -654,6 +677,15 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 			if orc.rec.st.PairsNext <= info.State.LastSeq {
 				return nil
 			}
+			// And its rollouts, which say whether the batch taught anything: a run that
+			// stops on them (MaxIdlePrompts) must not sample further ahead than a batch.
+			rinfo, err := orc.res.Rollouts.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("rollouts stream: %w", err)
+			}
+			if orc.rec.st.RolloutsNext <= rinfo.State.LastSeq {
+				return nil
+			}
 			short := orc.rec.st.PairsSinceVersion < int64(orc.cfg.PairsPerVersion)
 			stalled := time.Since(orc.doneAt) >= orc.o.SyncStall
 			if !short && !stalled {
@@ -781,7 +813,7 @@ func (orc *Orchestrator) flush(ctx context.Context) error {
 		}
 		orc.rec.dirty = false
 	}
-	orc.committed = orc.rec.st
+	orc.committed = orc.rec.st.clone()
 	return orc.saveState()
 }
 
@@ -797,6 +829,26 @@ func (orc *Orchestrator) budgetReached(start time.Time) string {
 		return "wall time"
 	case orc.exhausted() && orc.inFlight == 0:
 		return "epochs"
+	case orc.rec.idle.stop != "":
+		return reasonNoSignal
 	}
 	return ""
+}
+
+// progress is where the run stands; start, startVersion and startPairs are this process's
+// beginning, for its pace.
+func (orc *Orchestrator) progress(start time.Time, startVersion, startPairs int64) Progress {
+	r := orc.rec.st
+	since := time.Since(start)
+	p := Progress{
+		Version: r.Version, MaxSteps: orc.cfg.MaxSteps, Pairs: r.Pairs, MaxPairs: orc.cfg.MaxPairs, MaxWall: orc.cfg.MaxWall,
+		RewardMean: orc.lastReward, HasReward: orc.hasLastReward,
+		PairsPerSec: float64(r.Pairs-startPairs) / max(since.Seconds(), 1e-9),
+		Elapsed:     orc.wallBase + since, IdlePrompts: orc.rec.idle.streak, InFlight: orc.inFlight,
+	}
+	if r.Open.Rollouts > 0 {
+		p.RewardMean, p.HasReward = r.Open.RewardSum/float64(r.Open.Rollouts), true
+	}
+	p.ETA = eta(p, startVersion, startPairs, since)
+	return p
 }

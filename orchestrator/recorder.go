@@ -1,8 +1,11 @@
 package orchestrator
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +53,9 @@ type stepAgg struct {
 	LagMax    int64     `json:"lag_max"`
 	Stale     int64     `json:"stale"`
 	Samples   int       `json:"samples"`
+	// Evals are the function outcomes of the step's rollouts, overall and per instruction.
+	Evals    evalCounts             `json:"evals"`
+	PerInstr map[string]*evalCounts `json:"per_instruction,omitempty"`
 }
 
 // closedStep is a finished step waiting for the trainer's figures before its line prints.
@@ -87,6 +93,8 @@ type recorder struct {
 	// awaiting those whose pairs arrived first, so a step does not close between the two.
 	scored   map[sampleKey]bool
 	awaiting map[sampleKey]bool
+	// idle follows prompts that made no pair; warnings go to out.
+	idle *idleWatch
 }
 
 type sampleKey struct {
@@ -99,6 +107,10 @@ func newRecorder(st RecordState, cfg Config, set *PromptSet, out io.Writer, grac
 		st: st, k: cfg.K, maxLag: cfg.TrainerMaxLag(), perStep: cfg.SamplesPerStep, out: out, grace: grace,
 		prompts: map[string]*proto.PromptUnit{}, sampleAt: map[sampleKey]int{}, trainer: map[int64]map[string]float64{},
 		scored: map[sampleKey]bool{}, awaiting: map[sampleKey]bool{},
+		idle: newIdleWatch(cfg.WarnIdlePrompts, cfg.MaxIdlePrompts),
+	}
+	if r.st.Instructions == nil {
+		r.st.Instructions = map[string]*instrTotals{}
 	}
 	for i := range set.Units {
 		r.prompts[set.Units[i].PromptID] = &set.Units[i]
@@ -158,6 +170,9 @@ func (r *recorder) onMetrics(seq uint64, h nats.Header, rows []proto.MetricEvent
 		r.metrics = append(r.metrics, MetricRow{Time: e.Time, Component: strings.Clone(e.Component), Step: e.Step,
 			Name: strings.Clone(e.Name), Value: e.Value, Label: strings.Clone(e.Label), PolicyVersion: v, Seq: seq})
 		r.noteTrainer(e.Component, e.Step, e.Name, e.Value)
+		if e.Name == rolloutSkippedPrompts && e.Label == "" && e.Value >= 1 {
+			r.warn(r.idle.onSkipped(int(e.Value)))
+		}
 	}
 	r.st.MetricsNext = seq + 1
 	r.dirty = true
@@ -222,8 +237,64 @@ func (r *recorder) onRollouts(seq uint64, rows []proto.ScoredRollout, now time.T
 			}
 		}
 	}
+	for _, g := range groupRollouts(rows) {
+		r.onPrompt(g)
+	}
 	r.st.RolloutsNext = seq + 1
 	r.dirty = true
+}
+
+// onPrompt accounts one prompt's scored responses: the step's and the instruction's function
+// outcomes, and whether the prompt taught anything.
+func (r *recorder) onPrompt(g promptGroup) {
+	open := &r.st.Open
+	if open.PerInstr == nil {
+		open.PerInstr = map[string]*evalCounts{}
+	}
+	per := open.PerInstr[g.instruction]
+	if per == nil {
+		per = &evalCounts{}
+		open.PerInstr[strings.Clone(g.instruction)] = per
+	}
+	t := r.st.Instructions[g.instruction]
+	if t == nil {
+		t = &instrTotals{}
+		r.st.Instructions[strings.Clone(g.instruction)] = t
+	}
+	for _, ro := range g.rows {
+		open.Evals.addRow(ro)
+		per.addRow(ro)
+		t.Evals.addRow(ro)
+		t.Responses++
+		t.ScoreSum += ro.Score
+	}
+	t.Prompts++
+	t.Pairs += int64(g.rows[0].PromptPairs)
+	if _, tie := g.tie(); tie {
+		t.Ties++
+	}
+	text := ""
+	if u := r.prompts[g.rows[0].PromptID]; u != nil {
+		text = cmp.Or(u.Instruction, u.Prompt)
+	}
+	r.warn(r.idle.onPrompt(g, text))
+}
+
+// warn prints an idle warning, if any, where the step lines go.
+func (r *recorder) warn(msg string) {
+	if msg != "" {
+		fmt.Fprintln(r.out, msg)
+	}
+}
+
+// instructionText is an instruction's text, from the first prompt unit that has it.
+func (r *recorder) instructionText(id string) string {
+	for _, u := range r.prompts {
+		if u.InstructionID == id {
+			return cmp.Or(u.Instruction, u.Prompt)
+		}
+	}
+	return ""
 }
 
 func (r *recorder) onPairs(seq uint64, rows []proto.Pair, now time.Time) {
@@ -315,6 +386,15 @@ func (c closedStep) events() []proto.MetricEvent {
 	if a.Pairs > 0 {
 		out = append(out, ev(MetricPolicyLag, float64(a.LagSum)/float64(a.Pairs)), ev(MetricPolicyLagMax, float64(a.LagMax)))
 	}
+	labelled := func(name string, v float64, label string) proto.MetricEvent {
+		e := ev(name, v)
+		e.Label = label
+		return e
+	}
+	out = append(out, a.Evals.events(labelled, "")...)
+	for _, id := range slices.Sorted(maps.Keys(a.PerInstr)) {
+		out = append(out, a.PerInstr[id].events(labelled, id)...)
+	}
 	return out
 }
 
@@ -365,5 +445,8 @@ func stepLine(c closedStep, tm map[string]float64) string {
 		fmt.Fprintf(&b, " (%d stale)", a.Stale)
 	}
 	fmt.Fprintf(&b, "  in-flight %d  %.1fs", c.inFlight, c.seconds())
+	if a.Evals.total() > 0 {
+		fmt.Fprintf(&b, "  evals: %s", a.Evals)
+	}
 	return b.String()
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 const stateFormat = 1
@@ -56,6 +58,8 @@ type RecordState struct {
 	Rollouts          int64 `json:"rollouts"`
 	Pairs             int64 `json:"pairs"`
 	StalePairs        int64 `json:"stale_pairs"`
+	// Instructions is each instruction's account over the run (the end-of-run table).
+	Instructions map[string]*instrTotals `json:"instructions,omitempty"`
 }
 
 func newState(runID string, set *PromptSet, cfg Config) *State {
@@ -104,31 +108,5 @@ func (s *State) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, StateFile), append(data, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, StateFile), append(data, '\n'), 0o644)
 }

@@ -111,8 +111,11 @@ func TestEveryCodecRoundTripsItsRows(t *testing.T) {
 			"empty batch": {},
 			"unicode and long tokens": {{
 				RolloutID: "r", PromptID: "p", InstructionID: "i", Response: unicode + big, TokenIDs: long,
-				LogProbSum: -123.5, Score: 2.0 / 3, Passed: 2, Failed: 1, Errors: 1, PolicyVersion: 7, CreatedAt: t0,
+				LogProbSum: -123.5, Score: 2.0 / 3, Passed: 2, Failed: 1, Errors: 2, Timeouts: 1, Skipped: 3,
+				ErrorKinds: []string{"exception:ValueError", "timeout"}, ErrorExample: "ValueError: " + unicode, PromptPairs: 4,
+				PolicyVersion: 7, CreatedAt: t0,
 			}},
+			"no errors": {{RolloutID: "r", Passed: 1, ErrorKinds: []string{}, CreatedAt: t0}},
 		}
 		for name, rows := range cases {
 			t.Run(name, func(t *testing.T) { assertRoundTrip(t, ScoredRollouts, rows) })

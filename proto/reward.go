@@ -68,6 +68,7 @@ const (
 	OutcomePass    int32 = 1
 	OutcomeError   int32 = 2
 	OutcomeTimeout int32 = 3
+	OutcomeSkipped int32 = 4 // a result the server's return policy does not count
 )
 
 // ScoreRequest asks for every function to be run on every response. A message carries exactly
@@ -157,7 +158,7 @@ func (r *ScoreReply) Check(functions, responses int) error {
 		}
 	}
 	for i, o := range r.Outcomes {
-		if o < OutcomeFail || o > OutcomeTimeout {
+		if o < OutcomeFail || o > OutcomeSkipped {
 			return fmt.Errorf("reply outcome %d at %d is not an outcome code", o, i)
 		}
 	}

@@ -28,10 +28,22 @@ type ScoredRollout struct {
 	// LogProbSum is the summed log-probability of TokenIDs under the sampling policy.
 	LogProbSum float64
 	// Score is the mean pass rate over the functions that ran without error.
-	Score         float64
-	Passed        int32
-	Failed        int32
-	Errors        int32
+	Score  float64
+	Passed int32
+	Failed int32
+	Errors int32
+	// Timeouts are the Errors that ran past the deadline; Skipped the functions whose result
+	// the reward's return policy left out (neither a verdict nor an error).
+	Timeouts int32
+	Skipped  int32
+	// ErrorKinds names each function's error on this response: its kind, with the exception's
+	// type for an exception ("exception:ValueError"), "timeout" for a timeout.
+	ErrorKinds []string
+	// ErrorExample is one of those errors' messages, for a person to read.
+	ErrorExample string
+	// PromptPairs is how many pairs the response's prompt made in its step, the same on each
+	// of the prompt's rows: what tells a prompt that taught nothing.
+	PromptPairs   int32
 	PolicyVersion int64
 	CreatedAt     time.Time
 }
@@ -90,6 +102,11 @@ var ScoredRollouts = newCodec("rollouts/v1",
 	int32Col("passed", func(r *ScoredRollout) int32 { return r.Passed }, func(r *ScoredRollout, v int32) { r.Passed = v }),
 	int32Col("failed", func(r *ScoredRollout) int32 { return r.Failed }, func(r *ScoredRollout, v int32) { r.Failed = v }),
 	int32Col("errors", func(r *ScoredRollout) int32 { return r.Errors }, func(r *ScoredRollout, v int32) { r.Errors = v }),
+	int32Col("timeouts", func(r *ScoredRollout) int32 { return r.Timeouts }, func(r *ScoredRollout, v int32) { r.Timeouts = v }),
+	int32Col("skipped", func(r *ScoredRollout) int32 { return r.Skipped }, func(r *ScoredRollout, v int32) { r.Skipped = v }),
+	stringListCol("error_kinds", func(r *ScoredRollout) []string { return r.ErrorKinds }, func(r *ScoredRollout, v []string) { r.ErrorKinds = v }),
+	stringCol("error_example", func(r *ScoredRollout) string { return r.ErrorExample }, func(r *ScoredRollout, v string) { r.ErrorExample = v }),
+	int32Col("prompt_pairs", func(r *ScoredRollout) int32 { return r.PromptPairs }, func(r *ScoredRollout, v int32) { r.PromptPairs = v }),
 	int64Col("policy_version", func(r *ScoredRollout) int64 { return r.PolicyVersion }, func(r *ScoredRollout, v int64) { r.PolicyVersion = v }),
 	timeCol("created_at", func(r *ScoredRollout) time.Time { return r.CreatedAt }, func(r *ScoredRollout, v time.Time) { r.CreatedAt = v }),
 )

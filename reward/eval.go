@@ -1,6 +1,9 @@
 package reward
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Outcome is what one function did on one response.
 type Outcome uint8
@@ -14,6 +17,10 @@ const (
 	Error
 	// Timeout: the evaluation ran past the per-call deadline and its worker was killed.
 	Timeout
+	// Skipped: evaluate returned something the return policy does not count (ReturnsAutoIF:
+	// None, or a value int() refuses, such as "True"); Kind is KindBadReturn. Like an error it
+	// is left out of the response's score, but it is the function's answer, not its failure.
+	Skipped
 )
 
 func (o Outcome) String() string {
@@ -26,6 +33,8 @@ func (o Outcome) String() string {
 		return "error"
 	case Timeout:
 		return "timeout"
+	case Skipped:
+		return "skipped"
 	}
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }
@@ -40,7 +49,8 @@ const (
 	KindNone Kind = ""
 	// KindException: evaluate (or the source's top level) raised.
 	KindException Kind = "exception"
-	// KindBadReturn: evaluate returned something other than a bool or the ints 0/1.
+	// KindBadReturn: evaluate returned something the return policy does not take as a verdict
+	// (an Error under ReturnsStrict and ReturnsLenient, Skipped under ReturnsAutoIF).
 	KindBadReturn Kind = "bad_return_type"
 	// KindImportDenied: the function imported a module the sandbox forbids (socket, ctypes, ...).
 	KindImportDenied Kind = "import_denied"
@@ -78,6 +88,8 @@ type ResponseScore struct {
 	// Errors counts functions that gave no verdict, timeouts included; Timeouts counts those.
 	Errors   int `json:"errors"`
 	Timeouts int `json:"timeouts"`
+	// Skipped counts functions whose result the return policy does not count (see Skipped).
+	Skipped int `json:"skipped"`
 }
 
 // Result holds every outcome of a Score call.
@@ -89,8 +101,8 @@ type Result struct {
 }
 
 // ScoreResponses applies AutoIF's rule to a function × response matrix of outcomes: a
-// response's score is passes / (functions that ran); errors and timeouts are excluded from the
-// denominator and never count as passes.
+// response's score is passes / (functions that ran); errors, timeouts and skipped results are
+// excluded from the denominator and never count as passes.
 func ScoreResponses(evals [][]Eval, responses int) []ResponseScore {
 	scores := make([]ResponseScore, responses)
 	for _, row := range evals {
@@ -105,6 +117,8 @@ func ScoreResponses(evals [][]Eval, responses int) []ResponseScore {
 			case Timeout:
 				s.Timeouts++
 				s.Errors++
+			case Skipped:
+				s.Skipped++
 			default:
 				s.Errors++
 			}
@@ -116,4 +130,63 @@ func ScoreResponses(evals [][]Eval, responses int) []ResponseScore {
 		}
 	}
 	return scores
+}
+
+// Returns is the policy for an evaluate result other than True or False.
+type Returns string
+
+const (
+	// ReturnsStrict: only True, False and the ints 0 and 1 are verdicts; anything else is an
+	// Error of KindBadReturn.
+	ReturnsStrict Returns = "strict"
+	// ReturnsAutoIF: AutoIF's reference rule (code/7_query_vertification.py: a result that is
+	// None, or that int() refuses, is left out): such a result is Skipped, and int(result) is
+	// the verdict otherwise, so "1" and 1.0 pass while "True" is skipped. An int() of neither 0
+	// nor 1, which the reference would average as it is, is skipped too.
+	ReturnsAutoIF Returns = "autoif"
+	// ReturnsLenient: also the strings "True"/"False" (any case, spaces around ignored) and
+	// "1"/"0", the numbers 0 and 1 and numpy's bools; anything else is an Error of
+	// KindBadReturn.
+	ReturnsLenient Returns = "lenient"
+)
+
+// ReturnPolicies lists the policies, default first.
+var ReturnPolicies = []Returns{ReturnsAutoIF, ReturnsStrict, ReturnsLenient}
+
+// ParseReturns reads a policy name; empty is the default, ReturnsAutoIF.
+func ParseReturns(s string) (Returns, error) {
+	if s == "" {
+		return ReturnsAutoIF, nil
+	}
+	for _, r := range ReturnPolicies {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("unknown return policy %q (want strict, autoif or lenient)", s)
+}
+
+// Label names what an evaluation that gave no verdict did, for counting by cause: the error
+// kind, with the exception's type for an exception ("exception:ValueError"), "timeout", or
+// "skipped"; "" for a pass or a fail.
+func (e Eval) Label() string {
+	switch e.Outcome {
+	case Pass, Fail:
+		return ""
+	case Timeout:
+		return "timeout"
+	case Skipped:
+		return "skipped"
+	}
+	if e.Kind == KindException {
+		// worker.py writes "Type: message"; a bare type when the message is empty.
+		name, _, _ := strings.Cut(e.Message, ":")
+		if name != "" && !strings.ContainsAny(name, " \t\n") {
+			return string(e.Kind) + ":" + name
+		}
+	}
+	if e.Kind == KindNone {
+		return "error"
+	}
+	return string(e.Kind)
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// noAuditHook leaves the CPython audit hook out, so tests can show what the OS layer
 	// alone refuses.
 	noAuditHook bool
+	// Returns is how a result other than True or False counts (see Returns). Default
+	// ReturnsAutoIF.
+	Returns Returns
 	// Logger receives worker lifecycle events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -86,6 +89,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 25 * time.Millisecond
+	}
+	if o.Returns == "" {
+		o.Returns = ReturnsAutoIF
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

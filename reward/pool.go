@@ -31,6 +31,7 @@ type Stats struct {
 	Fails            int64 `json:"fails"`
 	Errors           int64 `json:"errors"` // error outcomes (timeouts not included)
 	Timeouts         int64 `json:"timeouts"`
+	Skipped          int64 `json:"skipped"` // results the return policy does not count
 	Crashes          int64 `json:"crashes"` // evaluations during which the worker died
 	WorkersStarted   int64 `json:"workers_started"`
 	WorkersRestarted int64 `json:"workers_restarted"` // replaced after a kill or crash
@@ -58,8 +59,8 @@ type Pool struct {
 	nextWorker atomic.Int64
 	nextSet    atomic.Uint64 // response set ids
 	stats      struct {
-		calls, evals, passes, fails, errors, timeouts, crashes atomic.Int64
-		started, restarted                                     atomic.Int64
+		calls, evals, passes, fails, errors, timeouts, skipped, crashes atomic.Int64
+		started, restarted                                              atomic.Int64
 	}
 }
 
@@ -278,6 +279,8 @@ func (p *Pool) count(e Eval) {
 		p.stats.fails.Add(1)
 	case Timeout:
 		p.stats.timeouts.Add(1)
+	case Skipped:
+		p.stats.skipped.Add(1)
 	default:
 		p.stats.errors.Add(1)
 		if e.Kind == KindCrash {
@@ -336,7 +339,7 @@ func (p *Pool) Stats() Stats {
 	s := &p.stats
 	return Stats{
 		Calls: s.calls.Load(), Evals: s.evals.Load(), Passes: s.passes.Load(), Fails: s.fails.Load(),
-		Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Crashes: s.crashes.Load(),
+		Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Skipped: s.skipped.Load(), Crashes: s.crashes.Load(),
 		WorkersStarted: s.started.Load(), WorkersRestarted: s.restarted.Load(),
 		Isolation: p.isolation(), Limits: limitsInUse,
 	}

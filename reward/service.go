@@ -563,5 +563,13 @@ func ResultOf(rep *proto.ScoreReply) *Result {
 			Errors: int(rep.Errors[r]), Timeouts: int(rep.Timeouts[r]),
 		}
 	}
+	// Skipped results have no column of their own: the matrix says which they are.
+	for _, row := range res.Evals {
+		for r, e := range row {
+			if e.Outcome == Skipped {
+				res.Scores[r].Skipped++
+			}
+		}
+	}
 	return res
 }

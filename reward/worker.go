@@ -241,6 +241,7 @@ func (w *worker) readFrame(deadline time.Time) (byte, []byte, error) {
 type callOptions struct {
 	Src     string  `json:"src"`
 	FlushMS float64 `json:"flush_ms"`
+	Returns Returns `json:"returns"`
 }
 
 // Request flags (worker.py's REQ_*).
@@ -301,8 +302,8 @@ func encodeRequest(id int64, rset uint64, opts callOptions, responses []string) 
 type childReply struct {
 	ID    int64               `json:"id"`
 	From  int                 `json:"from"`
-	V     string              `json:"v"` // one of p, f, e per evaluation from From
-	E     [][]json.RawMessage `json:"e"` // [index, kind, message] for each e
+	V     string              `json:"v"` // one of p, f, e, s per evaluation from From
+	E     [][]json.RawMessage `json:"e"` // [index, kind, message] for each e and s
 	End   bool                `json:"end"`
 	Fatal []string            `json:"fatal"`
 }
@@ -343,7 +344,7 @@ func (w *worker) call(ctx context.Context, src string, responses []string, rset 
 		send = []string{}
 	}
 	msg, err := encodeRequest(id, rset, callOptions{Src: src,
-		FlushMS: float64(w.opts.FlushInterval) / float64(time.Millisecond)}, send)
+		FlushMS: float64(w.opts.FlushInterval) / float64(time.Millisecond), Returns: w.opts.Returns}, send)
 	if err != nil {
 		w.kill("encode request: " + err.Error())
 		return res
@@ -469,7 +470,7 @@ func childExit(status int) string {
 }
 
 // fill records a frame's results: V has one character per evaluation starting at From, and
-// each 'e' has an [index, kind, message] entry in E.
+// each 'e' and 's' has an [index, kind, message] entry in E.
 func fill(rp *childReply, res *callResult) bool {
 	if rp.From < 0 || rp.From+len(rp.V) > len(res.evals) {
 		return false
@@ -483,6 +484,8 @@ func fill(rp *childReply, res *callResult) bool {
 			res.evals[i] = Eval{Outcome: Fail}
 		case 'e':
 			res.evals[i] = Eval{Outcome: Error, Kind: KindException} // detailed below
+		case 's':
+			res.evals[i] = Eval{Outcome: Skipped, Kind: KindBadReturn}
 		default:
 			return false
 		}
@@ -492,10 +495,17 @@ func fill(rp *childReply, res *callResult) bool {
 		var i int
 		var kind, msg string
 		if len(e) != 3 || json.Unmarshal(e[0], &i) != nil || json.Unmarshal(e[1], &kind) != nil ||
-			json.Unmarshal(e[2], &msg) != nil || i < rp.From || i >= rp.From+len(rp.V) || rp.V[i-rp.From] != 'e' {
+			json.Unmarshal(e[2], &msg) != nil || i < rp.From || i >= rp.From+len(rp.V) {
 			return false
 		}
-		res.evals[i] = Eval{Outcome: Error, Kind: Kind(kind), Message: msg}
+		switch rp.V[i-rp.From] {
+		case 'e':
+			res.evals[i] = Eval{Outcome: Error, Kind: Kind(kind), Message: msg}
+		case 's':
+			res.evals[i] = Eval{Outcome: Skipped, Kind: KindBadReturn, Message: msg}
+		default:
+			return false
+		}
 	}
 	return true
 }

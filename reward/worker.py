@@ -631,6 +631,7 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
         exit_(71)
     del body
     flush_s = opts.get("flush_ms", 2) / 1000.0
+    verdict = VERDICTS.get(opts.get("returns"), verdict_strict)
 
     def send(text):
         b = text.encode()
@@ -640,8 +641,9 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
             view = view[n:]
 
     def results(base, codes, errs):
-        # v holds one character per evaluation from index base: p pass, f fail, e error; e
-        # lists the errors as [index, kind, message]. Built from C-level pieces: the function
+        # v holds one character per evaluation from index base: p pass, f fail, e error, s
+        # skipped; e lists the errors and skips as [index, kind, message]. Built from C-level
+        # pieces: the function
         # may have patched the json module's Python classes in this process.
         return '{"id":%d,"from":%d,"v":"%s","e":[%s]' % (
             rid, base, "".join(codes),
@@ -691,13 +693,13 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
                 elif r is False:
                     codes.append("f")
                 else:
-                    t = type(r)
-                    if t is int and (r == 0 or r == 1):
-                        codes.append("p" if r == 1 else "f")
-                    else:
-                        codes.append("e")
-                        errs.append((i, "bad_return_type",
-                                     "evaluate returned %s, want bool" % t.__name__))
+                    try:
+                        code, msg = verdict(r)
+                    except BaseException as e:  # a result whose type misbehaves when asked
+                        code, msg = "e", "evaluate's result: " + classify(e, state, out)[1]
+                    codes.append(code)
+                    if msg is not None:
+                        errs.append((i, "bad_return_type", msg))
             if i & 15 == 15:
                 now = monotonic()
                 if now - last >= flush_s:
@@ -712,6 +714,69 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
     send(text + "}")
     close(w)
     exit_(0)
+
+
+# What a result other than True or False counts as, per return policy (Go's Options.Returns):
+# a code (p pass, f fail, e error, s skipped) and, for e and s, why. They run in the
+# function's process, after its evaluate returned, so whatever they call on the result (its
+# __int__, __eq__) is the function's own code under the same deadline.
+
+
+def _shown(r):
+    t = type(r)
+    if t is str:
+        return "str %r" % (r[:40],)
+    if t is int or t is float:
+        return "%s %r" % (t.__name__, r)
+    return t.__name__
+
+
+def verdict_strict(r):
+    """True, False and the ints 0 and 1; anything else is an error."""
+    if type(r) is int and (r == 0 or r == 1):
+        return ("p" if r == 1 else "f"), None
+    return "e", "evaluate returned %s, want bool" % _shown(r)
+
+
+def verdict_autoif(r):
+    """AutoIF's reference rule (code/7_query_vertification.py): None, or a value int() refuses,
+    does not count; otherwise int(result) is the verdict. int() values other than 0 and 1, which
+    the reference would average as they are, do not count either: a verdict is pass or fail."""
+    if r is None:
+        return "s", "evaluate returned None: skipped (--returns autoif)"
+    try:
+        v = int(r)
+    except BaseException:
+        return "s", "evaluate returned %s, which int() refuses: skipped (--returns autoif)" % _shown(r)
+    if type(v) is int and (v == 0 or v == 1):
+        return ("p" if v == 1 else "f"), None
+    return "s", "evaluate returned %s, int() %s: skipped (--returns autoif)" % (
+        _shown(r), "1 or more" if type(v) is int and v > 1 else "below 0")
+
+
+LENIENT_TRUE = frozenset(("true", "1"))
+LENIENT_FALSE = frozenset(("false", "0"))
+
+
+def verdict_lenient(r):
+    """Also the strings "True"/"False" (any case, surrounding space ignored), "1"/"0", the
+    numbers 0 and 1, and numpy's bools; anything else is an error."""
+    t = type(r)
+    if t is int or t is float:
+        if r == 0 or r == 1:
+            return ("p" if r == 1 else "f"), None
+    elif t is str:
+        s = r.strip().lower()
+        if s in LENIENT_TRUE:
+            return "p", None
+        if s in LENIENT_FALSE:
+            return "f", None
+    elif t.__name__ in ("bool_", "bool") and t.__module__ == "numpy":
+        return ("p" if r else "f"), None
+    return "e", "evaluate returned %s, want bool (--returns lenient also takes \"True\"/\"False\", 0/1)" % _shown(r)
+
+
+VERDICTS = {"strict": verdict_strict, "autoif": verdict_autoif, "lenient": verdict_lenient}
 
 
 def split_responses(raw):

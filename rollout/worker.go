@@ -24,6 +24,7 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -640,14 +641,18 @@ func (w *Worker) keepAlive(msgs stepMsgs) (stop func()) {
 
 // sample is one response with what the step learned about it.
 type sample struct {
-	unit     int // index into the step's units
-	index    int // among the unit's K samples
-	tokens   []int32
-	text     string
-	logprob  float64
-	score    reward.ResponseScore
-	rollout  string
-	finished string
+	unit    int // index into the step's units
+	index   int // among the unit's K samples
+	tokens  []int32
+	text    string
+	logprob float64
+	score   reward.ResponseScore
+	// errKinds labels each function that gave no verdict (reward.Eval.Label), skipped ones
+	// aside; errExample is one message of those, or of a skipped result.
+	errKinds   []string
+	errExample string
+	rollout    string
+	finished   string
 }
 
 // prepared is one prompt unit ready to sample.
@@ -776,6 +781,7 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 	rollouts := make([]proto.ScoredRollout, 0, len(samples))
 	var ties, identical, withPair int
 	var sum float64
+	var evals reward.ResponseScore // the step's function outcomes, summed over responses
 	perInstr := map[string][2]float64{}
 	for u, p := range ready {
 		group := samples[u*w.o.K : (u+1)*w.o.K]
@@ -783,16 +789,25 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		for i, s := range group {
 			cands[i] = Candidate{Index: s.index, Text: s.text, Score: s.score.Score}
 			sum += s.score.Score
+			evals.Passed += s.score.Passed
+			evals.Ran += s.score.Ran
+			evals.Errors += s.score.Errors
+			evals.Timeouts += s.score.Timeouts
+			evals.Skipped += s.score.Skipped
 			acc := perInstr[p.unit.InstructionID]
 			perInstr[p.unit.InstructionID] = [2]float64{acc[0] + s.score.Score, acc[1] + 1}
 			rollouts = append(rollouts, proto.ScoredRollout{
 				RolloutID: s.rollout, PromptID: p.unit.PromptID, InstructionID: p.unit.InstructionID,
 				Response: s.text, TokenIDs: s.tokens, LogProbSum: s.logprob, Score: s.score.Score,
 				Passed: int32(s.score.Passed), Failed: int32(s.score.Ran - s.score.Passed), Errors: int32(s.score.Errors),
+				Timeouts: int32(s.score.Timeouts), Skipped: int32(s.score.Skipped), ErrorKinds: s.errKinds, ErrorExample: s.errExample,
 				PolicyVersion: pol.Version, CreatedAt: now,
 			})
 		}
 		sel := SelectPairs(p.unit.PromptID, cands, w.o.Selection)
+		for i := len(rollouts) - len(group); i < len(rollouts); i++ {
+			rollouts[i].PromptPairs = int32(len(sel.Pairs))
+		}
 		identical += sel.Identical
 		if sel.Tie {
 			ties++
@@ -872,6 +887,7 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 	w.mu.Unlock()
 	w.log.Info("step", "step", stepNo, "v", pol.Version, "prompts", len(units), "samples", len(samples),
 		"reward", strconv.FormatFloat(mean, 'f', 3, 64), "pairs", len(pairs), "with_pair", withPair, "ties", ties,
+		"pass", evals.Passed, "fail", evals.Ran-evals.Passed, "skipped", evals.Skipped, "errors", evals.Errors-evals.Timeouts, "timeouts", evals.Timeouts,
 		"sample", sampleDur.Round(time.Millisecond), "score", scoreDur.Round(time.Millisecond), "total", elapsed.Round(time.Millisecond))
 	return nil
 }
@@ -904,6 +920,22 @@ func (w *Worker) score(ctx context.Context, ready []prepared, samples []sample) 
 			default:
 				for i := range group {
 					group[i].score = res.Scores[i]
+					var skippedMsg string
+					for _, row := range res.Evals {
+						if i >= len(row) || row[i].Ran() {
+							continue
+						}
+						e := row[i]
+						if e.Outcome == reward.Skipped {
+							skippedMsg = cmp.Or(skippedMsg, e.Message)
+							continue
+						}
+						group[i].errKinds = append(group[i].errKinds, e.Label())
+						if group[i].errExample == "" {
+							group[i].errExample = e.Message
+						}
+					}
+					group[i].errExample = truncateText(cmp.Or(group[i].errExample, skippedMsg), 300)
 				}
 				perUnit[u] = constraintTally(ready[u].unit.Functions, res)
 			}
@@ -996,4 +1028,12 @@ func toInt32(ids []int) []int32 {
 		out[i] = int32(id)
 	}
 	return out
+}
+
+// truncateText cuts s to at most n runes, marking the cut.
+func truncateText(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

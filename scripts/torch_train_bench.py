@@ -9,6 +9,12 @@ sequences (or --micro-batch pairs at a time, gradients accumulated), lm_head onl
 scored positions, like the Go trainer. Prints progress lines and, last, one JSON line with the
 process's peak RSS.
 
+With --lora-rank R the step trains a LoRA adapter instead (PEFT's rule as two plain low-rank
+matrices per projection on all seven projections: y = x·Wᵀ + b + (alpha/R)·(x·Aᵀ)·Bᵀ, A from
+kaiming_uniform(a=√5), B zero, dropout 0): the base stays frozen in float32 (torch's CPU
+matmuls are fastest there; the Go trainer keeps a BF16 checkpoint in BF16), the reference is
+the base with the adapter off (no second copy), and AdamW and clipping see the adapter only.
+
     OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 scripts/torch_train_bench.py --model DIR --threads 2
 """
 import argparse
@@ -40,8 +46,9 @@ def load(d):
     return cfg, tg.read_safetensors(os.path.join(d, "model.safetensors"))
 
 
-def seq_logps(cfg, W, ids, prompt_len):
-    """Summed log-probs of ids[:, prompt_len:] given the rest; ids is [B, T] (no padding)."""
+def seq_logps(cfg, W, ids, prompt_len, lora=None):
+    """Summed log-probs of ids[:, prompt_len:] given the rest; ids is [B, T] (no padding).
+    lora, when given, is (adapter tensors by module name, scaling)."""
     B, T = ids.shape
     H, KV, d, eps = cfg["heads"], cfg["kv"], cfg["head_dim"], cfg["eps"]
     inp = ids[:, :-1]
@@ -55,7 +62,11 @@ def seq_logps(cfg, W, ids, prompt_len):
     def lin(name, h):
         y = h @ W[name + ".weight"].T
         b = W.get(name + ".bias")
-        return y + b if b is not None else y
+        y = y + b if b is not None else y
+        if lora is not None and name in lora[0]:
+            a, bb = lora[0][name]
+            y = y + (h @ a.T) @ bb.T * lora[1]
+        return y
 
     for i in range(cfg["layers"]):
         p = f"model.layers.{i}."
@@ -90,6 +101,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--micro-batch", type=int, default=0, help="pairs per forward/backward (0: all)")
+    ap.add_argument("--lora-rank", type=int, default=0, help="train a LoRA adapter of this rank (0: every weight)")
+    ap.add_argument("--lora-alpha", type=float, default=8.0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg, W = load(a.model)
@@ -99,11 +112,27 @@ def main():
     chosen = torch.randint(3, cfg["vocab"], (n, a.response_len), generator=g)
     rejected = torch.randint(3, cfg["vocab"], (n, a.response_len), generator=g)
     ids = torch.cat((torch.cat((prompt, chosen), 1), torch.cat((prompt, rejected), 1)), 0)
-    ref = {k: v.clone() for k, v in W.items()}
-    params = {k: v.clone().requires_grad_(True) for k, v in W.items()}
-    del W
+    lora = None
+    if a.lora_rank > 0:
+        r = a.lora_rank
+        mods = {}
+        for i in range(cfg["layers"]):
+            for t in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+                name = f"model.layers.{i}.{'self_attn' if t[0] in 'qkvo' else 'mlp'}.{t}"
+                n_out, n_in = W[name + ".weight"].shape
+                A = torch.empty(r, n_in)
+                torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+                mods[name] = (A.requires_grad_(True), torch.zeros(n_out, r, requires_grad=True))
+        lora = (mods, a.lora_alpha / r)
+        ref, policy = W, W  # frozen; the reference is the same weights without the adapter
+        trainable = [t for ab in mods.values() for t in ab]
+    else:
+        ref = {k: v.clone() for k, v in W.items()}
+        policy = {k: v.clone().requires_grad_(True) for k, v in W.items()}
+        trainable = list(policy.values())
+        del W
     # The Go trainer's defaults: AdamW at 1e-6, betas (0.9, 0.999), eps 1e-8, no weight decay.
-    opt = torch.optim.AdamW(list(params.values()), lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(trainable, lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     mb = a.micro_batch if a.micro_batch > 0 else n
     best = best_cpu = None
     for step in range(a.steps + 1):
@@ -116,12 +145,12 @@ def main():
             b = hi - lo
             with torch.no_grad():
                 r = seq_logps(cfg, ref, part, a.prompt_len)
-            lp = seq_logps(cfg, params, part, a.prompt_len)
+            lp = seq_logps(cfg, policy, part, a.prompt_len, lora)
             logits = (lp[:b] - r[:b]) - (lp[b:] - r[b:])
             loss = -torch.nn.functional.logsigmoid(a.beta * logits).sum() / n
             loss.backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         sec, cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"torch step {step}: {sec:.3f}s ({cpu:.3f} CPU-s) loss {total:.5f}", file=sys.stderr)
@@ -129,7 +158,7 @@ def main():
             best = sec if best is None else min(best, sec)
             best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
     print(json.dumps({"step_s": best, "step_cpu_s": best_cpu, "pairs_per_s": n / best, "threads": a.threads,
-                      "micro_batch": mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "micro_batch": mb, "lora_rank": a.lora_rank, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "torch": torch.__version__}))
 
 

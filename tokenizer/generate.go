@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"container/heap"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // ByteLevelOptions describes a small byte-level BPE tokenizer to generate.
@@ -165,29 +165,9 @@ func (f *ByteLevelFiles) WriteDir(dir string) error {
 		name string
 		data []byte
 	}{{"tokenizer.json", f.TokenizerJSON}, {"tokenizer_config.json", f.TokenizerConfigJSON}} {
-		if err := writeFileAtomic(filepath.Join(dir, file.name), file.data); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, file.name), file.data, 0o644); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, werr := tmp.Write(data)
-	perr := tmp.Chmod(0o644) // CreateTemp makes 0600; model directories are shared read-only
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if err := errors.Join(werr, perr, serr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -16,8 +16,10 @@ import (
 // BenchOptions shape `autoif bench train`: DPO steps of PairsPerStep pairs, every prompt and
 // response of fixed length, so Go and PyTorch run the very same work.
 type BenchOptions struct {
-	// Mode is what trains: BenchFull (every weight, AdamW state for each; the default).
+	// Mode is what trains: BenchFull (every weight, AdamW state for each; the default) or
+	// BenchLoRA (a LoRA adapter of LoRA's shape on the frozen base, AdamW state for it only).
 	Mode string
+	LoRA *model.LoRAConfig
 	// GradCheckpoint and ActivationBudget are the trainer's (Options).
 	GradCheckpoint   bool
 	ActivationBudget int64
@@ -28,8 +30,13 @@ type BenchOptions struct {
 	Seed             uint64
 }
 
-// BenchFull is full fine-tuning: float32 weights, gradients and AdamW state.
-const BenchFull = "full"
+// Bench modes: BenchFull is full fine-tuning (float32 weights, gradients and AdamW state),
+// BenchLoRA a LoRA adapter on the frozen base (load it with model.LoadWeights to keep a BF16
+// checkpoint in BF16).
+const (
+	BenchFull = "full"
+	BenchLoRA = "lora"
+)
 
 func (o *BenchOptions) defaults() {
 	if o.Mode == "" {
@@ -83,21 +90,26 @@ func BenchPairs(cfg *model.Config, o BenchOptions) []*Pair {
 }
 
 // StepFLOPs counts the matmul FLOPs of one DPO step that any implementation must do: for
-// each of the 2·pairs sequences, a reference forward and a policy forward and backward (3×
-// the forward), with causal attention over the real tokens and lm_head only at the scored
-// positions.
-func StepFLOPs(c *model.Config, pairs, promptLen, responseLen int) float64 {
+// each of the 2·pairs sequences, a reference forward and a policy forward and backward, with
+// causal attention over the real tokens and lm_head only at the scored positions. Full
+// fine-tuning's backward is twice the forward (input and weight gradients); with lora (the
+// adapter's own FLOPs, r/out of the rest, left out) the frozen weights need only their input
+// gradients, once the forward, while attention's backward stays twice its forward.
+func StepFLOPs(c *model.Config, pairs, promptLen, responseLen int, lora bool) float64 {
 	D, I, V := float64(c.HiddenSize), float64(c.IntermediateSize), float64(c.VocabSize)
 	q, kv := float64(c.NumAttentionHeads*c.HeadDim), float64(c.NumKeyValueHeads*c.HeadDim)
 	L := float64(promptLen + responseLen - 1)
 	perToken := 2 * (D*q + 2*D*kv + q*D + 3*D*I)
-	attn := 2 * 2 * q * L * (L + 1) / 2
-	fwd := float64(c.NumHiddenLayers)*(L*perToken+attn) + float64(responseLen)*2*D*V
-	return float64(2*pairs) * 4 * fwd
+	attn := float64(c.NumHiddenLayers) * 2 * 2 * q * L * (L + 1) / 2
+	lin := float64(c.NumHiddenLayers)*L*perToken + float64(responseLen)*2*D*V
+	if lora {
+		return float64(2*pairs) * (3*lin + 4*attn)
+	}
+	return float64(2*pairs) * 4 * (lin + attn)
 }
 
-// Bench times DPO steps of full fine-tuning with AdamW (clipped to norm 1, the trainer's
-// defaults; the PyTorch baseline does the same), one trainer reused across Runs.
+// Bench times DPO steps of full fine-tuning or LoRA with AdamW (clipped to norm 1, the
+// trainer's defaults; the PyTorch baseline does the same), one trainer reused across Runs.
 type Bench struct {
 	o     BenchOptions
 	tr    *Trainer
@@ -108,10 +120,16 @@ type Bench struct {
 // NewBench prepares a bench on w (which it updates).
 func NewBench(w *model.Weights, o BenchOptions) (*Bench, error) {
 	o.defaults()
-	if o.Mode != BenchFull {
-		return nil, fmt.Errorf("bench mode %q: want %s", o.Mode, BenchFull)
-	}
 	opts := DefaultOptions()
+	switch {
+	case o.Mode == BenchFull && o.LoRA == nil:
+	case o.Mode == BenchLoRA && o.LoRA != nil:
+		opts.LoRA = o.LoRA
+	case o.Mode == BenchLoRA:
+		return nil, fmt.Errorf("bench mode %s needs a LoRA configuration", BenchLoRA)
+	default:
+		return nil, fmt.Errorf("bench mode %q: want %s, or %s with a LoRA configuration", o.Mode, BenchFull, BenchLoRA)
+	}
 	opts.BatchSize = o.PairsPerStep
 	opts.GradCheckpoint, opts.ActivationBudget = o.GradCheckpoint, o.ActivationBudget
 	opts.Logger = quietLog()
@@ -125,7 +143,7 @@ func NewBench(w *model.Weights, o BenchOptions) (*Bench, error) {
 // Run times o.Steps steps (after a warm-up step on the first call) and returns the fastest.
 func (b *Bench) Run() (BenchResult, error) {
 	o := b.o
-	res := BenchResult{StepFLOPs: StepFLOPs(b.tr.Policy.Config, o.PairsPerStep, o.PromptLen, o.ResponseLen)}
+	res := BenchResult{StepFLOPs: StepFLOPs(b.tr.Policy.Config, o.PairsPerStep, o.PromptLen, o.ResponseLen, o.Mode == BenchLoRA)}
 	for i := 0; i < o.Steps; i++ {
 		for _, p := range b.pairs {
 			p.HasRef = false // the reference forward is part of every step

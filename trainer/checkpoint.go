@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/proto"
 )
@@ -59,7 +61,9 @@ const (
 	stateFile     = "trainer_state.json"
 	optimizerFile = "optimizer.safetensors"
 	referenceFile = "reference.safetensors"
-	ckptPrefix    = "checkpoint-"
+	// referenceAdapterDir holds a refreshed reference's adapter snapshot (LoRA).
+	referenceAdapterDir = "reference_adapter"
+	ckptPrefix          = "checkpoint-"
 )
 
 // CheckpointDir is the directory name of step's checkpoint under an output directory.
@@ -67,54 +71,48 @@ func CheckpointDir(out string, step int) string {
 	return filepath.Join(out, fmt.Sprintf("%s%08d", ckptPrefix, step))
 }
 
-// SaveCheckpoint writes an HF-layout checkpoint of the policy plus trainer_state.json and
-// optimizer.safetensors to dir as one atomic rename: a crash leaves either the previous state
-// or the whole new checkpoint, never a part. tokDir, if set, supplies tokenizer files.
+// SaveCheckpoint writes an HF-layout checkpoint of the policy (with LoRA: the PEFT adapter,
+// adapter_config.json and adapter_model.safetensors) plus trainer_state.json and
+// optimizer.safetensors to dir as one atomic directory replace (atomicfile.ReplaceDir): a
+// crash leaves either the previous state or the whole new checkpoint, never a part, and
+// Checkpoints finds it either way. tokDir, if set, supplies tokenizer files (not to an
+// adapter, whose base has them).
 func (t *Trainer) SaveCheckpoint(dir string, st State, tokDir string) error {
-	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	fail := func(err error) error {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("save checkpoint %s: %w", dir, err)
-	}
-	if err := t.Policy.Save(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
-		return fail(err)
-	}
 	st.GlobalStep = t.opt.step
 	st.Optimizer = t.opts.Optim.Name
 	st.LearningRate = t.opts.Optim.LRAt(max(t.opt.step-1, 0))
 	st.Skipped = t.Skipped
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return fail(err)
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
-	if err := writeSync(filepath.Join(tmp, stateFile), append(js, '\n')); err != nil {
-		return fail(err)
-	}
-	if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
-		return fail(err)
-	}
-	if st.ReferenceVersion > 0 {
-		if err := model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil); err != nil {
-			return fail(err)
+	err = atomicfile.ReplaceDir(dir, func(tmp string) error {
+		if t.adapter != nil {
+			if err := t.adapter.WriteFiles(tmp); err != nil {
+				return err
+			}
+		} else if err := t.Policy.WriteFiles(tmp, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
+			return err
 		}
-	}
-	if _, err := os.Stat(dir); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return fail(err)
+		if err := atomicfile.WriteFile(filepath.Join(tmp, stateFile), append(js, '\n'), 0o644); err != nil {
+			return err
 		}
+		if err := t.writeOptimizer(filepath.Join(tmp, optimizerFile)); err != nil {
+			return err
+		}
+		switch {
+		case st.ReferenceVersion > 0 && t.adapter != nil:
+			if t.refAdapter != nil {
+				return t.refAdapter.Save(filepath.Join(tmp, referenceAdapterDir))
+			}
+		case st.ReferenceVersion > 0:
+			return model.WriteSafetensors(filepath.Join(tmp, referenceFile), t.ref.tensors(), model.F32, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return fail(err)
-	}
-	syncDir(parent)
 	return nil
 }
 
@@ -139,6 +137,7 @@ func (t *Trainer) writeOptimizer(path string) error {
 // LoadCheckpoint restores weights (into the policy's existing tensors, which compiled graphs
 // alias), optimiser state and step from dir, and returns its State.
 func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
+	dir = atomicfile.Resolve(dir)
 	var st State
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
@@ -156,24 +155,12 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 	if st.Optimizer != t.opts.Optim.Name {
 		return st, fmt.Errorf("resume from %s: checkpoint used optimiser %s, this run %s", dir, st.Optimizer, t.opts.Optim.Name)
 	}
-	w, err := model.Load(dir)
-	if err != nil {
-		return st, fmt.Errorf("resume: %w", err)
-	}
-	src := w.Tensors()
-	if len(src) != len(t.params) {
-		return st, fmt.Errorf("resume from %s: %d tensors, the model has %d", dir, len(src), len(t.params))
-	}
-	for i, p := range t.params {
-		if src[i].Name != p.Name || len(src[i].Data) != len(p.Data) {
-			return st, fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
-		}
-		copy(p.Data, src[i].Data)
-	}
-	if st.ReferenceVersion > 0 {
-		if err := t.loadReference(filepath.Join(dir, referenceFile)); err != nil {
+	if t.adapter != nil {
+		if err := t.loadAdapter(dir, st); err != nil {
 			return st, fmt.Errorf("resume from %s: %w", dir, err)
 		}
+	} else if err := t.loadPolicy(dir, st); err != nil {
+		return st, err
 	}
 	f, err := model.OpenSafetensors(filepath.Join(dir, optimizerFile))
 	if err != nil {
@@ -221,7 +208,18 @@ func (t *Trainer) LoadCheckpoint(dir string) (State, error) {
 	return st, nil
 }
 
-// Checkpoints lists out's complete checkpoint directories, oldest step first.
+// ownCheckpoints is Checkpoints for the trainer that owns out, at its start: it first puts
+// back what a crash inside SaveCheckpoint left (atomicfile.Recover).
+func ownCheckpoints(out string) ([]string, error) {
+	if err := atomicfile.Recover(out); err != nil {
+		return nil, err
+	}
+	return Checkpoints(out)
+}
+
+// Checkpoints lists out's complete checkpoint directories, oldest step first. A checkpoint
+// that a crash inside SaveCheckpoint left only as its old copy is listed under that copy's
+// path (atomicfile.Resolve).
 func Checkpoints(out string) ([]string, error) {
 	ents, err := os.ReadDir(out)
 	if err != nil {
@@ -235,16 +233,21 @@ func Checkpoints(out string) ([]string, error) {
 		dir  string
 	}
 	var cks []ck
+	seen := map[string]bool{}
 	for _, e := range ents {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, ckptPrefix) {
+		if orig, ok := atomicfile.OldCopyOf(name); ok {
+			name = orig
+		}
+		if !e.IsDir() || !strings.HasPrefix(name, ckptPrefix) || seen[name] {
 			continue // temporaries start with "."
 		}
+		seen[name] = true
 		step, err := strconv.Atoi(strings.TrimPrefix(name, ckptPrefix))
 		if err != nil {
 			continue
 		}
-		dir := filepath.Join(out, name)
+		dir := atomicfile.Resolve(filepath.Join(out, name))
 		if _, err := os.Stat(filepath.Join(dir, stateFile)); err != nil {
 			continue
 		}
@@ -278,6 +281,7 @@ func PruneCheckpoints(out string, keep int) error {
 
 // publishedFiles are the checkpoint files rollout workers load; resume state stays local.
 var publishedFiles = []string{"config.json", "generation_config.json", "model.safetensors",
+	model.AdapterConfigFile, model.AdapterWeightsFile,
 	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
 	"tokenizer.model", "added_tokens.json", "chat_template.jinja"}
 
@@ -305,29 +309,6 @@ func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv
 	return nil
 }
 
-func writeSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
 // loadReference reads a refreshed reference policy's weights saved with a checkpoint.
 func (t *Trainer) loadReference(path string) error {
 	f, err := model.OpenSafetensors(path)
@@ -352,6 +333,73 @@ func (t *Trainer) loadReference(path string) error {
 			return fmt.Errorf("reference: %s has %d values, want %d", name, len(d), t.ref.size(i))
 		}
 		t.ref.set(i, d)
+	}
+	t.dropReferenceGraphs()
+	return nil
+}
+
+// loadPolicy restores a full fine-tuning checkpoint's weights (and a refreshed reference).
+func (t *Trainer) loadPolicy(dir string, st State) error {
+	if model.IsAdapter(dir) {
+		return fmt.Errorf("resume from %s: it holds a LoRA adapter, and this run fine-tunes the whole model (resume it with the same --lora-* options, or start afresh)", dir)
+	}
+	w, err := model.Load(dir)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	src := w.Tensors()
+	if len(src) != len(t.params) {
+		return fmt.Errorf("resume from %s: %d tensors, the model has %d", dir, len(src), len(t.params))
+	}
+	for i, p := range t.params {
+		if src[i].Name != p.Name || len(src[i].Data) != len(p.Data) {
+			return fmt.Errorf("resume from %s: tensor %s does not fit %s", dir, src[i].Name, p.Name)
+		}
+		copy(p.Data, src[i].Data)
+	}
+	if st.ReferenceVersion > 0 {
+		if err := t.loadReference(filepath.Join(dir, referenceFile)); err != nil {
+			return fmt.Errorf("resume from %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// loadAdapter restores a LoRA checkpoint's adapter into the trainer's (whose tensors the
+// compiled graphs read), after checking it is an adapter of the same shape and rule, and a
+// refreshed reference's snapshot.
+func (t *Trainer) loadAdapter(dir string, st State) error {
+	if !model.IsAdapter(dir) {
+		return fmt.Errorf("it holds a whole model, and this run trains a LoRA adapter (resume it without --lora-rank, or start afresh)")
+	}
+	load := func(dir string) (*model.Adapter, error) {
+		a, err := model.LoadAdapter(dir)
+		if err != nil {
+			return nil, err
+		}
+		want, got := t.adapter.Config, a.Config
+		if got.Rank != want.Rank || got.Alpha != want.Alpha || got.RSLoRA != want.RSLoRA || !slices.Equal(got.Targets, want.Targets) {
+			return nil, fmt.Errorf("its adapter has rank %d, alpha %g, targets %s; this run's rank %d, alpha %g, targets %s",
+				got.Rank, got.Alpha, strings.Join(got.Targets, ","), want.Rank, want.Alpha, strings.Join(want.Targets, ","))
+		}
+		if err := a.Fits(t.Policy.Config); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	a, err := load(dir)
+	if err != nil {
+		return err
+	}
+	src := a.Tensors()
+	for i, p := range t.params {
+		copy(p.Data, src[i].Data)
+	}
+	t.refAdapter = nil
+	if st.ReferenceVersion > 0 {
+		if t.refAdapter, err = load(filepath.Join(dir, referenceAdapterDir)); err != nil {
+			return fmt.Errorf("reference: %w", err)
+		}
 	}
 	t.dropReferenceGraphs()
 	return nil

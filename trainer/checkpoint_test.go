@@ -3,14 +3,18 @@ package trainer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/model"
 )
 
@@ -166,5 +170,79 @@ func TestCheckpointLoadsInModelAndPyTorch(t *testing.T) {
 	}
 	if len(want) != len(got[0]) || worst > 1e-4 {
 		t.Errorf("logits of the trained checkpoint: model/ and torch differ by %g", worst)
+	}
+}
+
+// crashSaveEnv names the checkpoint directory that TestACrashMidSaveKeepsTheNewestCheckpoint's
+// child process saves again and dies in.
+const crashSaveEnv = "AUTOIF_TRAINER_CRASH_SAVE"
+
+// A process killed between the two renames of a checkpoint save (the old directory moved aside,
+// the new one not yet in) loses nothing: Checkpoints still lists the newest complete checkpoint,
+// it loads, the run resumes from it, and the next save clears what the crash left.
+func TestACrashMidSaveKeepsTheNewestCheckpoint(t *testing.T) {
+	opts := DefaultOptions()
+	opts.Optim.LR = 1e-3
+	opts.BatchSize = 2
+	if dir := os.Getenv(crashSaveEnv); dir != "" {
+		// The child: save the same step again and die by SIGKILL where a crash hurts most.
+		w, err := model.Load(filepath.Join(filepath.Dir(filepath.Dir(dir)), "start"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := New(w, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := tr.LoadCheckpoint(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atomicfile.BetweenRenames = func(string) { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+		tr.SaveCheckpoint(dir, st, "")
+		t.Fatal("SaveCheckpoint returned: the crash hook did not run")
+	}
+
+	start := tinyModelDir(t)
+	ro := RunOptions{ModelDir: start, Trainer: opts, SaveEvery: 2, KeepLast: 2, Seed: 7, Logger: quietLogger(),
+		OutDir: filepath.Join(filepath.Dir(start), "out"), Steps: 2}
+	if _, _, err := RunDPO(context.Background(), ro, loadFixedPairs(t, 6)); err != nil {
+		t.Fatal(err)
+	}
+	ckpt := CheckpointDir(ro.OutDir, 2)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestACrashMidSaveKeepsTheNewestCheckpoint$")
+	cmd.Env = append(os.Environ(), crashSaveEnv+"="+ckpt)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child ended with %v, want killed mid-save; output:\n%s", err, out)
+	}
+	if _, err := os.Stat(ckpt); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the crash %s: %v, want it missing (moved aside)", ckpt, err)
+	}
+
+	dirs, err := Checkpoints(ro.OutDir)
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("Checkpoints after the crash: %v, %v; want the step-2 checkpoint's old copy", dirs, err)
+	}
+	if _, err := model.Load(ckpt); err != nil {
+		t.Fatalf("model.Load(%s) after the crash: %v", ckpt, err)
+	}
+	ro.Steps = 4
+	tr, _, err := RunDPO(context.Background(), ro, loadFixedPairs(t, 6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.StepCount() != 4 {
+		t.Fatalf("resumed run ended at step %d, want 4", tr.StepCount())
+	}
+	ents, err := os.ReadDir(ro.OutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("%s left in %s after later saves", e.Name(), ro.OutDir)
+		}
 	}
 }

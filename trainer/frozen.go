@@ -20,16 +20,59 @@ type frozenWeights struct {
 	bf16   [][]uint16
 }
 
-// newFrozen copies w's values.
+// newFrozen copies w's values (a half-precision tensor, which nothing updates, is shared).
 func newFrozen(w *model.Weights) *frozenWeights {
+	f := viewFrozen(w)
+	for i, t := range w.Tensors() {
+		if h, _ := t.Half(); h == nil {
+			f.f32[i] = nil // the view's alias of the live values: set must copy them
+			f.set(i, t.Data)
+		}
+	}
+	return f
+}
+
+// viewFrozen reads w's values where they are, without a copy: float32 Data and BF16 bits as
+// they are, F16 bits widened to float32 (the graph widens BF16 only). LoRA's frozen base.
+func viewFrozen(w *model.Weights) *frozenWeights {
 	ts := w.Tensors()
 	f := &frozenWeights{names: make([]string, len(ts)), shapes: make([][]int, len(ts)),
 		f32: make([][]float32, len(ts)), bf16: make([][]uint16, len(ts))}
 	for i, t := range ts {
 		f.names[i], f.shapes[i] = t.Name, append([]int(nil), t.Shape...)
-		f.set(i, t.Data)
+		switch h, dt := t.Half(); {
+		case h == nil:
+			f.f32[i] = t.Data
+		case dt == model.BF16:
+			f.bf16[i] = h
+		default:
+			f.f32[i] = widenF16(h)
+		}
 	}
 	return f
+}
+
+// widenF16 converts IEEE half-precision bits to float32, exactly.
+func widenF16(h []uint16) []float32 {
+	out := make([]float32, len(h))
+	parallelBlocks(len(h), func(_, i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			b := uint32(h[i])
+			sign, exp, man := b>>15<<31, (b>>10)&0x1f, b&0x3ff
+			var v float32
+			switch exp {
+			case 0: // zero or subnormal: man·2⁻²⁴
+				v = float32(man) * 0x1p-24
+				out[i] = math.Float32frombits(math.Float32bits(v) | sign)
+				continue
+			case 0x1f: // inf or NaN
+				out[i] = math.Float32frombits(sign | 0xff<<23 | man<<13)
+				continue
+			}
+			out[i] = math.Float32frombits(sign | (exp+112)<<23 | man<<13)
+		}
+	})
+	return out
 }
 
 // set replaces tensor i's values with a copy of src.
@@ -68,7 +111,7 @@ func (f *frozenWeights) fits(w *model.Weights, what string) error {
 		return fmt.Errorf("%s has %d tensors, the reference %d", what, len(ts), len(f.names))
 	}
 	for i, t := range ts {
-		if t.Name != f.names[i] || len(t.Data) != f.size(i) {
+		if t.Name != f.names[i] || t.Len() != f.size(i) {
 			return fmt.Errorf("%s tensor %s %v does not fit the reference's %s %v", what, t.Name, t.Shape, f.names[i], f.shapes[i])
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -195,9 +196,14 @@ func TestModelGradientsMatchFiniteDifferences(t *testing.T) {
 				return c
 			}
 			f()
-			grads, err := gr.gradsF64()
+			last, err := gr.gradsF64()
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A copy: gradsF64 is the last run's, and checkGrad's runs overwrite it.
+			grads := make([][]float64, len(last))
+			for i, g := range last {
+				grads[i] = slices.Clone(g)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			for i, n := range w.Tensors() {
@@ -208,5 +214,90 @@ func TestModelGradientsMatchFiniteDifferences(t *testing.T) {
 				checkGrad(t, n.Name, grads[i], gr.f64[i], f, idx)
 			}
 		})
+	}
+}
+
+// TestLoRALayerOpGradients checks the fused decoder layer with a LoRA adapter on every
+// projection and the base weights frozen: the gradients of the input and of every A and B
+// element, with dropout off and on (a fixed seed, so every evaluation draws the same mask),
+// with and without checkpointing (the recompute must regenerate the mask).
+func TestLoRALayerOpGradients(t *testing.T) {
+	cases := []struct {
+		name       string
+		dropout    float64
+		checkpoint bool
+	}{
+		{"no dropout", 0, false},
+		{"no dropout, checkpointed", 0, true},
+		{"dropout 0.3", 0.3, false},
+		{"dropout 0.3, checkpointed", 0.3, true},
+	}
+	for ci, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(ci), 7))
+			const S, T, H, KV, hd, D, I, r = 2, 3, 4, 2, 4, 6, 5, 3
+			qw, kvw := H*hd, KV*hd
+			frozen := func(mean, sd float64, shape ...int) *param {
+				p := randParam(rng, mean, sd, shape...)
+				p.grad64 = nil
+				return p
+			}
+			var params []*param
+			seed := uint64(42)
+			lin := func(out, in int, bias bool) linParams {
+				l := linParams{w: frozen(0, 0.5, out, in)}
+				if bias {
+					l.b = frozen(0, 0.3, out)
+				}
+				// B is not PEFT's zero start: a zero B would make A's gradient zero.
+				a, b := randParam(rng, 0, 0.5, r, in), randParam(rng, 0, 0.5, out, r)
+				params = append(params, a, b)
+				l.lora = &loraParams{a: a, b: b, scale: 1.7, dropout: tc.dropout, seed: &seed}
+				return l
+			}
+			sp := &layerSpec{
+				inNorm: frozen(1, 0.2, D), q: lin(qw, D, true), k: lin(kvw, D, true), v: lin(kvw, D, true),
+				o: lin(D, qw, false), postNorm: frozen(1, 0.2, D), gate: lin(I, D, false), up: lin(I, D, false), down: lin(D, I, false),
+				attn: newAttnSpec(S, T, H, KV, hd, model.RopeInvFreq(&model.Config{HeadDim: hd, RopeTheta: 1e4})),
+				eps:  1e-5, D: D, I: I, qw: qw, kvw: kvw, checkpoint: tc.checkpoint, keep: true, ar: newArena(),
+			}
+			checkOpGradients(t, rng, []int{S * T, D}, params, func(x *G.Node) (*G.Node, error) { return layerOp(sp, x) })
+		})
+	}
+}
+
+// The dropout mask keeps about 1-p of the elements, scales them by 1/(1-p), is the same for
+// the same key and differs between keys.
+func TestLoRADropoutMask(t *testing.T) {
+	const n, p = 100000, 0.25
+	src := make([]float64, n)
+	for i := range src {
+		src[i] = 1
+	}
+	a, b, c := make([]float64, n), make([]float64, n), make([]float64, n)
+	dropInto(a, src, p, dropKey(1, 3, wQ))
+	dropInto(b, src, p, dropKey(1, 3, wQ))
+	dropInto(c, src, p, dropKey(1, 3, wK))
+	kept, same, diff := 0, true, 0
+	for i := range a {
+		if a[i] != 0 {
+			kept++
+			if a[i] != 1/(1-p) {
+				t.Fatalf("kept element %d is %g, want %g", i, a[i], 1/(1-p))
+			}
+		}
+		same = same && a[i] == b[i]
+		if a[i] != c[i] {
+			diff++
+		}
+	}
+	if f := float64(kept) / n; math.Abs(f-(1-p)) > 0.01 {
+		t.Errorf("kept fraction %.4f, want %.2f", f, 1-p)
+	}
+	if !same {
+		t.Error("the same key gave two masks")
+	}
+	if diff < n/4 {
+		t.Errorf("another projection's mask differs in only %d of %d elements", diff, n)
 	}
 }

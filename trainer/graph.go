@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 
@@ -42,12 +43,15 @@ type graph struct {
 	g          *G.ExprGraph
 	vm         G.VM
 	params     []*param // parallel to Weights.Tensors()
-	embed      *param
-	x0         *G.Node
-	ar         *arena
+	// trainable are the params whose gradients run adds up: params, or with a LoRA adapter
+	// the adapter's (parallel to Adapter.Tensors()) while params stay frozen.
+	trainable []*param
+	embed     *param
+	x0        *G.Node
+	ar        *arena
 	*batchState
-	// f64 holds the float64 copies of the weights when dt is Float64 (gradient checks only),
-	// last the float64 gradients of the last run.
+	// f64 holds the float64 copies of the trainable weights when dt is Float64 (gradient
+	// checks only), last the float64 gradients of the last run.
 	f64, last [][]float64
 	// withGrad is false for a forward-only graph (the frozen reference).
 	withGrad bool
@@ -80,8 +84,14 @@ type graphOptions struct {
 	headChunk int
 	// arena holds the activations and scratch; nil gives the graph its own.
 	arena *arena
-	// ref, when set, supplies the weights' values (the frozen reference; w gives the shapes).
-	ref *frozenWeights
+	// vals, when set, supplies the weights' values (the frozen reference, or the frozen base
+	// under a LoRA adapter; w gives the shapes).
+	vals *frozenWeights
+	// adapter, when set, adds a LoRA adapter to the projections it targets; a graph with a
+	// backward then trains the adapter only (its tensors' own float32 slices, as for w).
+	adapter *model.Adapter
+	// dropSeed is the adapter's dropout seed for the next run (training graphs only).
+	dropSeed *uint64
 }
 
 // buildGraph builds the graph for shape (S, T, M). With dt Float32 the ops read the weights'
@@ -111,9 +121,6 @@ func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err err
 	}()
 	c := w.Config
 	dt := o.dt
-	if o.ref != nil && dt != tensor.Float32 {
-		return nil, errors.New("build graph: the reference's weights are read in float32 only")
-	}
 	H, KV, hd, D := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.HiddenSize
 	N := S * T
 	ar := o.arena
@@ -123,28 +130,57 @@ func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err err
 	g := G.NewGraph()
 	gr = &graph{S: S, T: T, M: M, D: D, dt: dt, g: g, withGrad: o.withGrad, batchState: &batchState{dt: dt, M: M}}
 	paramOf := map[*model.Tensor]*param{}
-	for i, t := range w.Tensors() {
+	// newParam is a param over t's values (src when not nil), a float64 copy in a float64
+	// graph.
+	newParam := func(t *model.Tensor, src []float32, bf16 []uint16, trainable bool) *param {
 		p := &param{shape: t.Shape}
 		switch {
-		case o.ref != nil:
-			p.f32, p.bf16 = o.ref.f32[i], o.ref.bf16[i]
 		case dt == tensor.Float32:
-			p.f32 = t.Data
+			p.f32, p.bf16 = src, bf16
 		default:
-			f := make([]float64, len(t.Data))
-			for i, v := range t.Data {
+			f := make([]float64, max(len(src), len(bf16)))
+			for i, v := range src {
 				f[i] = float64(v)
 			}
-			gr.f64 = append(gr.f64, f)
+			for i, b := range bf16 {
+				f[i] = float64(math.Float32frombits(uint32(b) << 16))
+			}
+			if trainable {
+				gr.f64 = append(gr.f64, f)
+			}
 			p.f64 = f
 		}
 		paramOf[t] = p
-		gr.params = append(gr.params, p)
+		return p
 	}
-	lin := func(l model.Linear) linParams {
+	for i, t := range w.Tensors() {
+		src, bf16 := t.Data, []uint16(nil)
+		if o.vals != nil {
+			src, bf16 = o.vals.f32[i], o.vals.bf16[i]
+		} else if h, _ := t.Half(); h != nil {
+			return nil, fmt.Errorf("build graph: tensor %s is half-precision; the trainer reads frozen half weights through a frozen view", t.Name)
+		}
+		gr.params = append(gr.params, newParam(t, src, bf16, o.adapter == nil))
+	}
+	if o.adapter != nil {
+		if err := o.adapter.Fits(c); err != nil {
+			return nil, fmt.Errorf("build graph: %w", err)
+		}
+		for _, t := range o.adapter.Tensors() {
+			gr.trainable = append(gr.trainable, newParam(t, t.Data, nil, true))
+		}
+	} else {
+		gr.trainable = gr.params
+	}
+	var adapted map[string]*model.LoRA
+	lin := func(l model.Linear, target string) linParams {
 		lp := linParams{w: paramOf[l.Weight]}
 		if l.Bias != nil {
 			lp.b = paramOf[l.Bias]
+		}
+		if a := adapted[target]; a != nil {
+			lp.lora = &loraParams{a: paramOf[a.A], b: paramOf[a.B], scale: o.adapter.Config.Scale(),
+				dropout: o.adapter.Config.Dropout, seed: o.dropSeed}
 		}
 		return lp
 	}
@@ -160,10 +196,13 @@ func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err err
 	x := gr.x0
 	for li := range w.Layers {
 		l := &w.Layers[li]
+		if o.adapter != nil {
+			adapted = o.adapter.Layers[li]
+		}
 		x = must(layerOp(&layerSpec{
 			idx: li, inNorm: paramOf[l.InputLayernorm], postNorm: paramOf[l.PostAttentionLayernorm],
-			q: lin(l.QProj), k: lin(l.KProj), v: lin(l.VProj), o: lin(l.OProj),
-			gate: lin(l.GateProj), up: lin(l.UpProj), down: lin(l.DownProj),
+			q: lin(l.QProj, "q_proj"), k: lin(l.KProj, "k_proj"), v: lin(l.VProj, "v_proj"), o: lin(l.OProj, "o_proj"),
+			gate: lin(l.GateProj, "gate_proj"), up: lin(l.UpProj, "up_proj"), down: lin(l.DownProj, "down_proj"),
 			attn: attn, eps: c.RMSNormEps, D: D, I: c.IntermediateSize, qw: H * hd, kvw: KV * hd,
 			checkpoint: o.checkpoint, keep: o.withGrad, ar: ar,
 		}, x))
@@ -197,7 +236,7 @@ func newGraph(w *model.Weights, S, T, M int, o graphOptions) (gr *graph, err err
 	G.Read(dx0[0], &gr.dx0)
 	gr.vm = G.NewTapeMachine(g)
 	if dt == tensor.Float64 {
-		gr.last = make([][]float64, len(gr.params))
+		gr.last = make([][]float64, len(gr.trainable))
 		for i, f := range gr.f64 {
 			gr.last[i] = make([]float64, len(f))
 		}
@@ -279,12 +318,13 @@ func pack(seqs []Seq, weights []float64, S, T, M, vocab int) (*packed, error) {
 	return p, nil
 }
 
-// run evaluates the graph on p with loss, adds the parameter gradients into grads (parallel
-// to params; nil skips them) and returns the per-sequence log-probs and the loss.
+// run evaluates the graph on p with loss, adds the gradients of the trainable parameters into
+// grads (parallel to trainable; nil skips them) and returns the per-sequence log-probs and the
+// loss.
 func (gr *graph) run(p *packed, loss lossFunc, grads [][]float32) ([]float64, float64, error) {
 	gr.loss, gr.cur = loss, p
 	if gr.withGrad {
-		for i, pr := range gr.params {
+		for i, pr := range gr.trainable {
 			switch {
 			case gr.last != nil:
 				clear(gr.last[i])

@@ -144,8 +144,25 @@ func scratchPtr[T num](a *arena, owner, slot int) *[]T {
 	return p
 }
 
-// linParams is one linear layer y = x·Wᵀ + b (W in HF's [out, in] layout, b optional).
-type linParams struct{ w, b *param }
+// linParams is one linear layer y = x·Wᵀ + b (W in HF's [out, in] layout, b optional),
+// plus scale·(drop(x)·Aᵀ)·Bᵀ when it carries a LoRA adapter.
+type linParams struct {
+	w, b *param
+	lora *loraParams
+}
+
+// loraParams is one projection's LoRA adapter: A [r, in], B [out, r]. The base weight of an
+// adapted projection is frozen (its param has no gradient sink), so the backward adds only
+// the adapter's gradients.
+type loraParams struct {
+	a, b  *param
+	scale float64
+	// dropout is PEFT's lora_dropout on the adapter's input; it applies in training graphs
+	// (keep) only. Its mask is a pure function of (seed, layer, projection, element), so the
+	// backward (and a checkpointed recompute) regenerates it instead of keeping it.
+	dropout float64
+	seed    *uint64 // the graph's per-run dropout seed
+}
 
 // layerSpec is one decoder layer as a single fused op (model/config.go has the forward):
 // x + attn(rms(x)) then + mlp(rms(·)). Without checkpointing the forward keeps its internals
@@ -345,6 +362,9 @@ func linearInto[T num](sp *layerSpec, l linParams, x, y []T, slot int) {
 		beta = 1
 	}
 	gemm(false, true, R, out, in, 1, x, in, w, in, beta, y, out)
+	if l.lora != nil {
+		loraForward(sp, l.lora, x, y, R, in, out, slot)
+	}
 }
 
 // linearBack adds dW += dyᵀ·x and db += Σ_rows dy into the sinks, and sets dx = dy·W (adds
@@ -371,6 +391,9 @@ func linearBack[T num](sp *layerSpec, l linParams, x, dy []T, ldy int, dx []T, a
 	}
 	w := valsOf(l.w, scratchPtr[T](sp.ar, ownWiden, slot))
 	gemm(false, false, R, in, out, 1, dy, ldy, w, in, beta, dx, in)
+	if l.lora != nil {
+		loraBackward(sp, l.lora, x, dy, ldy, dx, R, in, out, slot)
+	}
 }
 
 // addInto sets dst = src + dst element-wise.

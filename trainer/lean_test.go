@@ -112,7 +112,7 @@ func TestBF16ReferenceScoresExactlyAsFloat32(t *testing.T) {
 	}
 	seqs := tinySeqs()
 	lp32, c32, _ := runGraph(t, w, seqs, graphOptions{dt: tensor.Float32})
-	lpRef, cRef, _ := runGraph(t, w, seqs, graphOptions{dt: tensor.Float32, ref: ref})
+	lpRef, cRef, _ := runGraph(t, w, seqs, graphOptions{dt: tensor.Float32, vals: ref})
 	if fmt.Sprint(lp32) != fmt.Sprint(lpRef) || c32 != cRef {
 		t.Errorf("BF16 reference log-probs %v, float32 graph %v", lpRef, lp32)
 	}

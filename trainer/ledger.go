@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // LedgerFile is the online trainer's pair ledger under StreamOptions.OutDir.
@@ -196,7 +198,10 @@ func openLedger(out string, st State, resumed bool, log *slog.Logger) (*ledger, 
 		f.Close()
 		return nil, fmt.Errorf("pair ledger: %w", err)
 	}
-	syncDir(out)
+	if err := atomicfile.SyncDir(out); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pair ledger: %w", err)
+	}
 	return &ledger{f: f, size: fi.Size()}, nil
 }
 

@@ -115,7 +115,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	if ro.OutDir == "" {
 		return nil, last, errors.New("train: no output directory")
 	}
-	policy, err := model.Load(ro.ModelDir)
+	policy, err := loadPolicy(ro.ModelDir, ro.Trainer)
 	if err != nil {
 		return nil, last, fmt.Errorf("train: policy: %w", err)
 	}
@@ -127,7 +127,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	if ro.Trainer.Logger == nil {
 		ro.Trainer.Logger = ro.Logger
 	}
-	tr, err := New(policy, ro.Trainer)
+	tr, err := newWithBase(policy, ro.Trainer, ro.ModelDir)
 	if err != nil {
 		return nil, last, err
 	}
@@ -138,7 +138,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	}
 	st := State{Seed: ro.Seed}
 	if !ro.NoResume {
-		dirs, err := Checkpoints(ro.OutDir)
+		dirs, err := ownCheckpoints(ro.OutDir)
 		if err != nil {
 			return nil, last, fmt.Errorf("train: %w", err)
 		}
@@ -213,7 +213,7 @@ func run(ctx context.Context, ro RunOptions, n int, h hooks) (*Trainer, Metrics,
 	if err := save(); err != nil {
 		return tr, last, err
 	}
-	if err := saveFinal(tr.Policy, ro.OutDir, tokDir); err != nil {
+	if err := saveFinal(tr, ro.OutDir, tokDir); err != nil {
 		return tr, last, err
 	}
 	return tr, last, nil
@@ -232,27 +232,42 @@ func epochOrder(n int, seed uint64, epoch int, noShuffle bool) []int {
 	return rand.New(rand.NewPCG(seed, uint64(epoch))).Perm(n)
 }
 
-// saveFinal writes the model's HF files at out's top level, next to the checkpoints, each
-// replaced by an atomic rename.
-func saveFinal(w *model.Weights, out, tokDir string) error {
-	tmp, err := os.MkdirTemp(out, ".final.tmp-")
+// saveFinal writes the model's HF files (with LoRA: the PEFT adapter's) at out's top level,
+// next to the checkpoints, each replaced atomically.
+func saveFinal(tr *Trainer, out, tokDir string) error {
+	var err error
+	if tr.adapter != nil {
+		err = tr.adapter.WriteFiles(out)
+	} else {
+		err = tr.Policy.WriteFiles(out, model.SaveOptions{TokenizerDir: tokDir})
+	}
 	if err != nil {
 		return fmt.Errorf("save final model: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	dir := filepath.Join(tmp, "m")
-	if err := w.Save(dir, model.SaveOptions{TokenizerDir: tokDir}); err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("save final model: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(out, e.Name())); err != nil {
-			return fmt.Errorf("save final model: %w", err)
-		}
-	}
-	syncDir(out)
 	return nil
+}
+
+// loadPolicy reads the starting policy: float32 for full fine-tuning, as stored (BF16 stays
+// BF16) for the frozen base under a LoRA adapter.
+func loadPolicy(dir string, o Options) (*model.Weights, error) {
+	if o.LoRA != nil {
+		return model.LoadWeights(dir, model.LoadOptions{})
+	}
+	return model.Load(dir)
+}
+
+// newWithBase is New, its adapter (if any) naming baseDir as its base model
+// (base_model_name_or_path), absolute so the adapter finds it from anywhere.
+func newWithBase(policy *model.Weights, o Options, baseDir string) (*Trainer, error) {
+	tr, err := New(policy, o)
+	if err != nil {
+		return nil, err
+	}
+	if tr.adapter != nil {
+		if abs, err := filepath.Abs(baseDir); err == nil {
+			baseDir = abs
+		}
+		tr.adapter.BaseModel = baseDir
+	}
+	return tr, nil
 }

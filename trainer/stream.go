@@ -91,7 +91,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 	if o.RefRefreshEvery < 0 {
 		return fmt.Errorf("train stream: reference refresh every %d versions: must be 0 (frozen) or more", o.RefRefreshEvery)
 	}
-	policy, err := model.Load(o.ModelDir)
+	policy, err := loadPolicy(o.ModelDir, o.Trainer)
 	if err != nil {
 		return fmt.Errorf("train stream: policy: %w", err)
 	}
@@ -100,7 +100,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 			return fmt.Errorf("train stream: reference: %w", err)
 		}
 	}
-	tr, err := New(policy, o.Trainer)
+	tr, err := newWithBase(policy, o.Trainer, o.ModelDir)
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func RunStream(ctx context.Context, res *natsbus.RunResources, o StreamOptions) 
 		tokDir = o.ModelDir
 	}
 	var st State
-	dirs, err := Checkpoints(o.OutDir)
+	dirs, err := ownCheckpoints(o.OutDir)
 	if err != nil {
 		return fmt.Errorf("train stream: %w", err)
 	}

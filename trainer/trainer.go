@@ -44,9 +44,17 @@ type Options struct {
 	// MaxLen bounds prompt+response tokens; longer pairs are skipped and counted. Default:
 	// the model's max_position_embeddings.
 	MaxLen int
-	// Reference is the frozen reference policy; nil means a copy of the starting policy. The
-	// trainer keeps its own copy (BF16 where exact, see frozenWeights), not this one.
+	// Reference is the frozen reference policy; nil means a copy of the starting policy (with
+	// LoRA: the base with the adapter off, read from the base itself). The trainer keeps its
+	// own copy (BF16 where exact, see frozenWeights), not this one.
 	Reference *model.Weights
+	// LoRA, when set, trains a LoRA adapter (PEFT's rule and layout, model.Adapter) on the
+	// projections it targets instead of the policy: the policy's weights stay frozen, as
+	// stored (model.LoadWeights keeps a BF16 checkpoint in BF16), only the adapter has
+	// gradients and optimiser state, and checkpoints hold the adapter. nil: full fine-tuning.
+	LoRA *model.LoRAConfig
+	// Seed draws a fresh LoRA adapter's A matrices and its dropout masks.
+	Seed uint64
 	// Logger receives skip warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -134,14 +142,23 @@ const (
 // Trainer owns the policy's master weights and the optimiser state. It is not safe for
 // concurrent use (neither is gorgonia's graph construction).
 type Trainer struct {
-	opts      Options
-	Policy    *model.Weights
-	ref       *frozenWeights
-	params    []*model.Tensor
-	grads     [][]float32
-	opt       *optimizer
-	graphs    []*graph // small caches, most recent last
-	refGraphs []*graph
+	opts   Options
+	Policy *model.Weights
+	// ref is the reference's values; with LoRA and no other reference it is base.
+	ref *frozenWeights
+	// With LoRA: adapter is what trains (params are its tensors), base the policy's frozen
+	// values, refAdapter the adapter snapshot a refreshed reference carries (nil: the base
+	// alone), dropSeed the dropout seed of the next micro-batch and micro the micro-batches
+	// of the step so far.
+	adapter, refAdapter *model.Adapter
+	base                *frozenWeights
+	dropSeed            uint64
+	micro               uint64
+	params              []*model.Tensor
+	grads               [][]float32
+	opt                 *optimizer
+	graphs              []*graph // small caches, most recent last
+	refGraphs           []*graph
 	// arena holds the policy graphs' activations, refArena the reference graphs' (they run
 	// concurrently, each graph of a kind one at a time).
 	arena, refArena *arena
@@ -171,18 +188,37 @@ func New(policy *model.Weights, opts Options) (*Trainer, error) {
 	if opts.ActivationBudget <= 0 {
 		opts.ActivationBudget = DefaultActivationBudget
 	}
+	var adapter *model.Adapter
+	var base *frozenWeights
+	params := policy.Tensors()
+	if opts.LoRA != nil {
+		a, err := model.NewAdapter(policy.Config, *opts.LoRA, opts.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("trainer options: %w", err)
+		}
+		adapter, base, params = a, viewFrozen(policy), a.Tensors()
+	} else {
+		for _, p := range params {
+			if h, _ := p.Half(); h != nil {
+				return nil, fmt.Errorf("trainer options: full fine-tuning updates float32 weights, and %s is half-precision (load the policy with model.Load, or train a LoRA adapter)", p.Name)
+			}
+		}
+	}
 	var ref *frozenWeights
-	if opts.Reference != nil {
+	switch {
+	case opts.Reference != nil:
 		ref = newFrozen(opts.Reference)
 		if err := ref.fits(policy, "the policy"); err != nil {
 			return nil, fmt.Errorf("trainer options: reference: %w", err)
 		}
 		opts.Reference = nil // the trainer's copy is ref; the caller's may go
-	} else {
+	case base != nil:
+		ref = base // the same graph code over the same values, without the adapter: no copy
+	default:
 		ref = newFrozen(policy)
 	}
-	t := &Trainer{opts: opts, Policy: policy, ref: ref, params: policy.Tensors(), log: opts.Logger, Skipped: map[string]int{},
-		arena: newArena(), refArena: newArena()}
+	t := &Trainer{opts: opts, Policy: policy, ref: ref, params: params, log: opts.Logger, Skipped: map[string]int{},
+		arena: newArena(), refArena: newArena(), adapter: adapter, base: base}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
@@ -205,6 +241,10 @@ func (t *Trainer) Close() {
 	t.graphs = nil
 	t.dropReferenceGraphs()
 }
+
+// Adapter is the LoRA adapter being trained (updated in place by every step), nil without
+// LoRA.
+func (t *Trainer) Adapter() *model.Adapter { return t.adapter }
 
 // StepCount is the number of optimiser steps taken (restored on resume).
 func (t *Trainer) StepCount() int { return t.opt.step }
@@ -447,7 +487,8 @@ func (t *Trainer) forwardBackward(seqs []Seq, S int, weights []float64, loss los
 	T, M := graphShape(seqs)
 	T, M = roundUp(T, 16), roundUp(M, 32)
 	gr, err := cachedGraph(&t.graphs, S, T, M, func() (*graph, error) {
-		return newGraph(t.Policy, S, T, M, graphOptions{dt: tensor.Float32, withGrad: true, checkpoint: t.opts.GradCheckpoint, arena: t.arena})
+		return newGraph(t.Policy, S, T, M, graphOptions{dt: tensor.Float32, withGrad: true, checkpoint: t.opts.GradCheckpoint, arena: t.arena,
+			vals: t.base, adapter: t.adapter, dropSeed: &t.dropSeed})
 	})
 	if err != nil {
 		return nil, 0, err
@@ -456,6 +497,10 @@ func (t *Trainer) forwardBackward(seqs []Seq, S int, weights []float64, loss los
 	if err != nil {
 		return nil, 0, err
 	}
+	// Fresh dropout masks for every micro-batch, the same ones again for the same step of a
+	// resumed run.
+	t.dropSeed = mix64(t.opts.Seed ^ mix64(uint64(t.opt.step)<<20|t.micro))
+	t.micro++
 	return gr.run(p, loss, t.grads)
 }
 
@@ -484,6 +529,12 @@ func cachedGraph(cache *[]*graph, S, T, M int, build func() (*graph, error)) (*g
 // refreshed every N versions, as some online DPO recipes do, instead of AutoIF's frozen
 // starting policy). Log-probs already computed for pairs against the old reference are kept.
 func (t *Trainer) RefreshReference() error {
+	if t.adapter != nil {
+		// The base is frozen: the policy now is the base plus a snapshot of the adapter.
+		t.refAdapter = t.adapter.Clone()
+		t.dropReferenceGraphs()
+		return nil
+	}
 	if err := t.ref.fits(t.Policy, "refresh reference: the policy"); err != nil {
 		return err
 	}
@@ -525,7 +576,7 @@ func (t *Trainer) refLogProbs(pairs []*Pair) error {
 		T, M := graphShape(seqs)
 		T, M = roundUp(T, 16), roundUp(M, 32)
 		gr, err := cachedGraph(&t.refGraphs, 2*B, T, M, func() (*graph, error) {
-			return newGraph(t.Policy, 2*B, T, M, graphOptions{dt: tensor.Float32, ref: t.ref, arena: t.refArena})
+			return newGraph(t.Policy, 2*B, T, M, graphOptions{dt: tensor.Float32, vals: t.ref, arena: t.refArena, adapter: t.refAdapter})
 		})
 		if err != nil {
 			return fmt.Errorf("reference log-probs: %w", err)
@@ -584,6 +635,7 @@ func activationBytesPerPosition(c *model.Config, T int, checkpoint bool) int64 {
 }
 
 func (t *Trainer) zeroGrads() {
+	t.micro = 0
 	for _, g := range t.grads {
 		parallelBlocks(len(g), func(_, i0, i1 int) { clear(g[i0:i1]) })
 	}

@@ -33,7 +33,7 @@ type configFile struct {
 }
 
 // wireConfigAndEnv gives every flag an AUTOIF_* environment variable and makes every command
-// apply its config section before it runs.
+// apply its config section, then check its numeric flags' bounds, before it runs.
 func wireConfigAndEnv(app *cli.App) {
 	for _, f := range app.Flags {
 		setEnvVars(f, envName(nil, f.Names()[0]))
@@ -45,9 +45,15 @@ func wireConfigAndEnv(app *cli.App) {
 			for _, f := range cmd.Flags {
 				setEnvVars(f, envName(p, f.Names()[0]))
 			}
+			if cmd.OnUsageError == nil {
+				cmd.OnUsageError = usageError
+			}
 			before := cmd.Before
 			cmd.Before = func(c *cli.Context) error {
 				if err := applyConfigSection(c, p); err != nil {
+					return err
+				}
+				if err := checkBounds(c, commandPath(p)); err != nil {
 					return err
 				}
 				if before != nil {

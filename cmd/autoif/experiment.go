@@ -10,10 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
@@ -156,7 +158,7 @@ func childTrainerCommand() *cli.Command {
 		Name:   "trainer",
 		Usage:  "(internal) online trainer child process of an experiment",
 		Hidden: true,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Required: true},
 			&cli.StringFlag{Name: "out", Required: true},
 			&cli.IntFlag{Name: "steps", Required: true},
@@ -169,8 +171,12 @@ func childTrainerCommand() *cli.Command {
 			&cli.BoolFlag{Name: "memory"},
 			&cli.DurationFlag{Name: "ack-wait", Value: time.Minute, Usage: "how long a dead trainer's pulled pairs wait before redelivery"},
 			gradCheckpointFlag(),
-		},
+		}, loraFlags()...),
 		Action: func(c *cli.Context) error {
+			lc, err := loraConfig(c)
+			if err != nil {
+				return err
+			}
 			bus, res, err := joinRun(c, "trainer")
 			if err != nil {
 				return err
@@ -178,7 +184,7 @@ func childTrainerCommand() *cli.Command {
 			defer bus.Close()
 			to := trainer.DefaultOptions()
 			to.BatchSize, to.Optim.LR, to.Loss.Beta = c.Int("batch-size"), c.Float64("lr"), c.Float64("beta")
-			to.GradCheckpoint = c.Bool("grad-checkpoint")
+			to.GradCheckpoint, to.LoRA = c.Bool("grad-checkpoint"), lc
 			return experiment.TrainStream(c.Context, bus.JS, res, trainer.StreamOptions{
 				ModelDir: c.String("model"), OutDir: c.String("out"), KeepLast: 2, Trainer: to,
 				PairsPerStep: c.Int("pairs-per-step"), MaxPolicyLag: c.Int64("max-lag"), Steps: c.Int("steps"),
@@ -301,6 +307,10 @@ func (r *childRunner) trainer(ctx context.Context, res *natsbus.RunResources, so
 	if so.Trainer.GradCheckpoint {
 		args = append(args, "--grad-checkpoint")
 	}
+	if lc := so.Trainer.LoRA; lc != nil {
+		args = append(args, "--lora-rank", strconv.Itoa(lc.Rank), "--lora-alpha", strconv.FormatFloat(lc.Alpha, 'g', -1, 64),
+			"--lora-dropout", strconv.FormatFloat(lc.Dropout, 'g', -1, 64), "--lora-targets", strings.Join(lc.Targets, ","))
+	}
 	return r.runChunks(ctx, "trainer", so.OutDir, so.Steps, args)
 }
 
@@ -309,7 +319,7 @@ func (r *childRunner) offlineDPO(ctx context.Context, ro trainer.RunOptions, pai
 		return err
 	}
 	path := filepath.Join(ro.OutDir, "pairs.jsonl")
-	err := writeFileAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, p := range pairs {
 			if err := enc.Encode(map[string]any{"id": p.ID, "prompt_ids": p.Prompt, "chosen_ids": p.Chosen, "rejected_ids": p.Rejected}); err != nil {

@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -19,20 +21,26 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().RunContext(ctx, os.Args)
+	code := runApp(ctx, newApp(), os.Args, os.Stderr)
 	stop()
-	if err != nil {
-		var exit cli.ExitCoder
-		if errors.As(err, &exit) && exit.ExitCode() == 0 {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "autoif: %v\n", err)
-		code := 1
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		}
-		os.Exit(code)
+	os.Exit(code)
+}
+
+// runApp runs the app and returns the process exit code; an error is printed as one line.
+func runApp(ctx context.Context, app *cli.App, args []string, stderr io.Writer) int {
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
 	}
+	var exit cli.ExitCoder
+	if errors.As(err, &exit) && exit.ExitCode() == 0 {
+		return 0
+	}
+	fmt.Fprintf(stderr, "autoif: %v\n", err)
+	if errors.As(err, &exit) {
+		return exit.ExitCode()
+	}
+	return 1
 }
 
 func newApp() *cli.App {
@@ -71,6 +79,7 @@ func newAppWith(commands []*cli.Command) *cli.App {
 		},
 		// Errors are printed once, by main, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   usageError,
 		// A repeatable flag takes each occurrence verbatim: text (a response, a stop string)
 		// may hold commas. The flags that take a list in one value split it themselves
 		// (listFlag) and say so in their help.
@@ -78,6 +87,13 @@ func newAppWith(commands []*cli.Command) *cli.App {
 	}
 	wireConfigAndEnv(app)
 	return app
+}
+
+// usageError makes a flag that does not parse one line naming it, not a help page.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	// Go's flag package names flags with one dash; this CLI documents them with two.
+	msg := strings.NewReplacer("for flag -", "for flag --", "defined: -", "defined: --").Replace(err.Error())
+	return fmt.Errorf("%s (see --help)", msg)
 }
 
 func setupLogging(level string) error {

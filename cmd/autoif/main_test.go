@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 )
@@ -18,11 +17,7 @@ func TestMain(m *testing.M) {
 		if findCommand(app.Commands, "experiment") == nil {
 			app.Commands = append(app.Commands, experimentCommand())
 		}
-		if err := app.RunContext(context.Background(), os.Args); err != nil {
-			fmt.Fprintf(os.Stderr, "autoif: %v\n", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(runApp(context.Background(), app, os.Args, os.Stderr))
 	}
 	// Children inherit the environment.
 	os.Setenv(envBeAutoif, "1")

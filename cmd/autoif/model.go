@@ -130,6 +130,9 @@ func modelInitCommand() *cli.Command {
 				}
 				cfg.EOSTokenIDs = tok.EOSIDs()
 			}
+			if err := cfg.CheckWeightsMemory(); err != nil {
+				return fmt.Errorf("--layers %d, --hidden %d, --intermediate %d, vocabulary %d: %w", cfg.NumHiddenLayers, cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize, err)
+			}
 			w, err := model.Init(cfg, c.Uint64("seed"))
 			if err != nil {
 				return fmt.Errorf("model init: %w", err)
@@ -421,16 +424,16 @@ func generateCommand() *cli.Command {
 				return err
 			}
 			dir := c.String("model")
-			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+			cfg, err := model.LoadConfig(dir)
 			if err != nil {
 				return err
 			}
+			var adapter *model.Adapter
 			if ad := c.String("adapter"); ad != "" {
-				a, err := model.LoadAdapter(ad)
-				if err != nil {
+				if adapter, err = model.LoadAdapter(ad); err != nil {
 					return err
 				}
-				if m, err = m.WithAdapter(a); err != nil {
+				if err := adapter.Fits(cfg); err != nil {
 					return fmt.Errorf("--adapter %s does not fit --model %s: %w", ad, dir, err)
 				}
 			}
@@ -457,9 +460,19 @@ func generateCommand() *cli.Command {
 			if len(prompt) == 0 {
 				return errors.New("the prompt has no tokens")
 			}
-			n := c.Int("n")
-			if n < 1 {
-				return fmt.Errorf("--n %d: want at least 1", n)
+			// The context and the KV cache's memory are known now: refuse before loading weights.
+			n, maxNew := c.Int("n"), c.Int("max-new-tokens")
+			if err := cfg.CheckDecode(n, len(prompt)+maxNew); err != nil {
+				return fmt.Errorf("--max-new-tokens %d with --n %d and a %d-token prompt: %w", maxNew, n, len(prompt), err)
+			}
+			m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+			if err != nil {
+				return err
+			}
+			if adapter != nil {
+				if m, err = m.WithAdapter(adapter); err != nil {
+					return err
+				}
 			}
 			opts := model.SampleOptions{
 				MaxNewTokens: c.Int("max-new-tokens"), Temperature: c.Float64("temperature"),
@@ -554,6 +567,9 @@ func runBenchGenerate(c *cli.Context) error {
 	promptLen, newTokens, seed := c.Int("prompt-len"), c.Int("new-tokens"), c.Uint64("seed")
 	if newTokens < 2 {
 		return errors.New("--new-tokens must be at least 2")
+	}
+	if err := cfg.CheckDecode(8, promptLen+newTokens); err != nil {
+		return fmt.Errorf("--prompt-len %d and --new-tokens %d: %w", promptLen, newTokens, err)
 	}
 	if _, err := m.BenchDecode(1, promptLen, 4, seed); err != nil { // warm up
 		return err

@@ -9,13 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/reward"
 	"github.com/autoif/autoif/reward/crossval"
@@ -43,8 +43,16 @@ func rewardPoolFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "deadline", Usage: "wall-clock limit of one evaluation", Value: 2 * time.Second},
 		&cli.IntFlag{Name: "memory-mb", Usage: "address-space limit of each worker, MiB", Value: 1024},
 		&cli.IntFlag{Name: "max-output", Usage: "characters one evaluation may print", Value: 1 << 20},
+		returnsFlag(),
 		unsafeNoSandboxFlag(),
 	}
+}
+
+// returnsFlag picks how an evaluate result other than True or False counts, wherever
+// functions run: reward exec, crossval, serve, rollout and run.
+func returnsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "returns", Value: string(reward.ReturnsAutoIF), EnvVars: []string{"AUTOIF_RETURNS"},
+		Usage: "what an evaluate result other than True/False counts as: autoif (AutoIF's rule: None, or what int() refuses such as \"True\", is skipped, the function not counting for that response; int(result) otherwise), strict (only True, False, 0, 1; anything else is an error), lenient (also \"True\"/\"False\" in any case, \"1\"/\"0\", 1.0/0.0)"}
 }
 
 // unsafeNoSandboxFlag is the one way to run verification functions where the kernel forbids
@@ -54,16 +62,21 @@ func unsafeNoSandboxFlag() cli.Flag {
 		Usage: "run verification functions without the OS sandbox (namespaces, private root, seccomp), for kernels that forbid namespaces: they can then read what the worker uid can and reach the network"}
 }
 
-func rewardPoolOptions(c *cli.Context) reward.Options {
+func rewardPoolOptions(c *cli.Context) (reward.Options, error) {
+	returns, err := reward.ParseReturns(c.String("returns"))
+	if err != nil {
+		return reward.Options{}, fmt.Errorf("--returns: %w", err)
+	}
 	return reward.Options{
 		Python:      c.String("python"),
 		Workers:     c.Int("workers"),
 		Deadline:    c.Duration("deadline"),
 		MemoryLimit: uint64(c.Int("memory-mb")) << 20,
 		MaxOutput:   c.Int("max-output"),
+		Returns:     returns,
 
 		UnsafeNoSandbox: c.Bool("unsafe-no-sandbox"),
-	}
+	}, nil
 }
 
 func startRewardPool(c *cli.Context, opts reward.Options) (*reward.Pool, error) {
@@ -103,7 +116,10 @@ func rewardExecCommand() *cli.Command {
 			if c.Bool("remote") {
 				return rewardExecRemote(c, string(src), responses)
 			}
-			opts := rewardPoolOptions(c)
+			opts, err := rewardPoolOptions(c)
+			if err != nil {
+				return err
+			}
 			if opts.Workers == 0 {
 				opts.Workers = 1
 			}
@@ -140,8 +156,8 @@ func rewardExecCommand() *cli.Command {
 				return err
 			}
 			s := pool.Stats()
-			fmt.Fprintf(c.App.Writer, "%d passed, %d failed, %d errors, %d timeouts in %v (python %s)\n",
-				s.Passes, s.Fails, s.Errors, s.Timeouts, elapsed.Round(time.Millisecond), pool.Python())
+			fmt.Fprintf(c.App.Writer, "%d passed, %d failed, %d skipped, %d errors, %d timeouts in %v (python %s, --returns %s)\n",
+				s.Passes, s.Fails, s.Skipped, s.Errors, s.Timeouts, elapsed.Round(time.Millisecond), pool.Python(), pool.Options().Returns)
 			return nil
 		},
 	}
@@ -213,7 +229,10 @@ func rewardCrossvalCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("--in %s: %w", c.String("in"), err)
 			}
-			opts := rewardPoolOptions(c)
+			opts, err := rewardPoolOptions(c)
+			if err != nil {
+				return err
+			}
 			if !c.IsSet("deadline") {
 				opts.Deadline = 5 * time.Second // the reference script's alarm
 			}
@@ -232,7 +251,7 @@ func rewardCrossvalCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFileAtomic(c.String("out"), func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
+			if err := atomicfile.Write(c.String("out"), 0o644, func(w io.Writer) error { return crossval.WriteOutputs(w, outs) }); err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
 			w := c.App.ErrWriter
@@ -258,34 +277,12 @@ func rewardCrossvalCommand() *cli.Command {
 	}
 }
 
-// writeFileAtomic leaves either the old file or the complete new one, never half of one.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriter(tmp)
-	if err := write(bw); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 func benchRewardCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reward",
 		Usage: "score real AutoIF functions × responses three ways: sandbox pool, in-process exec, process per evaluation",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl)", Value: "../shared/data/autoif"},
+			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl); default: the built-in copy of the AutoIF sample data"},
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
@@ -301,20 +298,34 @@ func benchRewardCommand() *cli.Command {
 				if c.IsSet("rounds") {
 					rounds = c.Int("rounds")
 				}
-				fig, err := rewardbench.RunIFEval(c.Context, w, rewardbench.Options{Pool: rewardPoolOptions(c), Rounds: rounds, Progress: c.App.ErrWriter})
+				opts, err := rewardPoolOptions(c)
+				if err != nil {
+					return err
+				}
+				fig, err := rewardbench.RunIFEval(c.Context, w, rewardbench.Options{Pool: opts, Rounds: rounds, Progress: c.App.ErrWriter})
 				if err != nil {
 					return err
 				}
 				return printModelJSON(c.App.Writer, fig)
 			}
-			w, err := rewardbench.LoadWorkload(c.String("data"))
+			data := rewardbench.Bundled()
+			if dir := c.String("data"); dir != "" {
+				data = os.DirFS(dir)
+			}
+			w, err := rewardbench.LoadWorkload(data)
 			if err != nil {
+				if dir := c.String("data"); dir != "" {
+					return fmt.Errorf("--data %s: %w", dir, err)
+				}
 				return err
 			}
 			if n := c.Int("responses"); n > 0 && n < len(w.Responses) {
 				w.Responses = w.Responses[:n]
 			}
-			opts := rewardPoolOptions(c)
+			opts, err := rewardPoolOptions(c)
+			if err != nil {
+				return err
+			}
 			if !c.IsSet("deadline") {
 				opts.Deadline = 5 * time.Second
 			}
@@ -356,7 +367,11 @@ func rewardServeCommand() *cli.Command {
 				return err
 			}
 			defer bus.Close()
-			pool, err := startRewardPool(c, rewardPoolOptions(c))
+			opts, err := rewardPoolOptions(c)
+			if err != nil {
+				return err
+			}
+			pool, err := startRewardPool(c, opts)
 			if err != nil {
 				return err
 			}
@@ -513,7 +528,7 @@ func rewardExecRemote(c *cli.Context, src string, responses []string) error {
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tOUTCOME\tKIND\tRESPONSE\tMESSAGE")
-	var n [4]int
+	n := map[reward.Outcome]int{}
 	for i, e := range evals {
 		n[e.Outcome]++
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, e.Outcome, e.Kind, preview(responses[i], 40), preview(e.Message, 80))
@@ -521,7 +536,7 @@ func rewardExecRemote(c *cli.Context, src string, responses []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "%d passed, %d failed, %d errors, %d timeouts in %v (server %s, %d attempts)\n",
-		n[reward.Pass], n[reward.Fail], n[reward.Error], n[reward.Timeout], elapsed.Round(time.Millisecond), rep.Server, rep.Attempts)
+	fmt.Fprintf(c.App.Writer, "%d passed, %d failed, %d skipped, %d errors, %d timeouts in %v (server %s, %d attempts)\n",
+		n[reward.Pass], n[reward.Fail], n[reward.Skipped], n[reward.Error], n[reward.Timeout], elapsed.Round(time.Millisecond), rep.Server, rep.Attempts)
 	return nil
 }

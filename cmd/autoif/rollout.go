@@ -77,7 +77,11 @@ func rolloutAction(c *cli.Context) error {
 	var scorer reward.Scorer
 	switch c.String("reward") {
 	case "local":
-		pool, err := startRewardPool(c, rewardPoolOptions(c))
+		opts, err := rewardPoolOptions(c)
+		if err != nil {
+			return err
+		}
+		pool, err := startRewardPool(c, opts)
 		if err != nil {
 			return fmt.Errorf("rollout: reward pool: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -68,6 +71,8 @@ func runCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: def.Seed, Usage: "shuffle seed of the prompt order (fixed for a run: a resume must use the same)"},
 			&cli.DurationFlag{Name: "flush-every", Value: def.FlushEvery, Usage: "how often metrics.parquet, samples.parquet and state.json are rewritten"},
 			&cli.IntFlag{Name: "samples-per-step", Value: def.SamplesPerStep, Usage: "prompts per step kept in samples.parquet with their responses, scores and pairs"},
+			&cli.IntFlag{Name: "warn-idle-prompts", Value: def.WarnIdlePrompts, Usage: "after this many prompts in a row made no preference pair, say why (ties, functions raising, bad returns, timeouts, prompts too long); 0: never"},
+			&cli.IntFlag{Name: "max-idle-prompts", Value: def.MaxIdlePrompts, Usage: "stop the run with an error, saying why, after this many prompts in a row made no preference pair; 0: never"},
 		}, inProcessFlags()...),
 		Action: runAction,
 	}
@@ -96,6 +101,8 @@ func runConfig(c *cli.Context) (orchestrator.Config, error) {
 	cfg.Seed = c.Uint64("seed")
 	cfg.FlushEvery = c.Duration("flush-every")
 	cfg.SamplesPerStep = c.Int("samples-per-step")
+	cfg.WarnIdlePrompts = c.Int("warn-idle-prompts")
+	cfg.MaxIdlePrompts = c.Int("max-idle-prompts")
 	return cfg, nil
 }
 
@@ -119,15 +126,30 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if m := c.String("model"); m != "" && ip.any() {
+		if _, err := model.LoadConfig(m); err != nil {
+			return fmt.Errorf("--model: %w", err)
+		}
+	}
 	dir := runDir(c)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	if cfgFile := c.String(flagConfig); cfgFile != "" {
-		if err := copyFileAtomic(cfgFile, filepath.Join(dir, "config.yaml")); err != nil {
+		if err := atomicfile.Copy(cfgFile, filepath.Join(dir, "config.yaml"), 0o644); err != nil {
 			return fmt.Errorf("run directory: %w", err)
 		}
 	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.String(flagLogLevel))) // checked by setupLogging
+	live, err := startLive(c.App.Writer, c.App.Writer == io.Writer(os.Stdout) && isTerminal(os.Stdout), dir, level)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	// Everything the run prints goes above the status line.
+	defer func(w io.Writer) { c.App.Writer = w }(c.App.Writer)
+	c.App.Writer = live.Out
 	start := time.Now()
 	bus, err := connectBus(ctx, c, "run")
 	if err != nil {
@@ -161,7 +183,7 @@ func runAction(c *cli.Context) error {
 
 	var sum orchestrator.Summary
 	if ip.any() {
-		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg)
+		lo, err := ip.loopOptions(ctx, c, run, bus, set, cfg, live.OnProgress)
 		if err != nil {
 			return err
 		}
@@ -186,7 +208,7 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	} else {
-		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer})
+		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer, OnProgress: live.OnProgress})
 		if err != nil {
 			return err
 		}
@@ -215,37 +237,17 @@ func runAction(c *cli.Context) error {
 	return nil
 }
 
-// copyFileAtomic copies src to dst through a temporary file, so dst is never half-written.
-func copyFileAtomic(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
-}
-
 // inProcessFlags choose the components `autoif run` starts next to its orchestrator. Their
 // defaults depend on the bus: with the embedded server nobody else can join easily, so the
 // whole loop runs here; with --nats URL the components are expected as separate processes.
 func inProcessFlags() []cli.Flag {
 	d := experiment.DefaultTinyIF()
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.IntFlag{Name: "rollout-workers", Usage: "rollout workers started in this process (default: 1 with the embedded server, 0 with --nats)"},
 		&cli.BoolFlag{Name: "trainer", Usage: "start the trainer in this process (default: with the embedded server; --trainer=false to join one as a process)"},
 		&cli.StringFlag{Name: "reward", Usage: "reward for in-process rollout workers: service (a reward service in this process, reached over NATS), local (a sandbox pool called directly) or external (autoif reward serve elsewhere); default service with the embedded server, external with --nats"},
 		&cli.IntFlag{Name: "reward-workers", Usage: "sandbox workers of an in-process reward pool (default: number of CPUs)"},
+		returnsFlag(),
 		unsafeNoSandboxFlag(),
 		&cli.StringFlag{Name: "model", Usage: "starting policy and frozen reference of in-process components (default: the tinyIF warm start in --warm-start-dir, trained when absent)"},
 		&cli.StringFlag{Name: "warm-start-dir", Value: d.WarmStart.Dir, Usage: "where the default tinyIF warm start is cached"},
@@ -258,7 +260,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "ref-refresh-every", Usage: "in-process trainer: make the DPO reference a copy of the policy every N published versions (0: the starting policy, frozen, as in AutoIF)"},
 		gradCheckpointFlag(),
 		&cli.IntFlag{Name: "train-chunk", Usage: "in-process trainer: run it as child processes of this many steps each, resuming from its checkpoints, which also exercises resume (0: a goroutine of this process)"},
-	}
+	}, loraFlags()...)
 }
 
 // inProcess is what `autoif run` starts besides its orchestrator.
@@ -266,6 +268,7 @@ type inProcess struct {
 	rolloutWorkers int
 	trainer        bool
 	reward         string
+	returns        reward.Returns
 }
 
 func (ip inProcess) any() bool { return ip.rolloutWorkers > 0 || ip.trainer }
@@ -296,12 +299,17 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 	default:
 		return ip, fmt.Errorf("--reward %q: want service, local or external", ip.reward)
 	}
+	returns, err := reward.ParseReturns(c.String("returns"))
+	if err != nil {
+		return ip, fmt.Errorf("--returns: %w", err)
+	}
+	ip.returns = returns
 	return ip, nil
 }
 
 // loopOptions wires the in-process components to the run, each on its own connection to the
 // bus the orchestrator uses.
-func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config) (experiment.LoopOptions, error) {
+func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.Run, bus *natsbus.Bus, set *orchestrator.PromptSet, cfg orchestrator.Config, onProgress func(orchestrator.Progress)) (experiment.LoopOptions, error) {
 	dir := runDir(c)
 	modelDir := c.String("model")
 	if modelDir == "" {
@@ -319,8 +327,8 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	no.URL, no.StoreDir = bus.URL(), ""
 	lo := experiment.LoopOptions{
 		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
-		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer},
-		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
+		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer, OnProgress: onProgress},
+		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), Returns: ip.returns, UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,
 		Rollout: rollout.Options{
 			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),
@@ -332,6 +340,11 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		to := trainer.DefaultOptions()
 		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
 		to.GradCheckpoint = c.Bool("grad-checkpoint")
+		lc, err := loraConfig(c)
+		if err != nil {
+			return lo, err
+		}
+		to.LoRA = lc
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/rollout"
 	"github.com/autoif/autoif/trainer"
@@ -26,7 +27,7 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		name, body, want string
 	}{
 		{"unknown key", "run:\n  kk: 3\n", `unknown key "run.kk"`},
-		{"k below 2", "run:\n  k: 1\n", "k 1: at least 2"},
+		{"k below 2", "run:\n  k: 1\n", "--k 1: want 2 to 1024"},
 		{"negative max lag", "run:\n  max-lag: -1\n", "max-lag -1"},
 		{"unknown mode", "run:\n  mode: lockstep\n", `mode "lockstep"`},
 		{"missing prompt file", "run:\n  prompts: [/nonexistent/q.jsonl]\n", "/nonexistent/q.jsonl"},
@@ -34,6 +35,8 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"unknown reward mode", "run:\n  reward: oracle\n", `--reward "oracle"`},
 		{"negative rollout workers", "run:\n  rollout-workers: -1\n", "--rollout-workers -1"},
 		{"negative reference refresh", "run:\n  ref-refresh-every: -1\n", "--ref-refresh-every -1"},
+		{"unknown return policy", "run:\n  returns: loose\n", `--returns: unknown return policy "loose"`},
+		{"negative idle limit", "run:\n  max-idle-prompts: -1\n", "max-idle-prompts -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,11 +115,15 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 		name   string
 		reward string
 		chunk  string
+		lora   bool
 	}{
-		{"reward service over NATS, trainer goroutine", "service", "0"},
-		{"local reward pool, trainer goroutine", "local", "0"},
+		{"reward service over NATS, trainer goroutine", "service", "0", false},
+		{"local reward pool, trainer goroutine", "local", "0", false},
 		// The test binary re-executes itself as autoif (TestMain), one child per step.
-		{"reward service, trainer child processes", "service", "1"},
+		{"reward service, trainer child processes", "service", "1", false},
+		// The trainer publishes PEFT adapters; the rollout worker runs them over its base.
+		{"LoRA, trainer goroutine", "service", "0", true},
+		{"LoRA, trainer child processes", "service", "1", true},
 	}
 	modelDir := writeTinyPolicy(t)
 	for _, tc := range cases {
@@ -127,10 +134,14 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 			app := newApp()
 			var out bytes.Buffer
 			app.Writer, app.ErrWriter = &out, &out
-			err := app.RunContext(ctx, []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
+			args := []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
 				"--model", modelDir, "--reward", tc.reward, "--reward-workers", "1", "--k", "4", "--max-new-tokens", "8",
 				"--rollout-prompts-per-step", "4", "--max-in-flight", "8", "--pairs-per-version", "4", "--batch-size", "4",
-				"--mode", "async", "--max-steps", "2", "--lr", "1e-3", "--flush-every", "200ms", "--train-chunk", tc.chunk})
+				"--mode", "async", "--max-steps", "2", "--lr", "1e-3", "--flush-every", "200ms", "--train-chunk", tc.chunk}
+			if tc.lora {
+				args = append(args, "--lora-rank", "4", "--lora-alpha", "16")
+			}
+			err := app.RunContext(ctx, args)
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, out.String())
 			}
@@ -168,7 +179,66 @@ func TestRunEmbeddedRunsTheWholeLoopInProcess(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, orchestrator.CurvesFile)); err != nil {
 				t.Errorf("curves: %v", err)
 			}
+			last := ckpts[len(ckpts)-1]
+			if tc.lora != model.IsAdapter(last) {
+				t.Errorf("checkpoint %s: adapter %v, want %v", last, model.IsAdapter(last), tc.lora)
+			}
+			if tc.lora {
+				if _, err := os.Stat(filepath.Join(last, "model.safetensors")); err == nil {
+					t.Errorf("LoRA checkpoint %s holds a whole model", last)
+				}
+				if _, err := model.LoadAdapter(last); err != nil {
+					t.Errorf("LoRA checkpoint: %v", err)
+				}
+			}
+			if sum.Timing == nil || sum.Timing.Versions != 2 || sum.Timing.SampleS <= 0 || sum.Timing.TrainS <= 0 || sum.PeakRSSMB <= 0 {
+				t.Errorf("summary timing %+v, peak RSS %g MB: want sampling and training seconds of 2 versions", sum.Timing, sum.PeakRSSMB)
+			}
 		})
+	}
+}
+
+// The issue's run, end to end: every verification function raises. `autoif run` stops by
+// itself after --max-idle-prompts prompts without a pair, with an error, and its last lines
+// name the exception type and the instruction.
+func TestRunWhoseFunctionsRaiseStopsItselfAndSaysWhy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Python reward workers and samples a tiny model")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is needed for the reward sandbox")
+	}
+	prompts := filepath.Join(t.TempDir(), "prompts.jsonl")
+	fn := "def evaluate(response):\n    primes = [int(n) for n in response.split(',')]\n    return len(primes) > 1\n"
+	var body strings.Builder
+	for i := range 3 {
+		row, _ := json.Marshal(map[string]any{"prompt": fmt.Sprintf("Write the response as a list of prime numbers. Question %d?", i),
+			"eval_func": [][]any{{fn, 1.0}}})
+		body.Write(append(row, '\n'))
+	}
+	if err := os.WriteFile(prompts, []byte(body.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.RunContext(ctx, []string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory",
+		"--prompts", prompts, "--model", writeTinyPolicy(t), "--reward", "local", "--reward-workers", "1", "--k", "2",
+		"--max-new-tokens", "4", "--rollout-prompts-per-step", "3", "--max-in-flight", "3", "--max-steps", "3",
+		"--warn-idle-prompts", "3", "--max-idle-prompts", "6"})
+	t.Logf("output:\n%s", out.String())
+	if err == nil || !strings.Contains(err.Error(), "ValueError") || !strings.Contains(err.Error(), "prime numbers") {
+		t.Fatalf("error %v: want one naming the exception type and the instruction", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	tail := strings.Join(lines[max(0, len(lines)-4):], "\n")
+	for _, want := range []string{"raised ValueError", "instruction: Write the response as a list of prime numbers", "invalid literal for int()"} {
+		if !strings.Contains(tail, want) {
+			t.Errorf("last lines do not say %q:\n%s", want, tail)
+		}
 	}
 }
 

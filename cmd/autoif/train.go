@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,7 +40,7 @@ func trainCommand() *cli.Command {
 
 // optimFlags are shared by every training command.
 func optimFlags(defaultLR float64) []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Usage: "starting policy checkpoint directory (Hugging Face layout; required)"},
 		&cli.StringFlag{Name: "out", Usage: "output directory: checkpoint-N/ directories and the final model (required)"},
 		&cli.StringFlag{Name: "optim", Value: "adamw", Usage: "adamw or sgd"},
@@ -57,12 +58,42 @@ func optimFlags(defaultLR float64) []cli.Flag {
 		&cli.IntFlag{Name: "max-len", Usage: "skip (and count) inputs longer than this many tokens (default: the model's max_position_embeddings)"},
 		&cli.IntFlag{Name: "save-every", Usage: "write a checkpoint every N steps (0: only at the end)"},
 		&cli.IntFlag{Name: "keep-last", Value: 3, Usage: "checkpoints kept (older ones are deleted; -1 keeps all)"},
-		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "data shuffle seed"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "data shuffle seed (and a LoRA adapter's initialisation and dropout masks)"},
 		&cli.BoolFlag{Name: "no-shuffle", Usage: "visit the data in file order"},
 		&cli.BoolFlag{Name: "no-resume", Usage: "start afresh even if --out holds checkpoints"},
 		&cli.BoolFlag{Name: "chat", Value: true, Usage: "render text prompts through the tokenizer's chat template (--chat=false: plain text)"},
 		&cli.BoolFlag{Name: "no-eos", Usage: "do not end text responses with the tokenizer's EOS token"},
+	}, loraFlags()...)
+}
+
+// loraFlags are the LoRA options of every command that trains; their defaults are PEFT's
+// LoraConfig's (alpha 8, dropout 0), except that the adapter targets all seven projections.
+func loraFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "lora-rank", Usage: "train a LoRA adapter of this rank on the frozen model instead of the model itself (0: full fine-tuning); checkpoints and the output are PEFT adapters"},
+		&cli.Float64Flag{Name: "lora-alpha", Value: 8, Usage: "LoRA alpha: the adapter's output is scaled by alpha/rank (PEFT's default 8)"},
+		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapter's input while training, 0 <= p < 1 (PEFT's default 0)"},
+		&cli.StringFlag{Name: "lora-targets", Value: strings.Join(model.LoRATargets, ","), Usage: "projections the adapter adapts, comma-separated (default: all seven)"},
 	}
+}
+
+// loraConfig reads the LoRA flags: nil when --lora-rank is 0.
+func loraConfig(c *cli.Context) (*model.LoRAConfig, error) {
+	rank := c.Int("lora-rank")
+	if rank == 0 {
+		for _, f := range []string{"lora-alpha", "lora-dropout", "lora-targets"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --lora-rank", f)
+			}
+		}
+		return nil, nil
+	}
+	lc := &model.LoRAConfig{Rank: rank, Alpha: c.Float64("lora-alpha"), Dropout: c.Float64("lora-dropout"),
+		Targets: listFlag([]string{c.String("lora-targets")})}
+	if err := lc.Validate(); err != nil {
+		return nil, err
+	}
+	return lc, nil
 }
 
 func dpoFlags() []cli.Flag {
@@ -229,6 +260,12 @@ func runOptions(c *cli.Context) (trainer.RunOptions, error) {
 	opts.BatchSize = c.Int("batch-size")
 	opts.MaxLen = c.Int("max-len")
 	opts.GradCheckpoint = c.Bool("grad-checkpoint")
+	opts.Seed = c.Uint64("seed")
+	lc, err := loraConfig(c)
+	if err != nil {
+		return trainer.RunOptions{}, err
+	}
+	opts.LoRA = lc
 	if opts.BatchSize <= 0 || c.Int("grad-accum") <= 0 {
 		return trainer.RunOptions{}, errors.New("--batch-size and --grad-accum must be positive")
 	}
@@ -284,8 +321,8 @@ func printTrainSummary(c *cli.Context, tr *trainer.Trainer, m trainer.Metrics, s
 func benchTrainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
-		Usage: "DPO steps (reference forward, policy forward and backward, clipped AdamW update of every weight) against the same step in PyTorch CPU, with each side's peak RSS",
-		Flags: []cli.Flag{
+		Usage: "DPO steps (reference forward, policy forward and backward, clipped AdamW update of every weight, or of a LoRA adapter) against the same step in PyTorch CPU, with each side's peak RSS",
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "pairs", Value: 8, Usage: "pairs per step"},
 			&cli.IntFlag{Name: "prompt-len", Value: 64, Usage: "prompt tokens per pair"},
 			&cli.IntFlag{Name: "response-len", Value: 64, Usage: "tokens per chosen and per rejected response"},
@@ -293,14 +330,14 @@ func benchTrainCommand() *cli.Command {
 			&cli.IntFlag{Name: "rounds", Value: 2, Usage: "alternating Go/torch rounds; the best of each is reported"},
 			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "threads for both Go and torch"},
 			&cli.StringFlag{Name: "model", Usage: "benchmark this checkpoint instead of a fresh ~28M-parameter one"},
-			&cli.StringFlag{Name: "mode", Value: trainer.BenchFull, Usage: "what trains: full (every weight, float32 AdamW state)"},
+			&cli.StringFlag{Name: "mode", Value: trainer.BenchFull, Usage: "what trains: full (every weight, float32 AdamW state) or lora (an adapter on the frozen base, which Go keeps as stored and torch in float32; set by --lora-rank)"},
 			gradCheckpointFlag(),
 			&cli.IntFlag{Name: "torch-micro-batch", Usage: "pairs per torch forward/backward, gradients accumulated (0: all of a step's pairs at once)"},
 			&cli.StringFlag{Name: "python", Usage: "Python interpreter with torch (default: the first of /usr/bin/python3, python3 that imports torch)"},
 			&cli.BoolFlag{Name: "no-torch", Usage: "skip the PyTorch baseline"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "initialisation and data seed"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of the Go rounds to this file"},
-		},
+		}, loraFlags()...),
 		Action: runBenchTrain,
 	}
 }
@@ -323,8 +360,19 @@ func runBenchTrain(c *cli.Context) error {
 	if bo.PairsPerStep < 1 || bo.PromptLen < 1 || bo.ResponseLen < 1 || bo.Steps < 1 {
 		return errors.New("--pairs, --prompt-len, --response-len and --steps must be positive")
 	}
-	if bo.Mode != trainer.BenchFull {
-		return fmt.Errorf("--mode %q: want %s", bo.Mode, trainer.BenchFull)
+	if bo.LoRA, err = loraConfig(c); err != nil {
+		return err
+	}
+	switch {
+	case bo.LoRA != nil && (bo.Mode == trainer.BenchLoRA || !c.IsSet("mode")):
+		bo.Mode = trainer.BenchLoRA
+	case bo.Mode == trainer.BenchLoRA || bo.LoRA != nil:
+		return fmt.Errorf("--mode %s and --lora-rank go together", trainer.BenchLoRA)
+	case bo.Mode != trainer.BenchFull:
+		return fmt.Errorf("--mode %q: want %s or %s", bo.Mode, trainer.BenchFull, trainer.BenchLoRA)
+	}
+	if bo.LoRA != nil && !c.Bool("no-torch") && (bo.LoRA.Dropout > 0 || !slices.Equal(bo.LoRA.Targets, model.LoRATargets)) {
+		return errors.New("the PyTorch baseline adapts all seven projections without dropout: bench with the default --lora-targets and --lora-dropout, or --no-torch")
 	}
 	rounds := c.Int("rounds")
 	if rounds < 1 {
@@ -334,8 +382,12 @@ func runBenchTrain(c *cli.Context) error {
 	if torchMB < 0 {
 		return fmt.Errorf("--torch-micro-batch %d: want 0 (all pairs) or more", torchMB)
 	}
-	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %s fine-tuning with AdamW; %d threads; BLAS %s\n",
-		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, bo.Mode, threads, trainer.BLASName)
+	what := "full fine-tuning"
+	if bo.LoRA != nil {
+		what = fmt.Sprintf("LoRA rank %d alpha %g on %s", bo.LoRA.Rank, bo.LoRA.Alpha, strings.Join(bo.LoRA.Targets, ","))
+	}
+	fmt.Fprintf(out, "model: %s, %.1fM parameters; %d pairs of %d+%d tokens per step; %s with AdamW; %d threads; BLAS %s\n",
+		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, what, threads, trainer.BLASName)
 	py, why := "", "--no-torch"
 	if !c.Bool("no-torch") {
 		py, why = findTorchPython(c.Context, c.String("python"))
@@ -389,7 +441,7 @@ func runBenchTrain(c *cli.Context) error {
 	peakRSS := float64(ru.Maxrss) / 1024            // KiB on Linux
 	peak := trainer.MatmulPeakGFLOPs(1024, time.Second)
 	res := map[string]any{
-		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint,
+		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint, "lora_rank": c.Int("lora-rank"),
 		"threads": threads, "parameters": cfg.NumParams(), "pairs": bo.PairsPerStep, "prompt_len": bo.PromptLen,
 		"response_len": bo.ResponseLen, "blas": trainer.BLASName,
 		"step_s": roundFigure(best.StepSeconds, 3), "ref_forward_s": roundFigure(best.RefSeconds, 3),
@@ -426,7 +478,12 @@ func runBenchTrain(c *cli.Context) error {
 // returns the trainer's memory to the OS; rssMB is the process's resident set after that.
 func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (r trainer.BenchResult, rssMB float64, err error) {
 	r, err = func() (trainer.BenchResult, error) {
-		w, err := model.Load(dir)
+		load := model.Load
+		if bo.LoRA != nil {
+			// The frozen base as stored: a BF16 checkpoint stays BF16.
+			load = func(dir string) (*model.Weights, error) { return model.LoadWeights(dir, model.LoadOptions{}) }
+		}
+		w, err := load(dir)
 		if err != nil {
 			return trainer.BenchResult{}, err
 		}
@@ -474,6 +531,9 @@ func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.
 		"--prompt-len", strconv.Itoa(bo.PromptLen), "--response-len", strconv.Itoa(bo.ResponseLen),
 		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10),
 		"--micro-batch", strconv.Itoa(microBatch))
+	if bo.LoRA != nil {
+		cmd.Args = append(cmd.Args, "--lora-rank", strconv.Itoa(bo.LoRA.Rank), "--lora-alpha", strconv.FormatFloat(bo.LoRA.Alpha, 'g', -1, 64))
+	}
 	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -8,14 +8,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,6 +30,21 @@ var inprocessScript string
 //go:embed oneshot.py
 var oneshotScript string
 
+// bundled is the AutoIF reference repository's sample data the benchmark reads (see
+// data/autoif/PROVENANCE.md), built in so that the benchmark runs from any directory.
+//
+//go:embed data/autoif/*.jsonl
+var bundled embed.FS
+
+// Bundled returns the built-in AutoIF sample data as a directory for LoadWorkload.
+func Bundled() fs.FS {
+	sub, err := fs.Sub(bundled, "data/autoif")
+	if err != nil {
+		panic(err) // a constant, valid path: unreachable
+	}
+	return sub
+}
+
 // Workload is every function run on every response.
 type Workload struct {
 	Funcs     []string
@@ -37,9 +52,10 @@ type Workload struct {
 }
 
 // LoadWorkload collects the distinct verification functions and sampled responses of the
-// AutoIF reference data: query_rft.jsonl and dpo_query_w_funcs.jsonl (functions and
-// responses) and back_trans.jsonl (cross-validated functions).
-func LoadWorkload(dir string) (*Workload, error) {
+// AutoIF reference data in dir (os.DirFS of a directory, or Bundled()): query_rft.jsonl and
+// dpo_query_w_funcs.jsonl (functions and responses) and back_trans.jsonl (cross-validated
+// functions).
+func LoadWorkload(dir fs.FS) (*Workload, error) {
 	w := &Workload{}
 	seenF, seenR := map[string]bool{}, map[string]bool{}
 	addF := func(s string) {
@@ -55,7 +71,7 @@ func LoadWorkload(dir string) (*Workload, error) {
 		}
 	}
 	for _, name := range []string{"query_rft.jsonl", "dpo_query_w_funcs.jsonl", "back_trans.jsonl"} {
-		f, err := os.Open(filepath.Join(dir, name))
+		f, err := dir.Open(name)
 		if err != nil {
 			return nil, fmt.Errorf("workload: %w", err)
 		}
@@ -94,7 +110,7 @@ func LoadWorkload(dir string) (*Workload, error) {
 		}
 	}
 	if len(w.Funcs) == 0 || len(w.Responses) == 0 {
-		return nil, fmt.Errorf("workload in %s: %d functions, %d responses", dir, len(w.Funcs), len(w.Responses))
+		return nil, fmt.Errorf("workload: %d functions, %d responses (want both)", len(w.Funcs), len(w.Responses))
 	}
 	return w, nil
 }

@@ -11,9 +11,9 @@ import (
 // A small run of the whole benchmark: every figure is measured and the sandbox agrees with
 // the in-process baseline on every verdict of the real functions.
 func TestBenchmarkOnRealData(t *testing.T) {
-	w, err := LoadWorkload("../../../shared/data/autoif")
+	w, err := LoadWorkload(Bundled())
 	if err != nil {
-		t.Skipf("reference data not present: %v", err)
+		t.Fatal(err)
 	}
 	if len(w.Funcs) < 20 || len(w.Responses) < 400 {
 		t.Errorf("workload %d functions × %d responses, want thousands of evaluations", len(w.Funcs), len(w.Responses))
