@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/autoif/autoif/atomicfile"
 )
 
 // officialInputData is google-research's instruction_following_eval/data/input_data.jsonl
@@ -164,26 +166,6 @@ func EvaluateAll(inputs []Input, responses map[string]string) (Result, error) {
 	return res, nil
 }
 
-// writeTemp writes data to a new temporary file beside path and returns its name.
-func writeTemp(path string, data []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
 // Official output file names in --output-dir.
 const (
 	StrictFile = "eval_results_strict.jsonl"
@@ -191,8 +173,8 @@ const (
 )
 
 // WriteResults writes eval_results_strict.jsonl and eval_results_loose.jsonl into dir (when
-// dir is not empty) and prints each one's report to w, as evaluation_main.py does. Both files
-// are written to temporary names first and renamed only when both are complete.
+// dir is not empty), each atomically, and prints each one's report to w, as
+// evaluation_main.py does.
 func WriteResults(res Result, dir string, w io.Writer) error {
 	files := []struct {
 		name    string
@@ -202,29 +184,15 @@ func WriteResults(res Result, dir string, w io.Writer) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		var tmps []string
-		defer func() {
-			for _, t := range tmps {
-				os.Remove(t)
-			}
-		}()
 		for _, f := range files {
 			var b []byte
 			for _, o := range f.outputs {
 				b = o.AppendJSONL(b)
 			}
-			tmp, err := writeTemp(filepath.Join(dir, f.name), b)
-			if err != nil {
-				return err
-			}
-			tmps = append(tmps, tmp)
-		}
-		for i, f := range files {
-			if err := os.Rename(tmps[i], filepath.Join(dir, f.name)); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(dir, f.name), b, 0o644); err != nil {
 				return err
 			}
 		}
-		tmps = nil
 	}
 	for _, f := range files {
 		label := f.name
@@ -255,13 +223,5 @@ func WriteResponses(path string, prompts, responses []string) error {
 		b = appendPyString(b, responses[i])
 		b = append(b, "}\n"...)
 	}
-	tmp, err := writeTemp(path, b)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, b, 0o644)
 }

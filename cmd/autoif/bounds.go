@@ -161,6 +161,8 @@ var flagBounds = map[string]bound{
 var commandFlagBounds = map[string]bound{
 	"generate --temperature":              atLeast(0, 100), // 0 is greedy
 	"generate --max-new-tokens":           atLeast(1, math.MaxInt32),
+	"eval ifeval --temperature":           atLeast(0, 100), // 0 is greedy
+	"eval ifeval --batch":                 atLeast(1, 1<<16),
 	"train dpo --steps":                   atLeast(0, maxSteps), // 0: --epochs over the data
 	"train sft --steps":                   atLeast(0, maxSteps),
 	"train stream --steps":                atLeast(0, maxSteps),

@@ -156,6 +156,7 @@ var sweepAccepted = map[string]string{
 	"--responses 0":       "0: all responses",
 
 	"generate --temperature 0":        "0 is greedy decoding",
+	"eval ifeval --temperature 0":     "0 is greedy decoding",
 	"bench loop --max-in-flight 0":    "0: one rollout step's prompts",
 	"experiment trainer --max-lag -1": "-1 keeps all pairs (the offline baseline's trainer)",
 }
