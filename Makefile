@@ -6,6 +6,8 @@ BIN := bin/autoif
 # than a duration: at the end of a timed run Go's fuzz coordinator sometimes reports "context
 # deadline exceeded" while its workers stop, failing a run that found nothing.
 FUZZTIME ?= 50000x
+# langdetect's Detect runs up to 7,000 probability updates per input: a tenth of the inputs.
+FUZZTIME_DETECT ?= 5000x
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # The trainer's matrix products go through OpenBLAS (cgo, Debian libopenblas-dev), several
@@ -36,11 +38,14 @@ test: deps lint
 	$(MAKE) fuzz
 
 # Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
-# the tokenizer round trip, the IFEval checker on any response and its Python-JSON reader.
+# the tokenizer round trip, Punkt's sentence and word tokenizers, langdetect, and the IFEval
+# checker on any response and its Python-JSON reader.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) ./punkt
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) ./langdetect
 	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) ./ifeval
 	$(GO) test -run '^$$' -fuzz '^FuzzPythonJSONLoads$$' -fuzztime $(FUZZTIME) ./ifeval
 

@@ -2,7 +2,6 @@ package ifeval
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,8 +40,7 @@ type disagreement struct {
 }
 
 // agreement re-checks every official row's response and compares instruction by instruction.
-// Instructions this build cannot check (ErrNeedsNLP) are counted in skipped.
-func agreement(t *testing.T, inputs []Input, official []Output, mode Mode) (agree, total, skipped int, diffs []disagreement) {
+func agreement(t *testing.T, inputs []Input, official []Output, mode Mode) (agree, total int, diffs []disagreement) {
 	t.Helper()
 	byPrompt := map[string]Input{}
 	for _, in := range inputs {
@@ -56,10 +54,6 @@ func agreement(t *testing.T, inputs []Input, official []Output, mode Mode) (agre
 		for i, id := range in.InstructionIDList {
 			single := Input{Key: in.Key, Prompt: in.Prompt, InstructionIDList: []string{id}, Kwargs: []map[string]any{in.Kwargs[i]}}
 			p, err := Prepare(single)
-			if errors.Is(err, ErrNeedsNLP) {
-				skipped++
-				continue
-			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,8 +112,8 @@ var nlpTypes = map[string]bool{
 
 // tally adds up agreement over several official files.
 type tally struct {
-	agree, total, skipped int
-	seen                  map[string]bool // knownDifferences entries that occurred
+	agree, total int
+	seen         map[string]bool // knownDifferences entries that occurred
 }
 
 // checkAgreement compares one official file instruction by instruction: every difference
@@ -127,7 +121,7 @@ type tally struct {
 // uses neither NLTK nor langdetect.
 func (ta *tally) checkAgreement(t *testing.T, inputs []Input, path string, mode Mode) {
 	t.Helper()
-	agree, total, skipped, diffs := agreement(t, inputs, readOfficial(t, path), mode)
+	agree, total, diffs := agreement(t, inputs, readOfficial(t, path), mode)
 	file := filepath.Base(path)
 	for _, d := range diffs {
 		id := strings.TrimPrefix(d.id, "en:")
@@ -145,7 +139,7 @@ func (ta *tally) checkAgreement(t *testing.T, inputs []Input, path string, mode 
 		}
 		ta.seen[fmt.Sprintf("%s/%d/%s", file, d.key, id)] = true
 	}
-	ta.agree, ta.total, ta.skipped = ta.agree+agree, ta.total+total, ta.skipped+skipped
+	ta.agree, ta.total = ta.agree+agree, ta.total+total
 	t.Logf("%s (%s): %d/%d instructions agree", file, mode, agree, total)
 }
 
@@ -153,18 +147,14 @@ func (ta *tally) checkAgreement(t *testing.T, inputs []Input, path string, mode 
 // still occurs, so the list cannot go stale.
 func (ta *tally) done(t *testing.T, files []string) {
 	t.Helper()
-	if ta.skipped > 0 {
-		t.Logf("%d instructions not checked: this build lacks the punkt/langdetect ports", ta.skipped)
-	}
 	rate := float64(ta.agree) / float64(ta.total)
 	t.Logf("overall: %d/%d = %.5f", ta.agree, ta.total, rate)
 	if rate < 0.998 {
 		t.Errorf("overall agreement %d/%d = %.4f, want >= 0.998", ta.agree, ta.total, rate)
 	}
 	for k := range knownDifferences {
-		file, rest, _ := strings.Cut(k, "/")
-		id := rest[strings.Index(rest, "/")+1:]
-		if file == "*" || !slices.Contains(files, file) || (nlpTypes[id] && ta.skipped > 0) {
+		file, _, _ := strings.Cut(k, "/")
+		if file == "*" || !slices.Contains(files, file) {
 			continue
 		}
 		if !ta.seen[k] {
@@ -250,9 +240,6 @@ func TestGPT4HeadlineFigures(t *testing.T) {
 		}
 	}
 	res, err := EvaluateAll(inputs, responses)
-	if errors.Is(err, ErrNeedsNLP) {
-		t.Skipf("headline figures need every instruction type: %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

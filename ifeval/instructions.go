@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/autoif/autoif/internal/pystr"
+	"github.com/autoif/autoif/langdetect"
+	"github.com/autoif/autoif/punkt"
 )
 
 // Instruction is one verifiable instruction built from its kwargs: the official
@@ -290,9 +292,6 @@ var languageCodes = []string{"en", "es", "pt", "ar", "hi", "fr", "ru", "de", "ja
 	"ml", "fi"}
 
 func buildResponseLanguage(a *args) (Instruction, error) {
-	if detectLanguage == nil {
-		return nil, ErrNeedsNLP
-	}
 	s, ok := a.str("language")
 	if !ok {
 		s = languageCodes[a.rnd.IntN(len(languageCodes))]
@@ -301,7 +300,7 @@ func buildResponseLanguage(a *args) (Instruction, error) {
 }
 
 func (l responseLanguage) Follows(r string) bool {
-	got, err := detectLanguage(r)
+	got, err := langdetect.Detect(r)
 	return err != nil || got == l.lang
 }
 
@@ -312,14 +311,11 @@ type numberSentences struct {
 }
 
 func buildNumberSentences(a *args) (Instruction, error) {
-	if sentences == nil {
-		return nil, ErrNeedsNLP
-	}
 	return numberSentences{n: a.intOrRandom("num_sentences", 1, 20), relation: a.relation("relation")}, nil
 }
 
 func (s numberSentences) Follows(r string) bool {
-	return compare(s.relation, len(sentences(r)), s.n)
+	return compare(s.relation, len(punkt.English().Sentences(r)), s.n)
 }
 
 // length_constraints:number_paragraphs — exactly n paragraphs between `***` dividers; an
@@ -610,9 +606,6 @@ type capitalWordFrequency struct {
 }
 
 func buildCapitalWordFrequency(a *args) (Instruction, error) {
-	if wordTokenize == nil {
-		return nil, ErrNeedsNLP
-	}
 	// Unlike the other counts, a negative frequency is kept as given.
 	n, ok := a.integer("capital_frequency")
 	if !ok {
@@ -623,7 +616,7 @@ func buildCapitalWordFrequency(a *args) (Instruction, error) {
 
 func (c capitalWordFrequency) Follows(r string) bool {
 	n := 0
-	for _, w := range wordTokenize(r) {
+	for _, w := range punkt.WordTokenize(r) {
 		if pystr.IsUpperString(w) {
 			n++
 		}
@@ -635,9 +628,6 @@ func (c capitalWordFrequency) Follows(r string) bool {
 type englishCapital struct{}
 
 func buildEnglishCapital(*args) (Instruction, error) {
-	if detectLanguage == nil {
-		return nil, ErrNeedsNLP
-	}
 	return englishCapital{}, nil
 }
 
@@ -647,9 +637,6 @@ func (englishCapital) Follows(r string) bool { return pystr.IsUpperString(r) && 
 type englishLowercase struct{}
 
 func buildEnglishLowercase(*args) (Instruction, error) {
-	if detectLanguage == nil {
-		return nil, ErrNeedsNLP
-	}
 	return englishLowercase{}, nil
 }
 
@@ -657,7 +644,7 @@ func (englishLowercase) Follows(r string) bool { return pystr.IsLowerString(r) &
 
 // isEnglish: an undetectable language counts as followed, as in the official checker.
 func isEnglish(r string) bool {
-	lang, err := detectLanguage(r)
+	lang, err := langdetect.Detect(r)
 	return err != nil || lang == "en"
 }
 

@@ -2,7 +2,6 @@ package ifeval
 
 import (
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -31,10 +30,6 @@ func runFollowCases(t *testing.T, cases []followCase) {
 	t.Helper()
 	for _, c := range cases {
 		ins, err := Build(c.id, kw(t, c.kwargs), nil)
-		if errors.Is(err, ErrNeedsNLP) {
-			t.Logf("%s: %s skipped: %v", c.id, c.name, err)
-			continue
-		}
 		if err != nil {
 			t.Fatalf("%s: %s: %v", c.id, c.name, err)
 		}

@@ -64,7 +64,7 @@ func ReadInputs(r io.Reader, name string) ([]Input, error) {
 			return fmt.Errorf("%s:%d: %d instruction ids but %d kwargs", name, n, len(in.InstructionIDList), len(in.Kwargs))
 		}
 		for i, id := range in.InstructionIDList {
-			if _, err := Build(id, in.Kwargs[i], nil); err != nil && !errors.Is(err, ErrNeedsNLP) {
+			if _, err := Build(id, in.Kwargs[i], nil); err != nil {
 				return fmt.Errorf("%s:%d: %v", name, n, err)
 			}
 		}

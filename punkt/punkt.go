@@ -107,7 +107,7 @@ func (t *Tokenizer) Sentences(text string) []string {
 // span is a Python slice [start:stop] in byte offsets.
 type span struct{ start, stop int }
 
-// sub is text[s.start:s.stop] with Python's rule that a reversed slice is empty.
+// of is text[s.start:s.stop] with Python's rule that a reversed slice is empty.
 func (s span) of(text string) string {
 	if s.start >= s.stop {
 		return ""

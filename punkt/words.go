@@ -274,7 +274,8 @@ func padPeriodRuns(s string) string {
 	})
 }
 
-// openingDoubleQuote is ([ \(\[{<])(\"|\'{2}) -> \1 “.
+// openingDoubleQuote is ([ \(\[{<])(\"|\'{2}) -> \1 and two backticks: an opening double
+// quote after a space or an opening bracket.
 func openingDoubleQuote(s string, i int) (int, string, bool) {
 	switch s[i] {
 	case ' ', '(', '[', '{', '<':
@@ -476,7 +477,9 @@ type contraction struct {
 }
 
 func (c contraction) match(s string, i int) (int, string, bool) {
-	if !wordBoundary(s, i) {
+	// Every pattern starts with an ASCII letter that nothing else folds onto: reject most
+	// positions before the boundary test.
+	if s[i]|0x20 != c.first[0] || !wordBoundary(s, i) {
 		return 0, "", false
 	}
 	n1, ok := foldPrefix(s[i:], c.first)

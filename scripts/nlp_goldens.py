@@ -8,8 +8,9 @@ without an nltk/ subfolder:
         --data ../shared/data --punkt-out punkt/testdata/goldens.jsonl.gz \
         --langdetect-out langdetect/testdata/goldens.jsonl.gz
 
-The corpus is the IFEval responses (GPT-4 and the 17 strict_results models) sampled with a
-fixed seed, their single paragraphs and sentences, plus hand-written edge cases. --full writes
+The corpus is hand-written edge cases, IFEval responses (GPT-4 and the 17 strict_results
+models) sampled with a fixed seed, single paragraphs cut from them, and random strings of the
+characters and tokens the ported regular expressions treat specially. --full writes
 the outputs for every response instead (for a one-off measurement, not for testdata).
 
 Punkt is the model the official checker loads (nltk:tokenizers/punkt/english.pickle); the
@@ -161,6 +162,22 @@ LANG_CASES = [
 ]
 
 
+# Pieces that random_texts strings together: every character class and token the ported
+# regular expressions treat specially, so that random mixes reach the rare branches.
+PIECES = [
+    ".", ".", "..", "...", ". ", "?", "!", ",", ":", ";", '"', "'", "''", "``", "`", "(", ")", "[", "]", "{", "}",
+    "<", ">", "-", "--", "*", "@", "#", "$", "%", "&", " ", " ", " ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u2028",
+    "\x1f", "a", "I", "Mr", "mr", "Dr", "U.S", "e.g", "p.m", "J", "the", "The", "He", "he", "cannot", "Gonna", "wanna",
+    "'tis", "'T", "n't", "'ll", "'s", "'re", "'m", "'d", "d", "ye", "3", "4.5", "1999", "-2", ",5", "İnc", "ſ", "K",
+    "é", "Ünï", "«", "»", "“", "”", "‘", "’", "„", "ς", "Σ", "日本", "²", "_x", "A", "B", "Smith", "however", "But",
+    "inc", "co", "st", "http://x.y/z", "a@b.cd", "Đ", "ây", "\u0300", "\u0301", "мир", "ي", "ی", "한국", "カタ", "ㄅ",
+]
+
+
+def random_texts(rng, n):
+    return ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+
+
 def load_responses(data):
     """All IFEval responses: GPT-4's, then each strict_results model's, in file order."""
     out = []
@@ -239,6 +256,8 @@ def main():
         nonascii = [t for t in uniq if any(ord(c) > 127 for c in t)]
         p_texts = EDGE_CASES + rng.sample(uniq, a.sample) + rng.sample(nonascii, 60) + fragments(uniq, rng, 200)
         l_texts = LANG_CASES + rng.sample(uniq, 500) + rng.sample(nonascii, 300) + fragments(uniq, rng, 700)
+        p_texts += random_texts(rng, 2000)
+        l_texts += random_texts(rng, 500)
 
     tok, nltk = punkt_tokenizer(a.data)
     check_params(tok, a.data)
@@ -268,13 +287,28 @@ def main():
         d.append(t)
         return d.detect()
 
+    from langdetect import detector_factory
+
+    detector_factory.init_factory()
+
+    def probabilities(t):
+        """Every language's averaged probability above 1e-4: the sampled n-grams decide
+        these to many digits, so they check the ported random stream, not just the winner."""
+        d = detector_factory._factory.create()
+        d.append(t)
+        try:
+            d.detect()
+        except LangDetectException:
+            return {}
+        return {lang: p for lang, p in zip(d.langlist, d.langprob) if p > 1e-4}
+
     rows = []
     order_diffs = 0
     for t in l_texts:
         want = run(lambda: langdetect.detect(t))
         alt = run(lambda: sorted_detect(t))
         order_diffs += want != alt
-        rows.append({"text": t, "lang": want, "sorted_order_lang": alt})
+        rows.append({"text": t, "lang": want, "sorted_order_lang": alt, "probs": probabilities(t)})
     write_gz(a.langdetect_out, rows)
     print(
         f"punkt: {len(p_texts)} texts -> {a.punkt_out}; langdetect: {len(l_texts)} texts -> {a.langdetect_out}; "

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,8 +49,7 @@ func TestEvalIFEvalWritesTheOfficialFiles(t *testing.T) {
 	var inputs bytes.Buffer
 	var prompts []string
 	for _, in := range ifeval.OfficialInputs() {
-		_, err := ifeval.Prepare(in)
-		if errors.Is(err, ifeval.ErrNeedsNLP) || strictWant[in.Prompt] == "" {
+		if strictWant[in.Prompt] == "" {
 			continue
 		}
 		// Keys 1122 and 1129 count a random letter in the official checker.

@@ -1,8 +1,10 @@
 // Package pystr gives Python 3's str character classes (str.isspace, re's \w and \d,
-// str.isupper, str.islower, str.lower) to the Go ports of Python text code, where Go's own
-// definitions differ: Go's regexp \s, \w and \b are ASCII-only, unicode.IsSpace leaves out
-// U+001C..U+001F (Python treats them as separators), and Python's isupper/islower follow the
-// derived Uppercase/Lowercase properties rather than the Lu/Ll categories.
+// str.isupper, str.islower) and the str methods built on them (lower, strip, rstrip, split,
+// isupper and islower of a whole string) to the Go ports of Python text code, such as the
+// IFEval checkers, where Go's own definitions differ: Go's regexp \s, \w and \b are
+// ASCII-only, unicode.IsSpace leaves out U+001C..U+001F (Python treats them as separators),
+// and Python's isupper/islower follow the derived Uppercase/Lowercase properties rather than
+// the Lu/Ll categories.
 //
 // Checked code point by code point against CPython 3.11 (Unicode 14.0): the only
 // disagreements are characters first assigned in Unicode 15.0, which Go knows and Python 3.11
@@ -49,6 +51,25 @@ func IsLower(r rune) bool {
 	return unicode.IsLower(r) || unicode.Is(unicode.Other_Lowercase, r)
 }
 
+// IsUpperString is str.isupper: at least one cased character, and none lower case or title
+// case.
+func IsUpperString(s string) bool { return allCased(s, IsUpper, IsLower) }
+
+// IsLowerString is str.islower: at least one cased character, and none upper case or title
+// case.
+func IsLowerString(s string) bool { return allCased(s, IsLower, IsUpper) }
+
+func allCased(s string, want, other func(rune) bool) bool {
+	cased := false
+	for _, r := range s {
+		if other(r) || unicode.IsTitle(r) {
+			return false
+		}
+		cased = cased || want(r)
+	}
+	return cased
+}
+
 // Lower is str.lower: Python's one unconditional full mapping that is not a single rune is
 // kept ('İ' becomes "i̇", so that it cannot turn into an ASCII 'i'), and so is the final-sigma
 // rule (a capital sigma that ends a word becomes 'ς').
@@ -87,16 +108,16 @@ func Lower(s string) string {
 func finalSigma(s string, i int) bool {
 	before := strings.TrimRightFunc(s[:i], caseIgnorable)
 	r, n := utf8.DecodeLastRuneInString(before)
-	if n == 0 || !cased(r) {
+	if n == 0 || !isCased(r) {
 		return false
 	}
 	after := strings.TrimLeftFunc(s[i+len("Σ"):], caseIgnorable)
 	r, n = utf8.DecodeRuneInString(after)
-	return n == 0 || !cased(r)
+	return n == 0 || !isCased(r)
 }
 
-// cased is Unicode's Cased property, as CPython's lower() uses it.
-func cased(r rune) bool { return IsLower(r) || IsUpper(r) || unicode.IsTitle(r) }
+// isCased is Unicode's Cased property, as CPython's lower() uses it.
+func isCased(r rune) bool { return IsLower(r) || IsUpper(r) || unicode.IsTitle(r) }
 
 // caseIgnorable approximates Unicode's Case_Ignorable: marks, format characters, modifier
 // letters and symbols, and the word-internal punctuation Unicode lists.
@@ -108,40 +129,14 @@ func caseIgnorable(r rune) bool {
 	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf, unicode.Lm, unicode.Sk)
 }
 
+// Strip is str.strip() with no argument.
+func Strip(s string) string { return strings.TrimFunc(s, IsSpace) }
+
 // TrimRightSpace is str.rstrip() with no argument.
 func TrimRightSpace(s string) string { return strings.TrimRightFunc(s, IsSpace) }
 
 // Fields is str.split() with no argument.
 func Fields(s string) []string { return strings.FieldsFunc(s, IsSpace) }
-
-// Strip is str.strip() with no argument.
-func Strip(s string) string { return strings.TrimFunc(s, IsSpace) }
-
-// IsUpperString is str.isupper: at least one cased character and no lowercase or titlecase
-// one.
-func IsUpperString(s string) bool {
-	found := false
-	for _, r := range s {
-		if IsLower(r) || unicode.IsTitle(r) {
-			return false
-		}
-		found = found || IsUpper(r)
-	}
-	return found
-}
-
-// IsLowerString is str.islower: at least one cased character and no uppercase or titlecase
-// one.
-func IsLowerString(s string) bool {
-	found := false
-	for _, r := range s {
-		if IsUpper(r) || unicode.IsTitle(r) {
-			return false
-		}
-		found = found || IsLower(r)
-	}
-	return found
-}
 
 // SpaceClass is the body of a Go regexp character class that matches what re's \s matches in a
 // str pattern (IsSpace), for the ports of Python regular expressions.
