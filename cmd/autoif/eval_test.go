@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +178,45 @@ func TestEvalIFEvalSamplesAModel(t *testing.T) {
 	}
 	if _, err := runAutoif(t, append(args, "--responses", again)...); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("overwrote %s: %v", again, err)
+	}
+}
+
+// --endpoint sends each prompt to an OpenAI-compatible server, writes the answers as the
+// responses file and evaluates them.
+func TestEvalIFEvalSamplesAnEndpoint(t *testing.T) {
+	// The server repeats each prompt, in upper case: it follows repeat_prompt (which ignores
+	// case) and not english_lowercase.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Model    string `json:"model"`
+			Messages []struct{ Content string }
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "served" || len(req.Messages) != 1 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"message": map[string]any{"content": strings.ToUpper(req.Messages[0].Content) + " DONE."}}}})
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	input := filepath.Join(dir, "input.jsonl")
+	row := `{"key": 1, "prompt": "Repeat this request, then answer.", "instruction_id_list": ["combination:repeat_prompt", "change_case:english_lowercase"], "kwargs": [{"prompt_to_repeat": "Repeat this request, then answer."}, {}]}` + "\n"
+	if err := os.WriteFile(input, []byte(row), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runAutoif(t, "eval", "ifeval", "--endpoint", srv.URL+"/v1", "--endpoint-model", "served", "--input-data", input, "--output-dir", dir)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	responses, err := ifeval.ReadResponseFile(filepath.Join(dir, "input_response_data.jsonl"))
+	if err != nil || responses["Repeat this request, then answer."] != "REPEAT THIS REQUEST, THEN ANSWER. DONE." {
+		t.Fatalf("responses %q, %v", responses, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; last != `{"prompt_strict":0,"instruction_strict":0.5,"prompt_loose":0,"instruction_loose":0.5}` {
+		t.Errorf("figures %s", last)
+	}
+	if _, err := runAutoif(t, "eval", "ifeval", "--endpoint", srv.URL+"/v1", "--input-data", input, "--output-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "--endpoint-model") {
+		t.Errorf("no model name: %v", err)
 	}
 }
