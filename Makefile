@@ -14,7 +14,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # times faster than gonum's pure-Go kernels. `make GOTAGS=` builds without it.
 GOTAGS ?= openblas
 
-.PHONY: all build test run bench lint deps fuzz docs clean
+.PHONY: all build test run bench lint deps fuzz race purego docs clean
 
 all: build
 
@@ -36,6 +36,20 @@ test: deps lint
 	$(GO) test -tags "$(GOTAGS)" -count=1 -timeout 12m ./...
 	GO="$(GO)" GOTAGS="$(GOTAGS)" bash scripts/test_as_nobody.sh
 	$(MAKE) fuzz
+	$(MAKE) race
+	$(MAKE) purego
+
+# The packages whose goroutines share state, under the race detector: the bus, the
+# orchestrator, the rollout workers, the reward pool and service, and the trainer's stream
+# path (its other tests are single-threaded kernels, slow under -race).
+RACE_TRAINER_TESTS ?= Stream|Stale
+race:
+	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward
+	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 10m -run '$(RACE_TRAINER_TESTS)' ./trainer
+
+# The trainer in the pure-Go build (`make GOTAGS=`: gonum's kernels, no OpenBLAS or cgo).
+purego:
+	$(GO) test -count=1 -timeout 10m ./trainer
 
 # Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
 # the tokenizer round trip, Punkt's sentence and word tokenizers, langdetect, and the IFEval

@@ -132,7 +132,7 @@ func containsAny(s string, subs []string) bool {
 
 func (m *Model) samplerPool() *sync.Pool {
 	vocab := m.Config.VocabSize
-	return &sync.Pool{New: func() any { return newSampler(vocab) }}
+	return &sync.Pool{New: func() any { return NewSampler(vocab) }}
 }
 
 // sampleRows samples every row that has logits, rows in parallel: with a large vocabulary
@@ -141,29 +141,34 @@ func (m *Model) sampleRows(pool *sync.Pool, logits [][]float32, opts SampleOptio
 	toks := make([]int, len(logits))
 	lps := make([]float32, len(logits))
 	parallelFor(m.threads(), len(logits), 1, func(lo, hi int) {
-		sm := pool.Get().(*sampler)
+		sm := pool.Get().(*Sampler)
 		defer pool.Put(sm)
 		for i := lo; i < hi; i++ {
 			if logits[i] != nil {
-				toks[i], lps[i] = sm.sample(logits[i], opts, rngs[i])
+				toks[i], lps[i] = sm.Sample(logits[i], opts, rngs[i])
 			}
 		}
 	})
 	return toks, lps
 }
 
-// sampler holds reusable buffers for sampling one row at a time.
-type sampler struct {
+// Sampler draws one row's token at a time with reusable buffers. Generate runs it; a caller
+// with its own decode loop (the server's continuous batching, where rows join and leave
+// between steps) runs it on Forward's logits, so both draw the same tokens from the same
+// logits, options and generator. One Sampler serves one goroutine at a time.
+type Sampler struct {
 	probs []float64
 	idx   []int
 }
 
-func newSampler(vocab int) *sampler {
-	return &sampler{probs: make([]float64, vocab), idx: make([]int, vocab)}
+// NewSampler makes a sampler for a vocabulary of vocab tokens.
+func NewSampler(vocab int) *Sampler {
+	return &Sampler{probs: make([]float64, vocab), idx: make([]int, vocab)}
 }
 
-// sample draws a token and returns it with its temperature-1 log-prob.
-func (sm *sampler) sample(logits []float32, opts SampleOptions, rng *rand.Rand) (int, float32) {
+// Sample draws a token from logits (MaxNewTokens and the stop options are the caller's
+// business) and returns it with its temperature-1 log-prob.
+func (sm *Sampler) Sample(logits []float32, opts SampleOptions, rng *rand.Rand) (int, float32) {
 	mx := math.Inf(-1)
 	best := 0
 	for i, v := range logits {

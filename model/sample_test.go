@@ -139,12 +139,12 @@ func TestGenerateStops(t *testing.T) {
 func TestTopPKeepsOnlyTheNucleus(t *testing.T) {
 	// Probabilities about .64 .24 .09 .03: top-p 0.8 keeps the first two.
 	logits := []float32{3, 2, 1, 0}
-	sm := newSampler(len(logits))
+	sm := NewSampler(len(logits))
 	rng := rand.New(rand.NewPCG(1, 2))
 	counts := make([]int, len(logits))
 	const n = 4000
 	for range n {
-		tok, lp := sm.sample(logits, SampleOptions{Temperature: 1, TopP: 0.8}, rng)
+		tok, lp := sm.Sample(logits, SampleOptions{Temperature: 1, TopP: 0.8}, rng)
 		counts[tok]++
 		if want := logSoftmaxAt(logits, tok); lp != want {
 			t.Fatalf("log-prob %v, want temperature-1 %v", lp, want)

@@ -7,8 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"weak"
 
 	"github.com/autoif/autoif/atomicfile"
 )
@@ -194,12 +197,14 @@ type LoadOptions struct {
 	Float32 bool
 }
 
-// LoadModel reads a checkpoint directory for inference. The weight matrices of a BF16 or
+// LoadModel reads a checkpoint directory for inference. Its weights are shared with every
+// other LoadModel or LoadWeights of the same checkpoint files in the process (see
+// sharedLoad) and must not be changed. The weight matrices of a BF16 or
 // F16 checkpoint stay in that dtype, widened exactly to float32 inside the kernels, so the
 // logits equal those of Load's float32 weights up to float32 summation order; a float32
 // checkpoint (what the trainer writes) loads as float32.
 func LoadModel(dir string, opts LoadOptions) (*Model, error) {
-	w, err := load(dir, !opts.Float32)
+	w, err := LoadWeights(dir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -207,9 +212,74 @@ func LoadModel(dir string, opts LoadOptions) (*Model, error) {
 }
 
 // LoadWeights is Load keeping BF16/F16 weight matrices as stored unless opts.Float32 (see
-// Tensor.Half): a frozen base that LoRA training reads but never updates.
+// Tensor.Half): a frozen base that LoRA training reads but never updates. Like LoadModel's,
+// the weights are shared and must not be changed; Load gives weights of one's own.
 func LoadWeights(dir string, opts LoadOptions) (*Weights, error) {
-	return load(dir, !opts.Float32)
+	if opts.Float32 {
+		return load(dir, false)
+	}
+	return sharedLoad(dir)
+}
+
+// shared holds the read-only weights LoadModel and LoadWeights handed out, by checkpoint
+// files, for as long as someone holds them: a LoRA run's rollout worker (sampling) and
+// trainer (the frozen base) then hold one copy of the base, not two (a gigabyte at the
+// Qwen2.5-0.5B shape).
+var shared struct {
+	sync.Mutex
+	m map[string]weak.Pointer[Weights]
+}
+
+// sharedLoad is load(dir, true) through the shared cache, keyed by the directory's files
+// (names, sizes, modification times), so a checkpoint rewritten in place loads anew.
+func sharedLoad(dir string) (*Weights, error) {
+	key, err := filesKey(atomicfile.Resolve(dir))
+	if err != nil {
+		return load(dir, true) // load reports what is wrong with dir
+	}
+	shared.Lock()
+	defer shared.Unlock()
+	if w := shared.m[key].Value(); w != nil {
+		return w, nil
+	}
+	w, err := load(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	if shared.m == nil {
+		shared.m = map[string]weak.Pointer[Weights]{}
+	}
+	wp := weak.Make(w)
+	shared.m[key] = wp
+	runtime.AddCleanup(w, func(key string) {
+		shared.Lock()
+		if shared.m[key] == wp {
+			delete(shared.m, key)
+		}
+		shared.Unlock()
+	}, key)
+	return w, nil
+}
+
+func filesKey(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(abs)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString(abs)
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		fmt.Fprintf(&b, "\x00%s:%d:%d", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String(), nil
 }
 
 // load is Load, with keepHalf keeping BF16/F16 matrices as stored: such Weights only feed New.

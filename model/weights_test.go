@@ -271,3 +271,51 @@ func TestCloneIsDeepAndKeepsTying(t *testing.T) {
 		t.Error("the clone's lm_head is not tied to its own embedding")
 	}
 }
+
+// LoadModel and LoadWeights of the same checkpoint files share one read-only copy (a LoRA
+// run's sampler and trainer hold the base once); a checkpoint saved anew, or Load, gets its
+// own.
+func TestHalfLoadsOfOneCheckpointShareTheirWeights(t *testing.T) {
+	cfg := tinyConfig(ArchQwen2)
+	w, err := Init(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	if err := w.Save(dir, SaveOptions{DType: BF16}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := LoadWeights(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadModel(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits, dt := a.Layers[0].QProj.Weight.Half()
+	if dt != BF16 || bits == nil {
+		t.Fatalf("LoadWeights kept %s, want BF16 bits", dt)
+	}
+	if &m.layers[0].q.w.half[0] != &bits[0] {
+		t.Error("LoadModel and LoadWeights of one checkpoint hold two copies of its weights")
+	}
+	own, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own.Layers[0].QProj.Weight.Data == nil {
+		t.Error("Load must give float32 weights of its own")
+	}
+	w.Layers[0].QProj.Weight.Data[0] += 1
+	if err := w.Save(dir, SaveOptions{DType: BF16}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadWeights(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb, _ := b.Layers[0].QProj.Weight.Half(); &nb[0] == &bits[0] {
+		t.Error("a checkpoint saved anew loaded as the old shared copy")
+	}
+}

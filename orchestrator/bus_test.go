@@ -31,6 +31,8 @@ type testRun struct {
 	rolls *natsbus.Publisher[proto.ScoredRollout]
 	pairs *natsbus.Publisher[proto.Pair]
 	seen  []string // prompt ids the worker took, in order
+	// progress is what the last runIdle's orchestrator reported to OnProgress.
+	progress []Progress
 }
 
 func newTestRun(t *testing.T) *testRun {

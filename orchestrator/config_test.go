@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// autoifData holds AutoIF reference repository sample files (testdata/autoif/PROVENANCE.md).
-const autoifData = "testdata/autoif"
+// autoifData holds AutoIF reference repository sample files (one copy in the repository, reward/rewardbench/data/autoif/PROVENANCE.md).
+const autoifData = "../reward/rewardbench/data/autoif"
 
 func writeFile(t *testing.T, name, body string) string {
 	t.Helper()

@@ -178,9 +178,9 @@ func (r *testRun) runIdle(cfg Config, fill func(u proto.PromptUnit, k int, ro *p
 		set.Units[i].Instruction = "Write the response as a list of prime numbers " + set.Units[i].InstructionID
 	}
 	out := &syncBuffer{}
-	var progress []Progress // written by the run's loop, read once it returned
+	r.progress = nil // written by the run's loop, read once it returned
 	orc, err := New(r.bus.JS, r.res, set, cfg, Options{Out: out, PollInterval: 20 * time.Millisecond, LineGrace: 100 * time.Millisecond, StatusEvery: time.Hour, Logger: quiet(),
-		OnProgress: func(p Progress) { progress = append(progress, p) }})
+		OnProgress: func(p Progress) { r.progress = append(r.progress, p) }})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -193,9 +193,6 @@ func (r *testRun) runIdle(cfg Config, fill func(u proto.PromptUnit, k int, ro *p
 		r.t.Fatalf("the run did not stop by itself: %+v, %v\n%s", sum, runErr, out)
 	}
 	stopWorker()
-	if len(progress) == 0 {
-		r.t.Error("OnProgress was never called")
-	}
 	return sum, out.String(), <-taken, runErr
 }
 
@@ -272,6 +269,14 @@ func TestWallBudgetStopsARunWithoutPairs(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second || taken == 0 {
 		t.Errorf("took %v and %d prompts", d, taken)
+	}
+	// The live status line's feed: polled all along, with the wall budget to count down.
+	if len(r.progress) == 0 {
+		t.Fatal("OnProgress was never called")
+	}
+	first, last := r.progress[0], r.progress[len(r.progress)-1]
+	if first.MaxWall != cfg.MaxWall || first.ETA <= 0 || first.ETA > cfg.MaxWall || last.IdlePrompts == 0 {
+		t.Errorf("progress from %+v to %+v: want the wall budget, an ETA within it and the prompts without a pair", first, last)
 	}
 }
 

@@ -726,7 +726,7 @@ def _shown(r):
     t = type(r)
     if t is str:
         return "str %r" % (r[:40],)
-    if t is int or t is float:
+    if t is float or (t is int and -10**15 < r < 10**15):  # str() of a huge int raises
         return "%s %r" % (t.__name__, r)
     return t.__name__
 

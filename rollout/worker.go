@@ -395,17 +395,8 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 	if err != nil {
 		return nil, err
 	}
-	var p *Policy
-	if model.IsAdapter(dir) {
-		base, err := w.basePolicy()
-		if err != nil {
-			return nil, fmt.Errorf("policy v%d is a LoRA adapter: %w", v, err)
-		}
-		p, err = LoadAdapterPolicy(dir, v, base)
-		if err != nil {
-			return nil, err
-		}
-	} else if p, err = LoadPolicy(dir, v, w.o.Threads, fallback); err != nil {
+	p, err := loadPolicyDir(dir, v, w.o.Threads, w.basePolicy, fallback)
+	if err != nil {
 		return nil, err
 	}
 	p.cached = true

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Online DPO with a Qwen2.5-0.5B-class policy on one CPU machine: AutoIF's published prompts
-# (testbed/autoif, AutoIF's format), K=4 responses of up to 128 new tokens, first 3 policy versions trained
+# (testbed/autoif/format_prompts.jsonl, AutoIF's format), K=4 responses of up to 128 new tokens, first 3 policy versions trained
 # with LoRA (rank 16 on all seven projections), then 2 with full fine-tuning. For each it
 # prints the peak RSS and the seconds per version spent sampling, scoring and training, and
 # the hot-swap latency. Run by hand (not by `make test`): about half an hour on 2 cores, up to
@@ -16,18 +16,18 @@
 # machine with network access.
 #
 # Environment: AUTOIF_MODEL (a checkpoint to use), AUTOIF_QWEN2_TOKENIZER (the tokenizer
-# directory for the generated checkpoint; default ../shared/data/tokenizers/qwen2),
+# directory for the generated checkpoint; default the repository's copy of Qwen2's),
 # PROMPTS (an AutoIF-format JSONL file), LORA_VERSIONS (3), FULL_VERSIONS (2), K (4),
 # MAX_NEW_TOKENS (128).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${1:-/tmp/autoif-real-model}
-TOKENIZER=${AUTOIF_QWEN2_TOKENIZER:-../shared/data/tokenizers/qwen2}
+TOKENIZER=${AUTOIF_QWEN2_TOKENIZER:-}
 # AutoIF-format rows (instruction, query, prompt, eval_func) whose verification functions a
 # policy with random weights passes about half the time (length, commas, case, digits), so
 # that even the generated checkpoint yields preference pairs. AutoIF's own published sample
-# (testbed/autoif/dpo_query_w_funcs.jsonl: "answer as a list of prime numbers") needs a real
+# (reward/rewardbench/data/autoif/dpo_query_w_funcs.jsonl: "answer as a list of prime numbers") needs a real
 # instruction-following model: with random weights every response fails, and the run stops
 # when no prompt yields a pair.
 PROMPTS=${PROMPTS:-testbed/autoif/format_prompts.jsonl}
@@ -45,6 +45,16 @@ if [ ! -f "$MODEL/config.json" ]; then
 	if [ -n "${AUTOIF_MODEL:-}" ]; then
 		echo "AUTOIF_MODEL=$MODEL has no config.json" >&2
 		exit 1
+	fi
+	if [ -z "$TOKENIZER" ]; then
+		# The repository's copy of the real Qwen2 tokenizer (tokenizer/testdata/reference/qwen2,
+		# Apache-2.0, tokenizer.json gzipped), unpacked once.
+		TOKENIZER=$WORK/qwen2-tokenizer
+		if [ ! -f "$TOKENIZER/tokenizer.json" ]; then
+			mkdir -p "$TOKENIZER"
+			cp tokenizer/testdata/reference/qwen2/*.json tokenizer/testdata/reference/qwen2/LICENSE "$TOKENIZER/"
+			gzip -dc tokenizer/testdata/reference/qwen2/tokenizer.json.gz >"$TOKENIZER/tokenizer.json"
+		fi
 	fi
 	if [ ! -f "$TOKENIZER/tokenizer.json" ]; then
 		echo "no Qwen2 tokenizer at $TOKENIZER: set AUTOIF_QWEN2_TOKENIZER to a directory with tokenizer.json and tokenizer_config.json (any Qwen2/Qwen2.5 model's)" >&2

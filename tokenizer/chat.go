@@ -61,7 +61,15 @@ func (t *Tokenizer) RenderPrompt(text string, chat bool) ([]int, string, error) 
 	if !chat {
 		return t.Encode(text, true), text, nil
 	}
-	rendered, err := t.ApplyChatTemplate([]Message{{Role: "user", Content: text}}, true)
+	return t.RenderChat([]Message{{Role: "user", Content: text}})
+}
+
+// RenderChat is RenderPrompt for a whole conversation (system, user and assistant turns, as
+// an OpenAI chat request sends it): the messages through the chat template with the
+// generation prompt, encoded without added special tokens. A one-user-message conversation
+// gives exactly RenderPrompt's ids.
+func (t *Tokenizer) RenderChat(msgs []Message) ([]int, string, error) {
+	rendered, err := t.ApplyChatTemplate(msgs, true)
 	if err != nil {
 		return nil, "", fmt.Errorf("chat template: %w", err)
 	}

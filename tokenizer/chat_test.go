@@ -228,3 +228,25 @@ func TestRenderPrompt(t *testing.T) {
 		t.Fatalf("BOS %d should lead once: chat %v, plain %v", bos, chat, plain)
 	}
 }
+
+// A conversation renders every turn through the template, in order, and ends with the
+// generation prompt; one user message is exactly RenderPrompt.
+func TestRenderChat(t *testing.T) {
+	qwen := reference(t, "qwen2")
+	ids, text, err := qwen.RenderChat([]Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello."}, {Role: "user", Content: "2+2?"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+	if text != want || !slices.Equal(ids, qwen.Encode(want, false)) {
+		t.Fatalf("got %q %v", text, ids)
+	}
+	one, _, _ := qwen.RenderChat([]Message{{Role: "user", Content: "2+2?"}})
+	prompt, _, _ := qwen.RenderPrompt("2+2?", true)
+	if !slices.Equal(one, prompt) {
+		t.Fatalf("one user turn %v, RenderPrompt %v", one, prompt)
+	}
+	if _, _, err := qwen.RenderChat(nil); err == nil {
+		t.Fatal("no messages rendered without error")
+	}
+}

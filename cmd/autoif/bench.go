@@ -21,6 +21,7 @@ func benchCommand() *cli.Command {
 			benchTransportCommand(),
 			benchRewardCommand(),
 			benchGenerateCommand(),
+			benchServeCommand(),
 			benchTrainCommand(),
 			benchLoopCommand(),
 		},

@@ -159,6 +159,12 @@ var flagBounds = map[string]bound{
 }
 
 var commandFlagBounds = map[string]bound{
+	"serve --max-batch":                   atLeast(1, 4096),
+	"serve --max-queue":                   atLeast(1, maxCount),
+	"serve --max-model-len":               atLeast(0, maxTokens), // 0: the model's, at most 4096
+	"bench serve --clients":               atLeast(1, maxWorkers),
+	"bench serve --requests":              atLeast(0, maxCount), // 0: 2 × clients
+	"bench serve --max-tokens":            atLeast(1, maxTokens),
 	"generate --temperature":              atLeast(0, 100), // 0 is greedy
 	"generate --max-new-tokens":           atLeast(1, math.MaxInt32),
 	"eval ifeval --temperature":           atLeast(0, 100), // 0 is greedy

@@ -157,6 +157,8 @@ var sweepAccepted = map[string]string{
 
 	"generate --temperature 0":        "0 is greedy decoding",
 	"eval ifeval --temperature 0":     "0 is greedy decoding",
+	"serve --max-model-len 0":         "0: the model's context, at most 4096",
+	"bench serve --requests 0":        "0: twice the clients",
 	"bench loop --max-in-flight 0":    "0: one rollout step's prompts",
 	"experiment trainer --max-lag -1": "-1 keeps all pairs (the offline baseline's trainer)",
 }
@@ -277,7 +279,8 @@ func runProbe(exe, dir, flag string, args []string) string {
 // The three bad inputs of issue 16, each refused before any work with one line that names
 // the flag: a decode longer than the model's context (which used to end in the runtime's
 // "out of memory"), a negative benchmark size (which used to run a million pairs) and a
-// missing model (which used to create runs/default and start the run's components).
+// missing model (which used to create runs/default and start the run's components, as the
+// rollout worker and the stream trainer did too).
 func TestBadInputsOfIssue16AreRefusedUpFront(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -295,6 +298,9 @@ func TestBadInputsOfIssue16AreRefusedUpFront(t *testing.T) {
 		{"max-new-tokens", "context of 512", []string{"generate", "--model", modelDir, "--prompt", "Hi", "--max-new-tokens", "511"}},
 		{"pairs", "want 1 to", []string{"bench", "transport", "--pairs", "-5"}},
 		{"model", "/nonexistent", []string{"run", "--model", "/nonexistent"}},
+		// The components that join a run check their checkpoint before they connect.
+		{"model", "/nonexistent", []string{"rollout", "--model", "/nonexistent"}},
+		{"model", "/nonexistent", []string{"train", "stream", "--model", "/nonexistent", "--out", "out"}},
 	} {
 		dir := t.TempDir()
 		if msg := runProbe(exe, dir, tc.flag, tc.args); msg != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +24,9 @@ type liveLine struct {
 	out    io.Writer
 	status string
 	drawn  time.Time
+	// partial holds text written without its newline yet (a table is written cell by cell):
+	// it goes out with its line, so the status is never drawn in the middle of one.
+	partial []byte
 }
 
 // eraseLine erases the line the cursor is on (carriage return, erase to end of line).
@@ -31,14 +35,28 @@ const eraseLine = "\r\x1b[K"
 func (l *liveLine) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	end := bytes.LastIndexByte(l.partial, '\n') + 1
+	if end == 0 {
+		return len(p), nil
+	}
+	if err := l.emit(l.partial[:end]); err != nil {
+		return 0, err
+	}
+	l.partial = append(l.partial[:0], l.partial[end:]...)
+	return len(p), nil
+}
+
+// emit writes whole lines above the status line.
+func (l *liveLine) emit(lines []byte) error {
 	if l.status != "" {
 		io.WriteString(l.out, eraseLine)
 	}
-	n, err := l.out.Write(p)
+	_, err := l.out.Write(lines)
 	if l.status != "" {
 		io.WriteString(l.out, l.status)
 	}
-	return n, err
+	return err
 }
 
 // set replaces the status line, at most every 200ms: polls come faster than anyone reads.
@@ -51,10 +69,14 @@ func (l *liveLine) set(status string) {
 	}
 }
 
-// done leaves the last status on its own line.
+// done leaves the last status on its own line, after any unfinished line.
 func (l *liveLine) done() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		_ = l.emit(append(l.partial, '\n'))
+		l.partial = nil
+	}
 	if l.status != "" {
 		io.WriteString(l.out, "\n")
 		l.status = ""

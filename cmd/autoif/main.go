@@ -53,6 +53,7 @@ func newApp() *cli.App {
 		modelCommand(),
 		generateCommand(),
 		evalCommand(),
+		serveCommand(),
 		curvesCommand(),
 		experimentCommand(),
 		benchCommand(),

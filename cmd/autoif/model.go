@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -21,6 +17,7 @@ import (
 
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/tokenizer"
+	"github.com/autoif/autoif/torchref"
 )
 
 func modelCommand() *cli.Command {
@@ -245,6 +242,19 @@ func modelInfoCommand() *cli.Command {
 
 // requireModelFlags stands in for urfave/cli's Required, which is checked before a command's
 // config-file section is applied and so would reject a value given only in the config file.
+// checkModelDirs fails, naming the flag, when a checkpoint directory flag that is set holds
+// no readable config.json: commands call it before they connect to a bus or create anything.
+func checkModelDirs(c *cli.Context, names ...string) error {
+	for _, name := range names {
+		if dir := c.String(name); dir != "" {
+			if _, err := model.LoadConfig(dir); err != nil {
+				return fmt.Errorf("--%s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
 func requireModelFlags(c *cli.Context, names ...string) error {
 	for _, n := range names {
 		if c.String(n) == "" {
@@ -557,97 +567,54 @@ func runBenchGenerate(c *cli.Context) error {
 		return err
 	}
 	defer cleanup()
-	m, err := model.LoadModel(dir, model.LoadOptions{Float32: c.Bool("float32")})
+	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return err
 	}
-	cfg := m.Config
-	fmt.Fprintf(out, "model: %s, %.1fM parameters, %s weights, %d threads\n", describeModel(cfg), float64(cfg.NumParams())/1e6, m.WeightDType(), threads)
-	m.Threads = threads
-	promptLen, newTokens, seed := c.Int("prompt-len"), c.Int("new-tokens"), c.Uint64("seed")
-	if newTokens < 2 {
-		return errors.New("--new-tokens must be at least 2")
-	}
-	if err := cfg.CheckDecode(8, promptLen+newTokens); err != nil {
+	promptLen, newTokens, rounds := c.Int("prompt-len"), c.Int("new-tokens"), c.Int("rounds")
+	if err := cfg.CheckDecode(model.BenchGenerateBatches[len(model.BenchGenerateBatches)-1], promptLen+newTokens); err != nil {
 		return fmt.Errorf("--prompt-len %d and --new-tokens %d: %w", promptLen, newTokens, err)
 	}
-	if _, err := m.BenchDecode(1, promptLen, 4, seed); err != nil { // warm up
-		return err
-	}
-	rounds := c.Int("rounds")
-	if rounds < 1 {
-		return fmt.Errorf("--rounds %d: want at least 1", rounds)
-	}
+	fmt.Fprintf(out, "model: %s, %.1fM parameters, %d threads\n", describeModel(cfg), float64(cfg.NumParams())/1e6, threads)
 	py, why := "", "--no-torch"
 	if !c.Bool("no-torch") {
-		py, why = findTorchPython(c.Context, c.String("python"))
+		py, why = torchref.FindPython(c.Context, c.String("python"))
 	}
-	// Go and torch alternate round by round and each keeps its best: on a shared machine the
-	// best of several runs is the figure least distorted by other load, and alternating
-	// exposes both sides to the same load.
-	goTPS, torchTPS := map[int]float64{}, map[int]float64{}
-	goCPU, torchCPU := map[int]float64{}, map[int]float64{}
-	torchKernel := map[int]string{} // the dtype and kernel of torch's best round
-	for round := 1; round <= rounds; round++ {
-		for _, b := range []int{1, 8} {
-			r, err := m.BenchDecode(b, promptLen, newTokens, seed)
-			if err != nil {
-				return err
-			}
-			goTPS[b] = max(goTPS[b], r.TokensPerSec)
-			goCPU[b] = max(goCPU[b], r.TokensPerCPUSec)
-			fmt.Fprintf(out, "round %d go    batch %d: %8.1f tokens/s\n", round, b, r.TokensPerSec)
-		}
-		if py == "" {
-			continue
-		}
-		tt, err := runTorchBench(c.Context, py, dir, threads, promptLen, newTokens, seed)
-		if err != nil {
-			return fmt.Errorf("torch baseline: %w", err)
-		}
-		for _, b := range []int{1, 8} {
-			t := tt.TokensPerS[strconv.Itoa(b)]
-			kernel := tt.DType[strconv.Itoa(b)] + " " + tt.LinearMode[strconv.Itoa(b)]
-			if t > torchTPS[b] {
-				torchTPS[b], torchKernel[b] = t, kernel
-			}
-			torchCPU[b] = max(torchCPU[b], tt.TokensPerCPUS[strconv.Itoa(b)])
-			fmt.Fprintf(out, "round %d torch batch %d: %8.1f tokens/s (%s)\n", round, b, t, kernel)
-		}
+	r, err := model.BenchGenerate(c.Context, model.GenerateBenchOptions{Dir: dir, Float32: c.Bool("float32"), Threads: threads,
+		PromptLen: promptLen, NewTokens: newTokens, Seed: c.Uint64("seed"), Rounds: rounds, Python: py, Progress: out})
+	if err != nil {
+		return err
 	}
 	res := map[string]any{"threads": threads, "parameters": cfg.NumParams(), "new_tokens": newTokens, "prompt_len": promptLen, "rounds": rounds,
-		"weight_dtype": m.WeightDType(), "weight_bytes_per_token": m.WeightBytes()}
-	res["tokens_per_s_b1"] = roundFigure(goTPS[1], 1)
-	res["tokens_per_s_b8"] = roundFigure(goTPS[8], 1)
-	res["tokens_per_cpu_s_b1"] = roundFigure(goCPU[1], 1)
-	res["tokens_per_cpu_s_b8"] = roundFigure(goCPU[8], 1)
-	// Batch 1 decode reads every weight once per token, at the size it is held in.
-	weightGBs := float64(m.WeightBytes()) * goTPS[1] / 1e9
-	memcpyGBs := model.MemcpyGBPerSec(256<<20, threads, 500*time.Millisecond)
-	readGBs := model.ReadGBPerSec(256<<20, threads, 500*time.Millisecond)
-	res["weight_gb_per_s"] = roundFigure(weightGBs, 2)
-	res["memcpy_gb_per_s"] = roundFigure(memcpyGBs, 2)
-	res["weight_vs_memcpy"] = roundFigure(weightGBs/memcpyGBs, 2)
-	res["read_gb_per_s"] = roundFigure(readGBs, 2)
-	res["weight_vs_read"] = roundFigure(weightGBs/readGBs, 2)
+		"weight_dtype": r.WeightDType, "weight_bytes_per_token": r.WeightBytes}
+	res["tokens_per_s_b1"] = roundFigure(r.GoTokensPerS[1], 1)
+	res["tokens_per_s_b8"] = roundFigure(r.GoTokensPerS[8], 1)
+	res["tokens_per_cpu_s_b1"] = roundFigure(r.GoTokensPerCPUS[1], 1)
+	res["tokens_per_cpu_s_b8"] = roundFigure(r.GoTokensPerCPUS[8], 1)
+	res["weight_gb_per_s"] = roundFigure(r.WeightGBPerS, 2)
+	res["memcpy_gb_per_s"] = roundFigure(r.MemcpyGBPerS, 2)
+	res["weight_vs_memcpy"] = roundFigure(r.WeightGBPerS/r.MemcpyGBPerS, 2)
+	res["read_gb_per_s"] = roundFigure(r.ReadGBPerS, 2)
+	res["weight_vs_read"] = roundFigure(r.WeightGBPerS/r.ReadGBPerS, 2)
 	fmt.Fprintf(out, "batch-1 decode reads %.1f MB of %s weights per token, at %.2f GB/s; a plain read streams %.2f GB/s, memcpy reads %.2f GB/s (%d threads)\n",
-		float64(m.WeightBytes())/1e6, m.WeightDType(), weightGBs, readGBs, memcpyGBs, threads)
+		float64(r.WeightBytes)/1e6, r.WeightDType, r.WeightGBPerS, r.ReadGBPerS, r.MemcpyGBPerS, threads)
 	if py == "" {
 		fmt.Fprintf(out, "torch baseline: skipped: %s\n", why)
 		res["torch"] = "skipped: " + why
 	} else {
-		for _, b := range []int{1, 8} {
-			res[fmt.Sprintf("torch_tokens_per_s_b%d", b)] = roundFigure(torchTPS[b], 1)
-			res[fmt.Sprintf("torch_tokens_per_cpu_s_b%d", b)] = roundFigure(torchCPU[b], 1)
-			res[fmt.Sprintf("torch_kernel_b%d", b)] = torchKernel[b]
-			if torchCPU[b] > 0 {
-				res[fmt.Sprintf("cpu_ratio_b%d", b)] = roundFigure(goCPU[b]/torchCPU[b], 2)
+		for _, b := range model.BenchGenerateBatches {
+			goTPS, goCPU, torchTPS, torchCPU := r.GoTokensPerS[b], r.GoTokensPerCPUS[b], r.TorchTokensPerS[b], r.TorchTokensPerCPUS[b]
+			res[fmt.Sprintf("torch_tokens_per_s_b%d", b)] = roundFigure(torchTPS, 1)
+			res[fmt.Sprintf("torch_tokens_per_cpu_s_b%d", b)] = roundFigure(torchCPU, 1)
+			res[fmt.Sprintf("torch_kernel_b%d", b)] = r.TorchKernel[b]
+			if torchCPU > 0 {
+				res[fmt.Sprintf("cpu_ratio_b%d", b)] = roundFigure(goCPU/torchCPU, 2)
 			}
-			if torchTPS[b] > 0 {
-				res[fmt.Sprintf("ratio_b%d", b)] = roundFigure(goTPS[b]/torchTPS[b], 2)
+			if torchTPS > 0 {
+				res[fmt.Sprintf("ratio_b%d", b)] = roundFigure(goTPS/torchTPS, 2)
 			}
 			fmt.Fprintf(out, "best batch %d: go %.1f, torch %.1f tokens/s (go/torch %.2fx); per CPU-second go %.1f, torch %.1f (%.2fx)\n",
-				b, goTPS[b], torchTPS[b], goTPS[b]/torchTPS[b], goCPU[b], torchCPU[b], goCPU[b]/torchCPU[b])
+				b, goTPS, torchTPS, goTPS/torchTPS, goCPU, torchCPU, goCPU/torchCPU)
 		}
 	}
 	return printModelJSON(out, res)
@@ -657,93 +624,4 @@ func runBenchGenerate(c *cli.Context) error {
 func roundFigure(v float64, digits int) float64 {
 	p := math.Pow(10, float64(digits))
 	return math.Round(v*p) / p
-}
-
-// findTorchPython resolves the interpreter once: `python3` on PATH may be a shim without
-// torch, while the system one has it.
-func findTorchPython(ctx context.Context, explicit string) (string, string) {
-	cands := []string{"/usr/bin/python3", "python3"}
-	if explicit != "" {
-		cands = []string{explicit}
-	}
-	var tried []string
-	for _, p := range cands {
-		path, err := exec.LookPath(p)
-		if err != nil {
-			tried = append(tried, p+": not found")
-			continue
-		}
-		cmd := exec.CommandContext(ctx, path, "-c", "import torch, numpy")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			last := strings.TrimSpace(string(out))
-			if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-				last = last[i+1:]
-			}
-			tried = append(tried, fmt.Sprintf("%s: %s", path, last))
-			continue
-		}
-		return path, ""
-	}
-	return "", "no Python with torch and numpy (" + strings.Join(tried, "; ") + ")"
-}
-
-// torchBenchResult is the last line torch_generate_bench.py prints.
-type torchBenchResult struct {
-	TokensPerS    map[string]float64 `json:"tokens_per_s"`
-	TokensPerCPUS map[string]float64 `json:"tokens_per_cpu_s"`
-	// DType and LinearMode are what the script's trial chose per batch size.
-	DType      map[string]string `json:"dtype"`
-	LinearMode map[string]string `json:"linear_mode"`
-}
-
-func runTorchBench(ctx context.Context, py, dir string, threads, promptLen, newTokens int, seed uint64) (*torchBenchResult, error) {
-	script, err := findModelScript("torch_generate_bench.py")
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, py, script, "--model", dir, "--batches", "1,8",
-		"--prompt-len", strconv.Itoa(promptLen), "--new-tokens", strconv.Itoa(newTokens),
-		"--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(seed, 10))
-	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: %s", py, script, err, strings.TrimSpace(stderr.String()))
-	}
-	var last string
-	sc := bufio.NewScanner(bytes.NewReader(stdout))
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			last = l
-		}
-	}
-	var res torchBenchResult
-	if err := json.Unmarshal([]byte(last), &res); err != nil {
-		return nil, fmt.Errorf("%s: last line %q: %w", script, last, err)
-	}
-	return &res, nil
-}
-
-// findModelScript locates scripts/NAME from the working directory or next to the executable.
-func findModelScript(name string) (string, error) {
-	var dirs []string
-	if wd, err := os.Getwd(); err == nil {
-		for d := wd; ; d = filepath.Dir(d) {
-			dirs = append(dirs, filepath.Join(d, "scripts"))
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "scripts"), filepath.Join(filepath.Dir(exe), "..", "scripts"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("scripts/%s not found from the working directory or the executable", name)
 }

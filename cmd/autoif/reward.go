@@ -52,7 +52,7 @@ func rewardPoolFlags() []cli.Flag {
 // functions run: reward exec, crossval, serve, rollout and run.
 func returnsFlag() cli.Flag {
 	return &cli.StringFlag{Name: "returns", Value: string(reward.ReturnsAutoIF), EnvVars: []string{"AUTOIF_RETURNS"},
-		Usage: "what an evaluate result other than True/False counts as: autoif (AutoIF's rule: None, or what int() refuses such as \"True\", is skipped, the function not counting for that response; int(result) otherwise), strict (only True, False, 0, 1; anything else is an error), lenient (also \"True\"/\"False\" in any case, \"1\"/\"0\", 1.0/0.0)"}
+		Usage: "what an evaluate result other than True/False counts as: autoif (AutoIF's rule: None, or what int() refuses such as \"True\", is skipped, the function not counting for that response; int(result) otherwise), strict (only True, False, 0, 1; anything else is an error), lenient (also \"True\"/\"False\" in any case, \"1\"/\"0\", 1.0/0.0); through a reward service, the server's policy applies"}
 }
 
 // unsafeNoSandboxFlag is the one way to run verification functions where the kernel forbids

@@ -62,6 +62,9 @@ func rolloutAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkModelDirs(c, "model"); err != nil {
+		return err
+	}
 	bus, err := connectBus(ctx, c, "rollout")
 	if err != nil {
 		return err

@@ -16,7 +16,6 @@ import (
 
 	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
-	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -126,9 +125,9 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if m := c.String("model"); m != "" && ip.any() {
-		if _, err := model.LoadConfig(m); err != nil {
-			return fmt.Errorf("--model: %w", err)
+	if ip.any() {
+		if err := checkModelDirs(c, "model"); err != nil {
+			return err
 		}
 	}
 	dir := runDir(c)

@@ -23,6 +23,7 @@ import (
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/tokenizer"
+	"github.com/autoif/autoif/torchref"
 	"github.com/autoif/autoif/trainer"
 )
 
@@ -186,6 +187,9 @@ func trainStreamCommand() *cli.Command {
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if err := requireModelFlags(c, "model", "out"); err != nil {
+				return err
+			}
+			if err := checkModelDirs(c, "model", "ref"); err != nil {
 				return err
 			}
 			ro, err := runOptions(c)
@@ -390,7 +394,7 @@ func runBenchTrain(c *cli.Context) error {
 		describeModel(cfg), float64(cfg.NumParams())/1e6, bo.PairsPerStep, bo.PromptLen, bo.ResponseLen, what, threads, trainer.BLASName)
 	py, why := "", "--no-torch"
 	if !c.Bool("no-torch") {
-		py, why = findTorchPython(c.Context, c.String("python"))
+		py, why = torchref.FindPython(c.Context, c.String("python"))
 	}
 	var best trainer.BenchResult
 	bestCPU := 0.0
@@ -523,7 +527,7 @@ func residentMB() float64 {
 // returns its best step time, best step CPU time and peak RSS in MB (the child's maximum
 // resident set, as the kernel counted it).
 func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.BenchOptions, microBatch int) (float64, float64, float64, error) {
-	script, err := findModelScript("torch_train_bench.py")
+	script, err := torchref.Script("torch_train_bench.py")
 	if err != nil {
 		return 0, 0, 0, err
 	}

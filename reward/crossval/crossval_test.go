@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +256,43 @@ func TestDropRules(t *testing.T) {
 func mustJSON(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// Cross-validation counts a function's results as the pool's return policy says: functions
+// that answer with the strings 'True'/'False' confirm nothing under AutoIF's rule (the
+// reference compares the string with the expected bool, and int() refuses it) and survive
+// under lenient.
+func TestReturnPolicyDecidesWhatSurvives(t *testing.T) {
+	block := func(fn string, cases ...string) string {
+		b, _ := json.Marshal(map[string]any{"func": fn, "cases": json.RawMessage("[" + strings.Join(cases, ",") + "]")})
+		return "```json\n" + string(b) + "\n```"
+	}
+	var cases []string
+	for i := range 12 {
+		cases = append(cases, `{"input":`+mustJSON(strings.Repeat("x", i))+`,"output":`+strconv.FormatBool(i < 5)+`}`)
+	}
+	in := Input{Instruction: "be short", Completions: []string{
+		block("def evaluate(response):\n    return 'True' if len(response) < 5 else 'False'\n", cases[:4]...),
+		block("def evaluate(response):\n    return str(len(response) <= 4)\n", cases[4:8]...),
+		block("def evaluate(response):\n    n = len(response)\n    return 'true' if n < 5 else 'false'\n", cases[8:]...),
+	}}
+	for policy, kept := range map[reward.Returns]int{reward.ReturnsAutoIF: 0, reward.ReturnsStrict: 0, reward.ReturnsLenient: 1} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		p, err := reward.NewPool(ctx, reward.Options{Workers: 1, Returns: policy})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs, rep, err := Run(context.Background(), p, []Input{in}, Options{})
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != kept || rep.Kept != kept {
+			t.Errorf("--returns %s: %d instructions kept (%+v), want %d", policy, len(outs), rep.PerInstr, kept)
+		}
+		if kept == 1 && len(outs[0].Functions) != 3 {
+			t.Errorf("--returns %s: %d functions survive, want all 3", policy, len(outs[0].Functions))
+		}
+	}
 }
