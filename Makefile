@@ -52,13 +52,16 @@ purego:
 	$(GO) test -count=1 -timeout 10m ./trainer
 
 # Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
-# the tokenizer round trip, Punkt's sentence and word tokenizers, and langdetect.
+# the tokenizer round trip, Punkt's sentence and word tokenizers, langdetect, and the IFEval
+# checker on any response and its Python-JSON reader.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
 	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) ./punkt
 	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) ./langdetect
+	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) ./ifeval
+	$(GO) test -run '^$$' -fuzz '^FuzzPythonJSONLoads$$' -fuzztime $(FUZZTIME) ./ifeval
 
 # The main job on the embedded defaults: in-process NATS server, bundled tinyIF testbed. Warm
 # start by SFT (cached in runs/), online DPO, offline DPO for comparison, held-out evaluation,

@@ -38,6 +38,38 @@ type sampled struct {
 
 // sampleAndScore samples K responses for every unit from the policy in dir and scores them.
 func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, scorer reward.Scorer, o SampleOptions) ([]sampled, error) {
+	out, err := samplePolicy(ctx, dir, units, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := score(ctx, out, scorer); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SampleResponses samples one response per prompt from the policy in dir, each prompt
+// rendered as in training (o.ChatTemplate) and decoded as evaluation does (greedy at
+// Temperature 0): for benchmarks that score responses themselves.
+func SampleResponses(ctx context.Context, dir string, prompts []string, o SampleOptions) ([]string, error) {
+	o.K = 1
+	units := make([]proto.PromptUnit, len(prompts))
+	for i, p := range prompts {
+		units[i] = proto.PromptUnit{Prompt: p}
+	}
+	out, err := samplePolicy(ctx, dir, units, o)
+	if err != nil {
+		return nil, err
+	}
+	texts := make([]string, len(out))
+	for i, s := range out {
+		texts[i] = s.texts[0]
+	}
+	return texts, nil
+}
+
+// samplePolicy samples K responses for every unit from the policy in dir.
+func samplePolicy(ctx context.Context, dir string, units []proto.PromptUnit, o SampleOptions) ([]sampled, error) {
 	if o.K <= 0 {
 		o.K = 1
 	}
@@ -94,7 +126,13 @@ func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, s
 			s.texts = append(s.texts, strings.ToValidUTF8(text, "\uFFFD"))
 		}
 	}
-	// One reward call per instruction: its functions × all its responses.
+	return out, nil
+}
+
+// score fills each sample's scores: one reward call per instruction, its functions × all its
+// responses.
+func score(ctx context.Context, out []sampled, scorer reward.Scorer) error {
+	scorer = reward.WithNative(scorer)
 	byInstr := map[string][]int{}
 	for i, s := range out {
 		byInstr[s.unit.InstructionID] = append(byInstr[s.unit.InstructionID], i)
@@ -106,7 +144,7 @@ func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, s
 		}
 		res, err := scorer.Score(ctx, out[idx[0]].unit.Functions, texts)
 		if err != nil {
-			return nil, fmt.Errorf("score %s: %w", out[idx[0]].unit.InstructionID, err)
+			return fmt.Errorf("score %s: %w", out[idx[0]].unit.InstructionID, err)
 		}
 		n := 0
 		for _, i := range idx {
@@ -116,7 +154,7 @@ func sampleAndScore(ctx context.Context, dir string, units []proto.PromptUnit, s
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // EvalResult is a policy's verification pass rate on a prompt set.

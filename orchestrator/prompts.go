@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/autoif/autoif/ifeval"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/testbed/tinyif"
 )
@@ -47,7 +48,10 @@ func (s *PromptSet) Instructions() int {
 }
 
 // LoadPrompts reads prompt sources: "tinyif" or "tinyif:train" (the bundled testbed's
-// train split), "tinyif:heldout", or AutoIF JSONL files. The AutoIF reference pipeline's
+// train split), "tinyif:heldout", "ifeval:FILE" (IFEval rows: prompt, instruction_id_list,
+// kwargs; "ifeval:" alone is the bundled official prompts), or AutoIF JSONL files.
+// An IFEval row's constraints become its verification functions, checked natively
+// (ifeval.ConstraintFunction): its score is the fraction of them followed. The AutoIF reference pipeline's
 // files are accepted as they come out of it:
 //
 //   - rows holding a prompt and its functions: `dpo_query_w_funcs.jsonl` (prompt,
@@ -76,6 +80,16 @@ func LoadPrompts(sources []string, minAccuracy float64) (*PromptSet, error) {
 	var files []string
 	for _, src := range sources {
 		name, split, _ := strings.Cut(src, ":")
+		if name == "ifeval" {
+			units, err := loadIFEval(split)
+			if err != nil {
+				return nil, fmt.Errorf("prompts %s: %w", src, err)
+			}
+			for _, u := range units {
+				add(u)
+			}
+			continue
+		}
 		if name != "tinyif" {
 			files = append(files, src)
 			continue
@@ -291,4 +305,35 @@ func clip(s string) string {
 		return s[:57] + "..."
 	}
 	return s
+}
+
+// loadIFEval makes one prompt unit per IFEval row, its constraints as native verification
+// functions; an empty path is the bundled official prompts.
+func loadIFEval(path string) ([]proto.PromptUnit, error) {
+	inputs := ifeval.OfficialInputs()
+	if path != "" {
+		var err error
+		if inputs, err = ifeval.ReadInputFile(path); err != nil {
+			return nil, err
+		}
+	}
+	units := make([]proto.PromptUnit, 0, len(inputs))
+	for _, in := range inputs {
+		u := proto.PromptUnit{
+			PromptID:      "ifeval:" + shortHash(in.Prompt),
+			InstructionID: "ifeval:" + strings.Join(in.InstructionIDList, "+"),
+			Instruction:   strings.Join(in.InstructionIDList, ", "),
+			Query:         in.Prompt,
+			Prompt:        in.Prompt,
+		}
+		for i, id := range in.InstructionIDList {
+			fn, err := ifeval.ConstraintFunction(id, in.Kwargs[i])
+			if err != nil {
+				return nil, fmt.Errorf("key %d: %w", in.Key, err)
+			}
+			u.Functions = append(u.Functions, fn)
+		}
+		units = append(units, u)
+	}
+	return units, nil
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/autoif/autoif/ifeval"
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/proto"
@@ -221,7 +222,8 @@ type Worker struct {
 }
 
 // New prepares a worker for a run. scorer scores responses (a local reward.Pool or the reward
-// service's client); the worker does not own it.
+// service's client); the worker does not own it. IFEval constraints among a unit's functions
+// are checked in the worker, natively (reward.WithNative).
 func New(js jetstream.JetStream, res *natsbus.RunResources, scorer reward.Scorer, o Options) (*Worker, error) {
 	if js == nil || res == nil || scorer == nil {
 		return nil, errors.New("rollout: jetstream, run resources and a scorer are required")
@@ -239,7 +241,7 @@ func New(js jetstream.JetStream, res *natsbus.RunResources, scorer reward.Scorer
 	run := res.Run
 	pub := natsbus.PublisherOptions{}
 	return &Worker{
-		js: js, res: res, scorer: scorer, o: o,
+		js: js, res: res, scorer: reward.WithNative(scorer), o: o,
 		log:      o.Logger.With("component", Component, "run", run.ID, "worker", o.Name),
 		pairs:    natsbus.NewPairPublisher(js, run, pub),
 		rollouts: natsbus.NewPublisher(js, proto.ScoredRollouts, run.Rollouts(), pub),
@@ -766,7 +768,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 
 	// Score: one call per prompt (its functions × its K responses), prompts concurrently.
 	scoreStart := time.Now()
-	if err := w.score(ctx, ready, samples); err != nil {
+	perConstraint, err := w.score(ctx, ready, samples)
+	if err != nil {
 		return err
 	}
 	scoreDur := time.Since(scoreStart)
@@ -850,6 +853,13 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		mean = sum / float64(len(samples))
 	}
 	events := w.stepMetrics(stepNo, now, pol.Version, mean, perInstr, len(pairs), len(samples), len(ready), withPair, ties, identical, skipped, elapsed, latency, swapped)
+	for _, id := range slices.Sorted(maps.Keys(perConstraint)) {
+		acc := perConstraint[id]
+		if acc[1] == 0 {
+			continue
+		}
+		events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricRewardMean, Value: acc[0] / acc[1], Label: ConstraintLabelPrefix + id})
+	}
 	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
 		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
@@ -880,9 +890,15 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 	return nil
 }
 
-// score fills in every sample's score.
-func (w *Worker) score(ctx context.Context, ready []prepared, samples []sample) error {
+// ConstraintLabelPrefix labels the reward/mean of one IFEval constraint type (the share of
+// responses that follow it) among a step's metrics: "constraint:punctuation:no_comma".
+const ConstraintLabelPrefix = "constraint:"
+
+// score fills in every sample's score, and returns for each IFEval constraint type among the
+// units' functions how many verdicts followed it and how many there were.
+func (w *Worker) score(ctx context.Context, ready []prepared, samples []sample) (map[string][2]float64, error) {
 	errs := make([]error, len(ready))
+	perUnit := make([]map[string][2]float64, len(ready))
 	var wg sync.WaitGroup
 	for u := range ready {
 		group := samples[u*w.o.K : (u+1)*w.o.K]
@@ -919,11 +935,48 @@ func (w *Worker) score(ctx context.Context, ready []prepared, samples []sample) 
 					}
 					group[i].errExample = truncateText(cmp.Or(group[i].errExample, skippedMsg), 300)
 				}
+				perUnit[u] = constraintTally(ready[u].unit.Functions, res)
 			}
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	total := map[string][2]float64{}
+	for _, m := range perUnit {
+		for id, acc := range m {
+			t := total[id]
+			total[id] = [2]float64{t[0] + acc[0], t[1] + acc[1]}
+		}
+	}
+	return total, nil
+}
+
+// constraintTally counts, per IFEval constraint type among funcs, the verdicts that followed
+// it and all its verdicts.
+func constraintTally(funcs []string, res *reward.Result) map[string][2]float64 {
+	var out map[string][2]float64
+	for f, fn := range funcs {
+		id := ifeval.ConstraintID(fn)
+		if id == "" || f >= len(res.Evals) {
+			continue
+		}
+		if out == nil {
+			out = map[string][2]float64{}
+		}
+		acc := out[id]
+		for _, e := range res.Evals[f] {
+			if e.Ran() {
+				acc[1]++
+				if e.Outcome == reward.Pass {
+					acc[0]++
+				}
+			}
+		}
+		out[id] = acc
+	}
+	return out
 }
 
 func (w *Worker) stepMetrics(step int64, now time.Time, version int64, mean float64, perInstr map[string][2]float64,

@@ -167,6 +167,9 @@ var commandFlagBounds = map[string]bound{
 	"bench serve --max-tokens":            atLeast(1, maxTokens),
 	"generate --temperature":              atLeast(0, 100), // 0 is greedy
 	"generate --max-new-tokens":           atLeast(1, math.MaxInt32),
+	"eval ifeval --temperature":           atLeast(0, 100), // 0 is greedy
+	"eval ifeval --batch":                 atLeast(1, 1<<16),
+	"eval ifeval --concurrency":           atLeast(1, maxWorkers),
 	"train dpo --steps":                   atLeast(0, maxSteps), // 0: --epochs over the data
 	"train sft --steps":                   atLeast(0, maxSteps),
 	"train stream --steps":                atLeast(0, maxSteps),

@@ -156,6 +156,7 @@ var sweepAccepted = map[string]string{
 	"--responses 0":       "0: all responses",
 
 	"generate --temperature 0":        "0 is greedy decoding",
+	"eval ifeval --temperature 0":     "0 is greedy decoding",
 	"serve --max-model-len 0":         "0: the model's context, at most 4096",
 	"bench serve --requests 0":        "0: twice the clients",
 	"bench loop --max-in-flight 0":    "0: one rollout step's prompts",

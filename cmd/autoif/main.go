@@ -70,6 +70,7 @@ func newApp() *cli.App {
 		trainCommand(),
 		modelCommand(),
 		generateCommand(),
+		evalCommand(),
 		serveCommand(),
 		curvesCommand(),
 		experimentCommand(),

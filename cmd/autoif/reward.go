@@ -286,8 +286,28 @@ func benchRewardCommand() *cli.Command {
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
+			&cli.StringFlag{Name: "ifeval", Usage: "instead: native IFEval checks against the same constraints as Python functions in the sandbox, on this official-format responses file (e.g. ../shared/data/ifeval/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl; --responses caps it, --rounds best of)"},
 		}, rewardPoolFlags()...),
 		Action: func(c *cli.Context) error {
+			if path := c.String("ifeval"); path != "" {
+				w, err := reward.LoadIFEvalWorkload(path, c.Int("responses"))
+				if err != nil {
+					return fmt.Errorf("--ifeval: %w", err)
+				}
+				rounds := 3
+				if c.IsSet("rounds") {
+					rounds = c.Int("rounds")
+				}
+				opts, err := rewardPoolOptions(c)
+				if err != nil {
+					return err
+				}
+				fig, err := rewardbench.RunIFEval(c.Context, w, rewardbench.Options{Pool: opts, Rounds: rounds, Progress: c.App.ErrWriter})
+				if err != nil {
+					return err
+				}
+				return printModelJSON(c.App.Writer, fig)
+			}
 			data := rewardbench.Bundled()
 			if dir := c.String("data"); dir != "" {
 				data = os.DirFS(dir)

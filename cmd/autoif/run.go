@@ -55,7 +55,7 @@ func runCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "serve", Usage: "only keep the run's bus up until interrupted (no orchestration)"},
 			&cli.BoolFlag{Name: "memory", Usage: "keep the run's streams in memory (nothing survives the process)"},
-			&cli.StringSliceFlag{Name: "prompts", Usage: "prompt sources: tinyif, tinyif:heldout, or AutoIF JSONL files (rows with instruction/query/prompt and eval_func; instruction files join query files); a comma-separated list, or repeat the flag (default: tinyif)"},
+			&cli.StringSliceFlag{Name: "prompts", Usage: "prompt sources: tinyif, tinyif:heldout, ifeval:FILE (IFEval rows, scored natively by the fraction of constraints followed; ifeval: alone is the official 541 prompts), or AutoIF JSONL files (rows with instruction/query/prompt and eval_func; instruction files join query files); a comma-separated list, or repeat the flag (default: tinyif)"},
 			&cli.Float64Flag{Name: "min-func-accuracy", Value: def.MinFuncAccuracy, Usage: "drop verification functions whose cross-validation accuracy is below this (0 trusts the file)"},
 			&cli.IntFlag{Name: "k", Value: def.K, Usage: "responses sampled per prompt (at least 2)"},
 			&cli.StringFlag{Name: "mode", Value: string(def.Mode), Usage: "sync (one batch per policy version, on-policy) or async (sampling and training overlap)"},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/orchestrator"
+	"github.com/autoif/autoif/rollout"
 	"github.com/autoif/autoif/trainer"
 )
 
@@ -239,4 +240,69 @@ func TestRunWhoseFunctionsRaiseStopsItselfAndSaysWhy(t *testing.T) {
 			t.Errorf("last lines do not say %q:\n%s", want, tail)
 		}
 	}
+}
+
+// `autoif run --prompts ifeval:FILE` trains on IFEval rows: the rollout worker scores their
+// constraints natively (the fraction followed) and the loop runs as on AutoIF prompts.
+func TestRunTrainsOnIFEvalConstraints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is needed for the reward sandbox")
+	}
+	dir := t.TempDir()
+	prompts := filepath.Join(dir, "ifeval.jsonl")
+	var rows strings.Builder
+	for i, letter := range []string{"e", "t", "a", "o", "n", "s", "r", "i"} {
+		fmt.Fprintf(&rows, `{"key": %d, "prompt": "Write about the sea, using the letter %s.", "instruction_id_list": ["keywords:letter_frequency", "length_constraints:number_words", "punctuation:no_comma"], "kwargs": [{"letter": %q, "let_frequency": 2, "let_relation": "at least"}, {"num_words": 3, "relation": "at least"}, {}]}`+"\n", i, letter, letter)
+	}
+	if err := os.WriteFile(prompts, []byte(rows.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runDir := filepath.Join(dir, "run")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.RunContext(ctx, []string{"autoif", "--run-dir", runDir, "--log-level", "warn", "run", "--memory",
+		"--model", writeTinyPolicy(t), "--prompts", "ifeval:" + prompts, "--reward", "local", "--reward-workers", "1",
+		"--k", "4", "--max-new-tokens", "12", "--rollout-prompts-per-step", "4", "--max-in-flight", "8",
+		"--pairs-per-version", "4", "--batch-size", "4", "--mode", "async", "--max-steps", "2", "--lr", "1e-3",
+		"--flush-every", "200ms"})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var sum orchestrator.Summary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+	if sum.Reason != "steps" || sum.Version != 2 {
+		t.Fatalf("summary %+v, want stopped by steps at version 2", sum)
+	}
+	rows2, err := orchestrator.ReadMetrics(ctx, filepath.Join(runDir, orchestrator.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var means []float64
+	perConstraint := map[string]bool{}
+	for _, r := range rows2 {
+		if r.Name == "reward/mean" && r.Label == "" && r.Component == orchestrator.Component {
+			means = append(means, r.Value)
+		}
+		if r.Name == "reward/mean" && strings.HasPrefix(r.Label, rollout.ConstraintLabelPrefix) {
+			perConstraint[strings.TrimPrefix(r.Label, rollout.ConstraintLabelPrefix)] = true
+		}
+	}
+	for _, id := range []string{"keywords:letter_frequency", "length_constraints:number_words", "punctuation:no_comma"} {
+		if !perConstraint[id] {
+			t.Errorf("metrics.parquet has no reward/mean for constraint %s (has %v)", id, perConstraint)
+		}
+	}
+	if len(means) == 0 {
+		t.Fatalf("no reward/mean in metrics.parquet:\n%s", out.String())
+	}
+	t.Logf("reward/mean by step: %v; %s", means, lines[len(lines)-1])
 }

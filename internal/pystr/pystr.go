@@ -70,9 +70,9 @@ func allCased(s string, want, other func(rune) bool) bool {
 	return cased
 }
 
-// Lower is str.lower except for the final-sigma rule (Python writes a word-final capital
-// sigma as 'ς', this writes 'σ'). Python's one unconditional full mapping that is not a single
-// rune is kept: 'İ' becomes "i̇", so that it cannot turn into an ASCII 'i'.
+// Lower is str.lower: Python's one unconditional full mapping that is not a single rune is
+// kept ('İ' becomes "i̇", so that it cannot turn into an ASCII 'i'), and so is the final-sigma
+// rule (a capital sigma that ends a word becomes 'ς').
 func Lower(s string) string {
 	ascii := true
 	for i := 0; i < len(s); i++ {
@@ -86,14 +86,47 @@ func Lower(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	for _, r := range s {
-		if r == 'İ' {
+	for i, r := range s {
+		switch r {
+		case 'İ':
 			b.WriteString("i\u0307")
-			continue
+		case 'Σ':
+			if finalSigma(s, i) {
+				b.WriteRune('ς')
+			} else {
+				b.WriteRune('σ')
+			}
+		default:
+			b.WriteRune(unicode.ToLower(r))
 		}
-		b.WriteRune(unicode.ToLower(r))
 	}
 	return b.String()
+}
+
+// finalSigma is Unicode's Final_Sigma condition for the sigma at byte offset i: a cased
+// letter before it and none after it, looking through case-ignorable characters.
+func finalSigma(s string, i int) bool {
+	before := strings.TrimRightFunc(s[:i], caseIgnorable)
+	r, n := utf8.DecodeLastRuneInString(before)
+	if n == 0 || !isCased(r) {
+		return false
+	}
+	after := strings.TrimLeftFunc(s[i+len("Σ"):], caseIgnorable)
+	r, n = utf8.DecodeRuneInString(after)
+	return n == 0 || !isCased(r)
+}
+
+// isCased is Unicode's Cased property, as CPython's lower() uses it.
+func isCased(r rune) bool { return IsLower(r) || IsUpper(r) || unicode.IsTitle(r) }
+
+// caseIgnorable approximates Unicode's Case_Ignorable: marks, format characters, modifier
+// letters and symbols, and the word-internal punctuation Unicode lists.
+func caseIgnorable(r rune) bool {
+	switch r {
+	case '\'', '.', ':', '^', '`', 0xad, 0xb7, 0x2018, 0x2019, 0x2024, 0x2027:
+		return true
+	}
+	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf, unicode.Lm, unicode.Sk)
 }
 
 // Strip is str.strip() with no argument.
@@ -104,3 +137,7 @@ func TrimRightSpace(s string) string { return strings.TrimRightFunc(s, IsSpace) 
 
 // Fields is str.split() with no argument.
 func Fields(s string) []string { return strings.FieldsFunc(s, IsSpace) }
+
+// SpaceClass is the body of a Go regexp character class that matches what re's \s matches in a
+// str pattern (IsSpace), for the ports of Python regular expressions.
+const SpaceClass = `\t\n\v\f\r \x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}`
