@@ -16,6 +16,7 @@ import (
 
 	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/experiment"
+	"github.com/autoif/autoif/model"
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -253,6 +254,7 @@ func inProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "rollout-prompts-per-step", Value: d.PromptsPerStep, Usage: "prompts an in-process rollout worker samples together"},
 		&cli.IntFlag{Name: "max-new-tokens", Value: d.MaxNewTokens, Usage: "tokens per sampled response at most"},
 		&cli.Float64Flag{Name: "temperature", Value: d.Temperature, Usage: "sampling temperature (the paper's 0.8)"},
+		&cli.StringFlag{Name: "selection", Value: string(rollout.ModeAutoIF), Usage: "in-process rollout workers' pair rule: autoif (chosen >= 0.5, rejected == 0, up to 2×2), best-worst, or margin (fractional scores such as IFEval's fraction of constraints followed rarely reach 0: use best-worst or margin)"},
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "in-process trainer: DPO learning rate (constant)"},
 		&cli.Float64Flag{Name: "beta", Value: d.Beta, Usage: "in-process trainer: DPO beta"},
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "in-process trainer: pairs per micro-batch (a step takes --pairs-per-version pairs)"},
@@ -268,6 +270,8 @@ type inProcess struct {
 	trainer        bool
 	reward         string
 	returns        reward.Returns
+	selection      rollout.Mode
+	lora           *model.LoRAConfig
 }
 
 func (ip inProcess) any() bool { return ip.rolloutWorkers > 0 || ip.trainer }
@@ -303,6 +307,12 @@ func inProcessPlan(c *cli.Context) (inProcess, error) {
 		return ip, fmt.Errorf("--returns: %w", err)
 	}
 	ip.returns = returns
+	if ip.selection, err = rollout.ParseMode(c.String("selection")); err != nil {
+		return ip, fmt.Errorf("--selection: %w", err)
+	}
+	if ip.lora, err = loraConfig(c); err != nil {
+		return ip, err
+	}
 	return ip, nil
 }
 
@@ -332,18 +342,15 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 		Rollout: rollout.Options{
 			K: cfg.K, Temperature: c.Float64("temperature"), MaxNewTokens: c.Int("max-new-tokens"),
 			PromptsPerStep: c.Int("rollout-prompts-per-step"), Seed: cfg.Seed, ChatTemplate: true,
-			ModelDir: modelDir, CacheDir: filepath.Join(dir, "rollout-cache"), Name: "rollout",
+			Selection: rollout.SelectOptions{Mode: ip.selection},
+			ModelDir:  modelDir, CacheDir: filepath.Join(dir, "rollout-cache"), Name: "rollout",
 		},
 	}
 	if ip.trainer {
 		to := trainer.DefaultOptions()
 		to.Optim.LR, to.Loss.Beta, to.BatchSize = c.Float64("lr"), c.Float64("beta"), c.Int("batch-size")
 		to.GradCheckpoint = c.Bool("grad-checkpoint")
-		lc, err := loraConfig(c)
-		if err != nil {
-			return lo, err
-		}
-		to.LoRA = lc
+		to.LoRA = ip.lora
 		if to.Optim.LR <= 0 || to.Loss.Beta <= 0 || to.BatchSize <= 0 {
 			return lo, fmt.Errorf("--lr %g, --beta %g and --batch-size %d must be positive", to.Optim.LR, to.Loss.Beta, to.BatchSize)
 		}

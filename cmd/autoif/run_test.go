@@ -37,6 +37,8 @@ func TestRunRejectsBadConfigsBeforeStartingAnything(t *testing.T) {
 		{"negative reference refresh", "run:\n  ref-refresh-every: -1\n", "--ref-refresh-every -1"},
 		{"unknown return policy", "run:\n  returns: loose\n", `--returns: unknown return policy "loose"`},
 		{"negative idle limit", "run:\n  max-idle-prompts: -1\n", "max-idle-prompts -1"},
+		{"unknown pair rule", "run:\n  selection: best\n", `--selection: pair selection "best"`},
+		{"LoRA alpha without a rank", "run:\n  lora-alpha: 16\n", "--lora-alpha needs --lora-rank"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
