@@ -165,3 +165,32 @@ func TestAdapterVersionWithoutABaseIsAnError(t *testing.T) {
 		t.Fatalf("Run = %v, want an error naming the missing base", err)
 	}
 }
+
+// A version whose files cannot be fetched yet (here: the key moved before the objects were
+// put; in the wild, a 2 GB fetch timing out under load) is retried until it loads, not given up
+// after a few tries: in sync mode the run waits for exactly that version.
+func TestWorkerKeepsRetryingTheNewestVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the old give-up time")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r := newTestRun(t, ctx)
+	v0 := filepath.Join(t.TempDir(), "v0")
+	writeTinyModel(t, v0, 1)
+	v1 := filepath.Join(t.TempDir(), "v1")
+	writeTinyModel(t, v1, 2)
+	w := startWorker(t, ctx, r, newTestPool(t), Options{K: 2, MaxNewTokens: 4, ModelDir: v0, CacheDir: t.TempDir(), Name: "w1"})
+	r.enqueue(t, ctx, testUnits("p", 1), 1)
+	waitFor(t, "the worker's first step", 30*time.Second, func() bool { return w.Stats().Steps == 1 })
+	if _, err := r.res.Policy.Put(ctx, proto.PolicyCurrentKey, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	// The old loop gave up after five attempts, 1+2+3+4 s apart.
+	time.Sleep(12 * time.Second)
+	if v := w.Stats().LoadedVersion; v != 0 {
+		t.Fatalf("loaded version %d with no files published", v)
+	}
+	publishCheckpoint(t, ctx, r, v1, 1)
+	waitFor(t, "version 1 to load after its files arrived", 45*time.Second, func() bool { return w.Stats().LoadedVersion == 1 })
+}

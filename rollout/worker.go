@@ -468,8 +468,9 @@ func (w *Worker) watchPolicy(ctx context.Context) {
 	}
 }
 
-// loadVersion fetches and loads version v, retrying a few times: the trainer puts the files
-// before it moves the key, so a failure is the bus or the disk, which may recover.
+// loadVersion fetches and loads version v, retrying with a growing pause until it loads or a
+// newer version is published: the trainer puts the files before it moves the key, so a
+// failure is the bus or the disk, which may recover.
 func (w *Worker) loadVersion(ctx context.Context, v int64, published time.Time) {
 	src := w.pending.Load()
 	if src == nil {
@@ -492,15 +493,22 @@ func (w *Worker) loadVersion(ctx context.Context, v int64, published time.Time) 
 		if ctx.Err() != nil {
 			return
 		}
-		if attempt == 5 {
-			w.log.Error("policy load failed; waiting for the next version", "version", v, "err", err)
-			return
+		// Keep trying while v is the run's newest version: in sync mode the orchestrator's
+		// next batch asks for v and the trainer takes only v's pairs, so giving up would stall
+		// the run for good (seen: a 2 GB checkpoint's fetch timing out under load). A newer
+		// version supersedes v; the watcher delivers it next.
+		if e, gerr := w.res.Policy.Get(ctx, proto.PolicyCurrentKey); gerr == nil {
+			if cur, perr := parseVersion(e.Value()); perr == nil && cur > v {
+				w.log.Warn("policy load failed; a newer version supersedes it", "version", v, "newest", cur, "err", err)
+				return
+			}
 		}
-		w.log.Warn("policy load failed; retrying", "version", v, "attempt", attempt, "err", err)
+		backoff := min(time.Duration(attempt)*time.Second, 30*time.Second)
+		w.log.Warn("policy load failed; retrying", "version", v, "attempt", attempt, "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(attempt) * time.Second):
+		case <-time.After(backoff):
 		}
 	}
 }

@@ -66,7 +66,9 @@ if [ ! -f "$MODEL/config.json" ]; then
 fi
 
 # run_loop NAME VERSIONS FLAGS...: one online DPO run of VERSIONS policy versions; prints the
-# run's own per-version timing line and the peak RSS measured from outside by GNU time.
+# run's own per-version timing line and the peak RSS measured from outside by GNU time. The
+# run's streams and object store are files in its directory (not --memory, which would keep
+# every published 2 GB full checkpoint in memory as well).
 run_loop() {
 	local name=$1 versions=$2
 	shift 2
@@ -75,7 +77,7 @@ run_loop() {
 	rm -rf "$dir"
 	echo "== $name: $versions policy versions, K=$K, $MAX_NEW_TOKENS new tokens"
 	local start=$SECONDS
-	/usr/bin/time -v -o "$dir.time" "$BIN" --run-id "real-$name" --run-dir "$dir" run --memory \
+	/usr/bin/time -v -o "$dir.time" "$BIN" --run-id "real-$name" --run-dir "$dir" run \
 		--model "$MODEL" --prompts "$PROMPTS" -k "$K" --max-new-tokens "$MAX_NEW_TOKENS" \
 		--max-steps "$versions" --pairs-per-version 8 --batch-size 8 --max-in-flight 8 \
 		--rollout-prompts-per-step 8 --lr 1e-5 --max-wall 1h "$@" >"$dir.out" 2>"$dir.log" || {
