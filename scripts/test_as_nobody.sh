@@ -14,9 +14,11 @@ fi
 GO=${GO:-go}
 dir=$(mktemp -d /tmp/autoif-nobody-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-mkdir -p "$dir/repo/reward/testdata"
+mkdir -p "$dir/repo/reward" "$dir/repo/ifeval"
 cp go.mod "$dir/repo/"
-cp reward/testdata/attacks.json "$dir/repo/reward/testdata/"
+# The reward tests' own data, and the IFEval responses the native-reward test scores.
+cp -r reward/testdata "$dir/repo/reward/"
+cp -r ifeval/testdata "$dir/repo/ifeval/"
 "$GO" test -c -tags "${GOTAGS:-}" -o "$dir/reward.test" ./reward
 chown -R 65534:65534 "$dir/repo"
 chmod 755 "$dir" "$dir/reward.test"
