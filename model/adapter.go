@@ -137,7 +137,8 @@ func projShape(c *Config, target string) (out, in int) {
 // projModule is the module path of a target in layer i ("model.layers.3.self_attn.q_proj").
 func projModule(i int, target string) string {
 	part := "mlp"
-	if strings.HasSuffix(target, "_proj") && (target[0] == 'q' || target[0] == 'k' || target[0] == 'v' || target[0] == 'o') {
+	switch target {
+	case "q_proj", "k_proj", "v_proj", "o_proj":
 		part = "self_attn"
 	}
 	return fmt.Sprintf("model.layers.%d.%s.%s", i, part, target)

@@ -57,8 +57,8 @@ func (m *Model) WithAdapter(a *Adapter) (*Model, error) {
 	out.layers = slices.Clone(m.layers)
 	for i := range out.layers {
 		l := &out.layers[i]
-		for _, p := range []*linear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down} {
-			p.lora = nil
+		for _, t := range LoRATargets {
+			l.proj(t).lora = nil
 		}
 	}
 	if a == nil {
@@ -71,13 +71,30 @@ func (m *Model) WithAdapter(a *Adapter) (*Model, error) {
 	for i, ad := range a.Layers {
 		l := &out.layers[i]
 		for t, p := range ad {
-			lin := map[string]*linear{"q_proj": &l.q, "k_proj": &l.k, "v_proj": &l.v, "o_proj": &l.o,
-				"gate_proj": &l.gate, "up_proj": &l.up, "down_proj": &l.down}[t]
-			lin.lora = &loraLinear{a: p.A.Data, b: p.B.Data, r: a.Config.Rank, scale: scale}
+			l.proj(t).lora = &loraLinear{a: p.A.Data, b: p.B.Data, r: a.Config.Rank, scale: scale}
 		}
 	}
 	out.adapter = a
 	return &out, nil
+}
+
+// proj is the layer's projection by its checkpoint name (one of LoRATargets).
+func (l *decoderLayer) proj(name string) *linear {
+	switch name {
+	case "q_proj":
+		return &l.q
+	case "k_proj":
+		return &l.k
+	case "v_proj":
+		return &l.v
+	case "o_proj":
+		return &l.o
+	case "gate_proj":
+		return &l.gate
+	case "up_proj":
+		return &l.up
+	}
+	return &l.down
 }
 
 // Adapter is the LoRA adapter the model runs with, nil when none.

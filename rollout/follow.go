@@ -77,61 +77,27 @@ func (f *Follower) Current(ctx context.Context) (*Policy, error) {
 // published faster than they load are skipped to the newest; a version that fails to load
 // is logged and skipped (the next publish may load).
 func (f *Follower) Follow(ctx context.Context, after int64, apply func(*Policy)) error {
-	kw, err := f.res.Policy.Watch(ctx, proto.PolicyCurrentKey)
-	if err != nil {
-		return fmt.Errorf("follow policy: %w", err)
-	}
-	defer kw.Stop()
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return nil
-		case u, ok := <-kw.Updates():
-			if !ok {
-				return nil
-			}
-			e = u
-		}
-	drain:
-		for {
-			select {
-			case u, ok := <-kw.Updates():
-				if !ok {
-					break drain
-				}
-				if u != nil {
-					e = u
-				}
-			default:
-				break drain
-			}
-		}
-		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			continue
-		}
-		v, err := parseVersion(e.Value())
-		if err != nil {
-			f.o.Logger.Error("ignoring policy update", "err", err)
-			continue
-		}
+	err := watchVersions(ctx, f.res.Policy, f.o.Logger, func(v int64, published time.Time) {
 		if v <= after {
-			continue
+			return
 		}
 		start := time.Now()
 		p, err := f.load(ctx, v)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() == nil {
+				f.o.Logger.Error("policy load failed; waiting for the next version", "version", v, "err", err)
 			}
-			f.o.Logger.Error("policy load failed; waiting for the next version", "version", v, "err", err)
-			continue
+			return
 		}
-		p.Published = e.Created()
+		p.Published = published
 		f.o.Logger.Info("policy loaded", "version", v, "load", time.Since(start).Round(time.Millisecond))
 		apply(p)
 		after = v
+	})
+	if err != nil {
+		return fmt.Errorf("follow policy: %w", err)
 	}
+	return nil
 }
 
 // load fetches version v into the cache and loads it: an adapter over Base, or a whole

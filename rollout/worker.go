@@ -421,24 +421,36 @@ func (w *Worker) fetchAndLoad(ctx context.Context, v int64, fallback *tokenizer.
 // so that a step only swaps a pointer. Versions published faster than they load are skipped
 // to the newest.
 func (w *Worker) watchPolicy(ctx context.Context) {
-	kw, err := w.res.Policy.Watch(ctx, proto.PolicyCurrentKey)
+	err := watchVersions(ctx, w.res.Policy, w.log, func(v int64, published time.Time) {
+		if v > w.loaded.Load() {
+			w.loadVersion(ctx, v, published)
+		}
+	})
 	if err != nil {
 		w.log.Error("policy watch failed: this worker will not hot-swap", "err", err)
-		return
+	}
+}
+
+// watchVersions calls newer with each version the run's policy key is set to, until ctx
+// ends. Updates that arrived while newer ran are coalesced to the newest: a follower that
+// loads slower than the trainer publishes skips to the latest version.
+func watchVersions(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger, newer func(v int64, published time.Time)) error {
+	kw, err := kv.Watch(ctx, proto.PolicyCurrentKey)
+	if err != nil {
+		return err
 	}
 	defer kw.Stop()
 	for {
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case u, ok := <-kw.Updates():
 			if !ok {
-				return
+				return nil
 			}
 			e = u
 		}
-		// Coalesce: only the newest of the updates already waiting matters.
 	drain:
 		for {
 			select {
@@ -458,13 +470,10 @@ func (w *Worker) watchPolicy(ctx context.Context) {
 		}
 		v, err := parseVersion(e.Value())
 		if err != nil {
-			w.log.Error("ignoring policy update", "err", err)
+			log.Error("ignoring policy update", "err", err)
 			continue
 		}
-		if v <= w.loaded.Load() {
-			continue
-		}
-		w.loadVersion(ctx, v, e.Created())
+		newer(v, e.Created())
 	}
 }
 

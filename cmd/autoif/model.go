@@ -193,13 +193,12 @@ func modelMergeCommand() *cli.Command {
 			if err := requireModelFlags(c, "base", "adapter", "out"); err != nil {
 				return err
 			}
-			var dtype model.DType
-			switch d := c.String("dtype"); d {
-			case "":
-			case "f32", "bf16":
-				dtype = map[string]model.DType{"f32": model.F32, "bf16": model.BF16}[d]
-			default:
-				return fmt.Errorf("--dtype %q: want f32 or bf16", d)
+			var dtype model.DType // empty: the base's
+			if d := c.String("dtype"); d != "" {
+				var err error
+				if dtype, err = parseModelDType(d); err != nil {
+					return err
+				}
 			}
 			if err := model.MergeDirs(c.String("base"), c.String("adapter"), c.String("out"), model.MergeOptions{DType: dtype}); err != nil {
 				return err

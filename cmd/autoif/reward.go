@@ -286,7 +286,7 @@ func benchRewardCommand() *cli.Command {
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
-			&cli.StringFlag{Name: "ifeval", Usage: "instead: native IFEval checks against the same constraints as Python functions in the sandbox, on this official-format responses file (e.g. ../shared/data/ifeval/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl; --responses caps it, --rounds best of)"},
+			&cli.StringFlag{Name: "ifeval", Usage: "instead: native IFEval checks against the same constraints as Python functions in the sandbox, on this official-format responses file (e.g. the bundled ifeval/testdata/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl; --responses caps it, --rounds best of)"},
 		}, rewardPoolFlags()...),
 		Action: func(c *cli.Context) error {
 			if path := c.String("ifeval"); path != "" {
