@@ -39,8 +39,9 @@
 //	                         files in /tmp, which the zygote empties between calls) outlives
 //	                         its call. Request bytes live only in buffers the zygote zeroes
 //	                         once handed over, held response sets in a memfd, so a function
-//	                         finds no other request's data even in freed memory. The zygote
-//	                         re-frames the child's results and itself ends each call once every
+//	                         finds no other request's data even in freed memory (a test reads
+//	                         the zygote's and the spare's memory from outside to check). The
+//	                         zygote re-frames the child's results and ends each call once every
 //	                         process of the call is dead, so forged or late writes cannot reach
 //	                         another call. The next call's child is forked while a call runs;
 //	                         the running one cannot reach it: every process of the worker exec'd
