@@ -21,7 +21,7 @@ import (
 // recorded gets a 404, as a server without the model would answer.
 type replay struct {
 	*httptest.Server
-	chat  map[string][]string  // prompt -> recorded completions
+	chat  map[string][]string // prompt -> recorded completions
 	usage map[string]map[string]int
 	nli   map[[2]string]string // (instruction, back-translation) -> recorded NLI label
 
