@@ -115,7 +115,8 @@ func LoadConfig(path string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		// yaml.v3 lists each problem on its own line; one line reads better on a terminal.
+		return nil, fmt.Errorf("%s: %s", path, strings.Join(strings.Fields(err.Error()), " "))
 	}
 	dir := filepath.Dir(path)
 	for _, p := range []*string{&c.Input, &c.Queries, &c.Cache} {
