@@ -40,7 +40,7 @@ func TestParseFunctionCompletionAsModelsWriteIt(t *testing.T) {
 func TestParseStringListScoreAndLabel(t *testing.T) {
 	for text, want := range map[string][]string{
 		`["Answer in lowercase.", "Use no capitals."]`:                {"Answer in lowercase.", "Use no capitals."},
-		"```json\n[\"One\"]\n```":                                      {"One"},
+		"```json\n[\"One\"]\n```":                                     {"One"},
 		`Here: ['Don\'t use commas', "Write \"quoted\" text"] thanks`: {"Don't use commas", `Write "quoted" text`},
 	} {
 		if got, ok := ParseStringList(text); !ok || !slices.Equal(got, want) {
