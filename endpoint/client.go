@@ -142,11 +142,6 @@ func NewClient(o ClientOptions) (*Client, error) {
 	if o.Client == nil {
 		o.Client = &http.Client{}
 	}
-	if o.CacheDir != "" {
-		if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
-			return nil, fmt.Errorf("endpoint: cache: %w", err)
-		}
-	}
 	return &Client{o: o, url: chatURL(o.URL)}, nil
 }
 

@@ -151,11 +151,11 @@ func (c *Config) validate() error {
 	if i := c.startIndex(); i < 0 || Stages[i] == "export" {
 		return fmt.Errorf("start: %q is not a stage to start at (%v)", c.Start, Stages[:len(Stages)-1])
 	}
-	if c.stopIndex() < c.startIndex() {
-		return fmt.Errorf("stop: %q comes before start %q", c.Stop, Stages[c.startIndex()])
-	}
 	if c.stopIndex() < 0 {
 		return fmt.Errorf("stop: %q is not a stage (%v)", c.Stop, Stages)
+	}
+	if c.stopIndex() < c.startIndex() {
+		return fmt.Errorf("stop: %q comes before start %q", c.Stop, Stages[c.startIndex()])
 	}
 	if c.startIndex() <= slices.Index(Stages, "queries") && c.stopIndex() >= slices.Index(Stages, "queries") && c.Queries == "" {
 		return fmt.Errorf("queries: a user queries file is required to run past backtranslate")
@@ -321,9 +321,9 @@ func Run(ctx context.Context, c *Config, dir string, o RunOptions) (*Funnel, err
 	case "queries":
 		btRows, err = ReadJSONL[BackTransRow](c.Input)
 	case "responses":
-		qRows, err = readQueryRows(c.Input, prompts)
+		qRows, err = ReadQueryRows(c.Input, prompts)
 	case "judge":
-		rRows, err = readJudgeInput(c.Input)
+		rRows, err = ReadJudgeInput(c.Input)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
@@ -429,10 +429,10 @@ func addStats(a, b endpoint.Stats) endpoint.Stats {
 
 var queryInPrompt = regexp.MustCompile(`(?s)\[Query\](.*)$`)
 
-// readQueryRows reads the responses stage's input: this package's query rows, or the
+// ReadQueryRows reads the responses stage's input: this package's query rows, or the
 // reference's rows holding the response prompt but no query field (the query is taken from
 // the prompt, as the reference's code/7 does).
-func readQueryRows(path string, p Prompts) ([]QueryRow, error) {
+func ReadQueryRows(path string, p Prompts) ([]QueryRow, error) {
 	rows, err := ReadJSONL[QueryRow](path)
 	if err != nil {
 		return nil, err
@@ -454,9 +454,9 @@ func readQueryRows(path string, p Prompts) ([]QueryRow, error) {
 	return rows, nil
 }
 
-// readJudgeInput reads the judge's input: the responses stage's rows, or one response per
+// ReadJudgeInput reads the judge's input: the responses stage's rows, or one response per
 // row (instruction, query, response: the reference's query_wo_score.jsonl).
-func readJudgeInput(path string) ([]ResponsesRow, error) {
+func ReadJudgeInput(path string) ([]ResponsesRow, error) {
 	type row struct {
 		ResponsesRow
 		Response *string `json:"response"`
