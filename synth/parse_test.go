@@ -130,3 +130,17 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// The example configs load as shipped.
+func TestExampleConfigsLoad(t *testing.T) {
+	for _, name := range []string{"strong-to-weak.yaml", "self-alignment.yaml"} {
+		c, err := LoadConfig(filepath.Join("examples", name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if seeds, err := ReadInstructions(c.Input); err != nil || len(seeds) != 36 {
+			t.Errorf("%s: %d seeds, %v", name, len(seeds), err)
+		}
+	}
+}
