@@ -208,16 +208,24 @@ func TestKilledRunResumesWithoutResending(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(150+rand.IntN(300)) * time.Millisecond)
+	// Kill at a random point: once a random number of answers has reached the cache.
+	countStored := func() map[string]bool {
+		stored := map[string]bool{}
+		filepath.Walk(cache, func(p string, info os.FileInfo, err error) error {
+			if err == nil && strings.HasSuffix(p, ".json") {
+				stored[strings.TrimSuffix(filepath.Base(p), ".json")] = true
+			}
+			return nil
+		})
+		return stored
+	}
+	target := 10 + rand.IntN(150)
+	for deadline := time.Now().Add(30 * time.Second); len(countStored()) < target && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
-	stored := map[string]bool{}
-	filepath.Walk(cache, func(p string, info os.FileInfo, err error) error {
-		if err == nil && strings.HasSuffix(p, ".json") {
-			stored[strings.TrimSuffix(filepath.Base(p), ".json")] = true
-		}
-		return nil
-	})
+	stored := countStored()
 	srv.mu.Lock()
 	before := len(srv.sends)
 	srv.mu.Unlock()
