@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/autoif/autoif/endpoint"
+	"github.com/autoif/autoif/reward/crossval"
 )
 
 func TestParseFunctionCompletionAsModelsWriteIt(t *testing.T) {
@@ -142,5 +143,50 @@ func TestExampleConfigsLoad(t *testing.T) {
 		if seeds, err := ReadInstructions(c.Input); err != nil || len(seeds) != 36 {
 			t.Errorf("%s: %d seeds, %v", name, len(seeds), err)
 		}
+	}
+}
+
+// With NLI through an LLM prompt, an instruction one of whose back-translations the model
+// calls a contradiction is dropped; one it cannot judge is dropped and counted apart.
+func TestBackTranslateWithLLMNLI(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		p := req.Messages[0].Content
+		var answer string
+		switch {
+		case strings.Contains(p, "[Hypothesis] Use capitals only"):
+			answer = "The premise asks for lowercase, the hypothesis for capitals.\nContradiction"
+		case strings.Contains(p, "[Hypothesis] Shout"):
+			answer = "I am not sure."
+		case strings.Contains(p, "[Hypothesis]"):
+			answer = "Both ask for lowercase.\n**entailment**"
+		case strings.Contains(p, "islower"):
+			answer = "```json\n[\"Answer in lowercase\", \"Use capitals only\"]\n```"
+		case strings.Contains(p, "isupper"):
+			answer = `["Shout"]`
+		default:
+			answer = `["Write in lowercase letters", "No capital letters"]`
+		}
+		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"message": map[string]any{"content": answer}}}})
+	}))
+	defer srv.Close()
+	c, err := endpoint.NewClient(endpoint.ClientOptions{URL: srv.URL, Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := []BackTransRow{
+		{Instruction: "Answer in lowercase letters", Functions: []crossval.Func{{Source: "def evaluate(r):\n    return r.islower()", Accuracy: 1}}},
+		{Instruction: "Answer in all capitals", Functions: []crossval.Func{{Source: "def evaluate(r):\n    return r.isupper()", Accuracy: 1}}},
+		{Instruction: "Use no capital letters", Functions: []crossval.Func{{Source: "def evaluate(r):\n    return r == r.lower()", Accuracy: 1}}},
+	}
+	out, rep := BackTranslate(context.Background(), c, LLMNLI{LLM: c}, rows, BackTranslateOptions{})
+	if len(out) != 1 || out[0].Instruction != "Use no capital letters" || !slices.Equal(out[0].NLIScores, []string{"entailment", "entailment"}) {
+		t.Errorf("survivors %+v", out)
+	}
+	if rep.Dropped[ReasonContradicts] != 1 || rep.Dropped[ReasonNLIFailed] != 1 {
+		t.Errorf("dropped %v", rep.Dropped)
 	}
 }

@@ -422,6 +422,11 @@ func Responses(ctx context.Context, llm LLM, sc Scorer, rows []QueryRow, o Respo
 		if len(texts[i]) == 0 {
 			continue
 		}
+		if len(rows[i].Functions) == 0 {
+			rep.drop(ReasonNoFunctions, len(texts[i]))
+			texts[i] = nil
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
