@@ -75,7 +75,7 @@ stages:
 	// with all 10 queries.
 	rs := f.Stage("responses")
 	answered := 0
-	for p := range srv.answered {
+	for p := range srv.Answered() {
 		if strings.HasPrefix(p, "Please answer the query") {
 			answered++
 		}

@@ -23,7 +23,7 @@ func TestFunctionsStageSurvivesFaults(t *testing.T) {
 		instr = append(instr, InstructionRow{r.Instruction})
 	}
 	is := func(prompt string, i int) bool { return strings.Contains(prompt, recorded[i].Instruction) }
-	srv.fault = func(prompt string, attempt int, w http.ResponseWriter) bool {
+	srv.SetFault(func(prompt string, attempt int, w http.ResponseWriter) bool {
 		switch {
 		case is(prompt, 0):
 			w.WriteHeader(http.StatusInternalServerError)
@@ -48,7 +48,7 @@ func TestFunctionsStageSurvivesFaults(t *testing.T) {
 			return false
 		}
 		return true
-	}
+	})
 	in := writeRows(t, filepath.Join(t.TempDir(), "instructions.jsonl"), instr)
 	start := time.Now()
 	_, f := runConfig(t, srv, `
@@ -68,8 +68,8 @@ stages:
 	if fs.Client == nil || fs.Client.Failures != 1 || fs.Client.Retries != 6 || fs.Client.Requests != 4 {
 		t.Errorf("client %+v: want 1 failure, 6 retries (2 for the 500s, 1 each for the rest), 4 answered", fs.Client)
 	}
-	if srv.attempts[recorded[0].Prompt] != 3 {
-		t.Errorf("the failing prompt was tried %d times, want 3", srv.attempts[recorded[0].Prompt])
+	if srv.Attempts(recorded[0].Prompt) != 3 {
+		t.Errorf("the failing prompt was tried %d times, want 3", srv.Attempts(recorded[0].Prompt))
 	}
 	if time.Since(start) < time.Second {
 		t.Errorf("the 429's Retry-After (1 s) was not honoured")

@@ -38,10 +38,10 @@ func TestKillChild(t *testing.T) {
 // those in flight at the kill.
 func TestKilledRunResendsNothingAnswered(t *testing.T) {
 	srv := newReplay(t)
-	srv.fault = func(string, int, http.ResponseWriter) bool {
+	srv.SetFault(func(string, int, http.ResponseWriter) bool {
 		time.Sleep(40 * time.Millisecond)
 		return false
-	}
+	})
 	dir := t.TempDir()
 	cfg := "endpoints:\n  judge: {url: " + srv.URL + "/v1, model: recorded, concurrency: 2}\n" +
 		"start: judge\ninput: " + mustAbs(t, "testdata/autoif/query_rft_score.jsonl") + "\nstop: judge\n" +
@@ -83,12 +83,12 @@ func TestKilledRunResendsNothingAnswered(t *testing.T) {
 		t.Fatalf("rerun: %v\n%s", err, out)
 	}
 	sent := 0
-	for _, n := range srv.answered {
+	for _, n := range srv.Answered() {
 		sent += n
 	}
 	// Each prompt answered once, plus at most the 2 in flight at the kill.
-	if len(srv.answered) != 20 || sent > 20+2 {
-		t.Errorf("%d prompts answered, %d sends; %d were cached before the kill", len(srv.answered), sent, cached)
+	if len(srv.Answered()) != 20 || sent > 20+2 {
+		t.Errorf("%d prompts answered, %d sends; %d were cached before the kill", len(srv.Answered()), sent, cached)
 	}
 	f, err := LoadFunnel(filepath.Join(dir, "out", "funnel.json"))
 	if err != nil || f.Stage("judge") == nil || f.Stage("judge").Kept != 16 || f.Stage("judge").Client.Cached != int64(cached) {

@@ -55,8 +55,8 @@ stop: crossval
 stages:
   functions: {endpoint: teacher, sampling: {n: 8, temperature: 0.7}}
 `)
-	if srv.unknown != 0 || len(srv.answered) != len(recorded) {
-		t.Fatalf("%d prompts unknown to the recording, %d answered of %d", srv.unknown, len(srv.answered), len(recorded))
+	if srv.Unknown() != 0 || len(srv.Answered()) != len(recorded) {
+		t.Fatalf("%d prompts unknown to the recording, %d answered of %d", srv.Unknown(), len(srv.Answered()), len(recorded))
 	}
 	got, err := ReadJSONL[FunctionsRow](filepath.Join(out, StageFiles["functions"]))
 	if err != nil {
@@ -145,8 +145,8 @@ stages:
   functions: {endpoint: teacher, sampling: {n: 5, temperature: 0.2, max_tokens: 1024}}
   crossval: {min_functions: 1, min_cases: 1, reference_thresholds: true}
 `)
-	if srv.unknown != 0 {
-		t.Fatalf("%d prompts unknown to the recording", srv.unknown)
+	if srv.Unknown() != 0 {
+		t.Fatalf("%d prompts unknown to the recording", srv.Unknown())
 	}
 	if fs := f.Stage("functions"); fs.Kept != 10 || fs.Outputs["completions"] != 50 {
 		t.Errorf("functions: kept %d instructions, %d completions; want all 10 and 50\n%s", fs.Kept, fs.Outputs["completions"], table(f))
@@ -217,8 +217,8 @@ nli: {tei: REPLAY}
 stages:
   backtranslate: {endpoint: teacher, functions: -1, checks: -1, sampling: {temperature: 0.7, max_tokens: 1024}}
 `)
-	if srv.unknown != 0 || len(srv.answered) != 10 {
-		t.Fatalf("%d prompts unknown to the recording, %d answered", srv.unknown, len(srv.answered))
+	if srv.Unknown() != 0 || len(srv.Answered()) != 10 {
+		t.Fatalf("%d prompts unknown to the recording, %d answered", srv.Unknown(), len(srv.Answered()))
 	}
 	ours, err := ReadJSONL[BackTransRow](filepath.Join(out, StageFiles["backtranslate"]))
 	if err != nil {
@@ -261,8 +261,8 @@ stop: judge
 stages:
   judge: {endpoint: judge, sampling: {n: 1}}
 `)
-	if srv.unknown != 0 || len(srv.answered) != 20 {
-		t.Fatalf("%d prompts unknown to the recording, %d answered", srv.unknown, len(srv.answered))
+	if srv.Unknown() != 0 || len(srv.Answered()) != 20 {
+		t.Fatalf("%d prompts unknown to the recording, %d answered", srv.Unknown(), len(srv.Answered()))
 	}
 	kept, err := ReadJSONL[JudgedRow](filepath.Join(out, StageFiles["judge"]))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/autoif/autoif/synth"
+	"github.com/autoif/autoif/synth/replay"
 )
 
 // `autoif synth functions` asks the server once per instruction, writes the completions the
@@ -82,5 +83,66 @@ func TestSynthBadInput(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("files written: %v", entries)
+	}
+}
+
+// `autoif synth all` end to end offline, from back-translation to export, against a server
+// replaying real models' recorded completions (synth/testdata): the survivors of the
+// flywheel's NLI filter get queries, verified responses and judge requests (never recorded,
+// so refused and counted), and the export is written.
+func TestSynthAllAgainstRecordedCompletions(t *testing.T) {
+	h, err := replay.Load("../../synth/testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	dir := t.TempDir()
+	// The rows the flywheel back-translated are the third element of its records.
+	var rows []string
+	data, err := os.ReadFile("../../synth/testdata/autoif-flywheel/4_backtranslate_prompt_results.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var rec []json.RawMessage
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, string(rec[2]))
+	}
+	os.WriteFile(filepath.Join(dir, "cv.jsonl"), []byte(strings.Join(rows, "\n")+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "queries.txt"), []byte("imagine a puzzle game, played in a grid and it involves chess pieces\nexplain boyle's law to a 15 year old boy\n"), 0o644)
+	cfg := `endpoints:
+  teacher: {url: ` + srv.URL + `/v1, model: gpt-4o-mini, retries: 0}
+start: backtranslate
+input: cv.jsonl
+queries: queries.txt
+nli: {tei: ` + srv.URL + `}
+stages:
+  backtranslate: {endpoint: teacher, functions: -1, checks: -1, sampling: {temperature: 0.7, max_tokens: 1024}}
+  responses: {endpoint: teacher, sampling: {n: 2, temperature: 0.7, max_tokens: 1024}}
+  judge: {endpoint: teacher}
+`
+	os.WriteFile(filepath.Join(dir, "synth.yaml"), []byte(cfg), 0o644)
+	out := filepath.Join(dir, "run")
+	log, err := runAutoif(t, "synth", "all", "--config", filepath.Join(dir, "synth.yaml"), "--out", out, "--workers", "1")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	f, err := synth.LoadFunnel(filepath.Join(out, "funnel.json"))
+	if err != nil || len(f.Stages) != 5 || f.Stage("backtranslate").Kept != 8 {
+		t.Fatalf("funnel %+v, %v\n%s", f, err, log)
+	}
+	if rs := f.Stage("responses"); rs.In != 2*8*2 || rs.Client == nil || rs.Client.Requests == 0 {
+		t.Errorf("responses %+v", rs)
+	}
+	for _, name := range []string{synth.SFTMessagesFile, synth.SFTAlpacaFile, synth.DPOAutoIFFile, synth.DPOTRLFile, synth.PromptsFile} {
+		if _, err := os.Stat(filepath.Join(out, "export", name)); err != nil {
+			t.Error(err)
+		}
+	}
+	if !strings.Contains(log, "back-translation") && !strings.Contains(log, "backtranslate") {
+		t.Errorf("no funnel table in the output:\n%s", log)
 	}
 }
