@@ -176,7 +176,10 @@ func (fc FunctionCompletion) Canonical() string {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	enc.Encode(fc)
-	return "```json\n" + strings.TrimSpace(buf.String()) + "\n```"
+	// A backtick can only be inside a JSON string, where \u0060 means the same; escaped, a
+	// function that looks for code fences cannot end the block early.
+	body := strings.ReplaceAll(strings.TrimSpace(buf.String()), "`", `\u0060`)
+	return "```json\n" + body + "\n```"
 }
 
 // ParseStringList reads a list of strings: JSON (fenced or bare), or a Python list literal
