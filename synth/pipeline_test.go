@@ -301,3 +301,63 @@ stages:
 		t.Errorf("%d scored\n%s", len(all), table(f))
 	}
 }
+
+// flywheelJudgePrompt is the flywheel's judge template: the reference's with one more
+// sentence asking whether the query is a clear instruction.
+var flywheelJudgePrompt = strings.Replace(DefaultPrompts().Judge, "You need to judge whether the response answers the query.",
+	"You need to judge whether the response answers the query. Also, you need to judge whether the query is a clear instruction.", 1)
+
+// With the flywheel's judge template (set in the config), the judge's requests are its
+// recorded ones, and of its 10 recorded judgements the stage keeps exactly the 3 responses the
+// flywheel's filter kept (8_query_score_filter.jsonl).
+func TestReplayFlywheelJudge(t *testing.T) {
+	srv := newReplay(t)
+	type row struct {
+		Instruction string `json:"instruction"`
+		Query       string `json:"query"`
+		Response    string `json:"response"`
+	}
+	rows := recordRows[row](t, "7_query_need_quality_score_prompt_results.jsonl")
+	in := writeRows(t, filepath.Join(t.TempDir(), "responses.jsonl"), rows)
+	out, f := runConfig(t, srv, `
+endpoints:
+  judge: {url: REPLAY/v1, model: gpt-4o-mini}
+start: judge
+input: `+in+`
+stop: judge
+prompts:
+  judge: |-
+    `+strings.ReplaceAll(flywheelJudgePrompt, "\n", "\n    ")+`
+stages:
+  judge: {endpoint: judge, sampling: {n: 1, temperature: 0.7, max_tokens: 1024}}
+`)
+	if srv.Unknown() != 0 || len(srv.Answered()) != 10 {
+		t.Fatalf("%d prompts unknown to the recording, %d answered", srv.Unknown(), len(srv.Answered()))
+	}
+	kept, err := ReadJSONL[JudgedRow](filepath.Join(out, StageFiles["judge"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := ReadJSONL[JudgedRow]("testdata/autoif-flywheel/8_query_score_filter.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inRef := map[string]bool{}
+	for _, r := range ref {
+		inRef[r.Instruction+"\x00"+r.Query+"\x00"+r.Response] = true
+	}
+	inRec := 0
+	for _, r := range rows {
+		if inRef[r.Instruction+"\x00"+r.Query+"\x00"+r.Response] {
+			inRec++
+		}
+	}
+	for _, k := range kept {
+		if !inRef[k.Instruction+"\x00"+k.Query+"\x00"+k.Response] {
+			t.Errorf("kept %q (score %v), the flywheel did not", clip(k.Instruction, 40), k.Score)
+		}
+	}
+	if len(kept) != 3 || inRec != 3 {
+		t.Errorf("kept %d, the flywheel kept %d of these rows\n%s", len(kept), inRec, table(f))
+	}
+}
