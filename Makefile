@@ -45,6 +45,7 @@ test: deps lint
 RACE_TRAINER_TESTS ?= Stream|Stale
 race:
 	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward
+	$(GO) test -race -count=1 -timeout 5m ./endpoint ./synth
 	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 10m -run '$(RACE_TRAINER_TESTS)' ./trainer
 
 # The trainer in the pure-Go build (`make GOTAGS=`: gonum's kernels, no OpenBLAS or cgo).
@@ -58,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFunctionCompletion$$' -fuzztime $(FUZZTIME) ./synth
 	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) ./punkt
 	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) ./langdetect
 	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) ./ifeval

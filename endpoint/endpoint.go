@@ -3,12 +3,9 @@
 package endpoint
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,6 +29,9 @@ type Options struct {
 	Timeout time.Duration
 	// Client is the HTTP client (default http.DefaultClient).
 	Client *http.Client
+	// Retries is how many times a transient failure (429, 5xx, a cut connection) is retried
+	// before it stops the run (default 0: evaluation fails fast).
+	Retries int
 }
 
 // chatURL is the chat completions URL of a base or full URL.
@@ -58,6 +58,11 @@ func Complete(ctx context.Context, prompts []string, o Options) ([]string, error
 	if o.Client == nil {
 		o.Client = http.DefaultClient
 	}
+	client, err := NewClient(ClientOptions{URL: o.URL, Model: o.Model, APIKey: o.APIKey, Timeout: o.Timeout,
+		Retries: o.Retries, Client: o.Client})
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]string, len(prompts))
@@ -72,7 +77,7 @@ func Complete(ctx context.Context, prompts []string, o Options) ([]string, error
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				text, err := complete(ctx, prompts[i], o)
+				res, err := client.Chat(ctx, UserRequest(prompts[i], 0, o.Temperature, 0, o.MaxTokens))
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -82,7 +87,7 @@ func Complete(ctx context.Context, prompts []string, o Options) ([]string, error
 					cancel()
 					continue
 				}
-				out[i] = text
+				out[i] = res.Choices[0]
 			}
 		}()
 	}
@@ -103,71 +108,4 @@ feed:
 		return nil, err
 	}
 	return out, nil
-}
-
-type chatRequest struct {
-	Model       string        `json:"model"`
-	Messages    []chatMessage `json:"messages"`
-	Temperature float64       `json:"temperature"`
-	MaxTokens   int           `json:"max_tokens,omitempty"`
-}
-
-type chatMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-type chatResponse struct {
-	Choices []struct {
-		Message chatMessage `json:"message"`
-	} `json:"choices"`
-	Error *struct {
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func complete(ctx context.Context, prompt string, o Options) (string, error) {
-	body, err := json.Marshal(chatRequest{Model: o.Model, Messages: []chatMessage{{Role: "user", Content: prompt}},
-		Temperature: o.Temperature, MaxTokens: o.MaxTokens})
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, chatURL(o.URL), bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if o.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+o.APIKey)
-	}
-	resp, err := o.Client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return "", err
-	}
-	var cr chatResponse
-	jerr := json.Unmarshal(data, &cr)
-	if resp.StatusCode/100 != 2 {
-		msg := strings.TrimSpace(string(data))
-		if jerr == nil && cr.Error != nil {
-			msg = cr.Error.Message
-		}
-		if len(msg) > 200 {
-			msg = msg[:200] + "..."
-		}
-		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, msg)
-	}
-	if jerr != nil {
-		return "", fmt.Errorf("reply is not JSON: %v", jerr)
-	}
-	if len(cr.Choices) == 0 {
-		return "", errors.New("reply has no choices")
-	}
-	return cr.Choices[0].Message.Content, nil
 }

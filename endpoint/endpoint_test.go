@@ -16,7 +16,7 @@ func chatServer(t *testing.T, fail string) (*httptest.Server, *atomic.Int32) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		var req chatRequest
+		var req wireRequest
 		if r.URL.Path != "/v1/chat/completions" || json.NewDecoder(r.Body).Decode(&req) != nil {
 			http.Error(w, `{"error": {"message": "bad request"}}`, http.StatusBadRequest)
 			return

@@ -156,6 +156,21 @@ var flagBounds = map[string]bound{
 	"process-sample": atLeast(1, maxCount),
 	"width":          atLeast(16, 1000),
 	"height":         atLeast(4, 1000),
+
+	// synth: requests to a model server and the stages' thresholds.
+	"max-tokens":      atLeast(1, maxTokens),
+	"concurrency":     atLeast(1, maxWorkers),
+	"timeout":         above(0, day),
+	"retries":         atLeast(0, 100),
+	"functions":       orMinusOne(1, maxCount), // -1: all
+	"checks":          orMinusOne(1, maxCount), // -1: all
+	"per-instruction": atLeast(1, maxCount),
+	"min-chars":       atLeast(0, 1<<20),
+	"max-chars":       atLeast(1, 1<<20),
+	"min-pass-rate":   bound{lo: 0, hi: 1, hiOpen: true},
+	"min-score":       atLeast(0, 10),
+	"pairs-per-side":  atLeast(1, maxCount),
+	"min-positive":    above(0, 1),
 }
 
 var commandFlagBounds = map[string]bound{
@@ -186,6 +201,11 @@ var commandFlagBounds = map[string]bound{
 	"experiment tinyif --rollout-workers": atLeast(1, maxWorkers),
 	"experiment tinyif --reward-workers":  atLeast(1, maxWorkers),
 	"experiment trainer --max-lag":        orMinusOne(0, maxSteps), // -1 keeps all
+	"synth instructions --temperature":    atLeast(0, 100),         // 0 is greedy
+	"synth functions --temperature":       atLeast(0, 100),
+	"synth backtranslate --temperature":   atLeast(0, 100),
+	"synth responses --temperature":       atLeast(0, 100),
+	"synth judge --temperature":           atLeast(0, 100),
 }
 
 // boundOf returns the bound of flag name of the command at path ("bench transport").

@@ -161,6 +161,18 @@ var sweepAccepted = map[string]string{
 	"bench serve --requests 0":        "0: twice the clients",
 	"bench loop --max-in-flight 0":    "0: one rollout step's prompts",
 	"experiment trainer --max-lag -1": "-1 keeps all pairs (the offline baseline's trainer)",
+
+	"--retries 0":                         "0: fail at the first error",
+	"--functions -1":                      "-1: every function in the prompt",
+	"--checks -1":                         "-1: check every back-translation",
+	"--min-chars 0":                       "0: any non-empty query",
+	"--min-pass-rate 0":                   "0: any response one function accepts, as the reference",
+	"--min-score 0":                       "0: keep every scored response",
+	"synth instructions --temperature 0":  "0 is greedy decoding",
+	"synth functions --temperature 0":     "0 is greedy decoding",
+	"synth backtranslate --temperature 0": "0 is greedy decoding",
+	"synth responses --temperature 0":     "0 is greedy decoding",
+	"synth judge --temperature 0":         "0 is greedy decoding",
 }
 
 // accepted says whether the sweep's value v (index i of sweepValues) of f is accepted.

@@ -68,6 +68,7 @@ func newApp() *cli.App {
 		runCommand(),
 		natsCommand(),
 		rewardCommand(),
+		synthCommand(),
 		rolloutCommand(),
 		trainCommand(),
 		modelCommand(),
