@@ -14,7 +14,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # times faster than gonum's pure-Go kernels. `make GOTAGS=` builds without it.
 GOTAGS ?= openblas
 
-.PHONY: all build test run bench lint deps fuzz race purego docs clean
+.PHONY: all build test run bench lint deps fuzz race purego fullgoldens docs clean
 
 all: build
 
@@ -51,6 +51,20 @@ race:
 # The trainer in the pure-Go build (`make GOTAGS=`: gonum's kernels, no OpenBLAS or cgo).
 purego:
 	$(GO) test -count=1 -timeout 10m ./trainer
+
+# Punkt and langdetect against NLTK 3.8 and langdetect 1.0.9 on every IFEval response, not the
+# sample bundled in testdata/: scripts/nlp_goldens.py --full writes the goldens (a few minutes)
+# from the reference data in SHARED_DATA (its nltk/punkt pickle and ifeval/ responses), and the
+# tests behind the fullgoldens build tag compare. Not part of `make test`.
+SHARED_DATA ?= ../shared/data
+fullgoldens:
+	@test -f "$(SHARED_DATA)/nltk/punkt/english.pickle" || { echo "fullgoldens: $(SHARED_DATA)/nltk/punkt/english.pickle not found: set SHARED_DATA to the reference data" >&2; exit 1; }
+	@bash scripts/ensure_deps.sh python3 python3-nltk python3-langdetect
+	d=$$(mktemp -d /tmp/autoif-goldens-XXXXXX) && trap 'rm -rf "$$d"' EXIT && \
+	(cd "$$d" && /usr/bin/python3 "$(CURDIR)/scripts/nlp_goldens.py" --full --data "$(abspath $(SHARED_DATA))" \
+		--punkt-out "$$d/punkt.jsonl.gz" --langdetect-out "$$d/langdetect.jsonl.gz") && \
+	PUNKT_FULL_GOLDENS="$$d/punkt.jsonl.gz" LANGDETECT_FULL_GOLDENS="$$d/langdetect.jsonl.gz" \
+		$(GO) test -tags "$(GOTAGS) fullgoldens" -count=1 -v -run '^TestFullGoldens$$' ./punkt ./langdetect
 
 # Each fuzz target for FUZZTIME inputs: the payload decoder, the safetensors header parser,
 # the tokenizer round trip, Punkt's sentence and word tokenizers, langdetect, and the IFEval

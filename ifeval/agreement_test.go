@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/autoif/autoif/internal/ifevaldata"
 )
 
 func readOfficial(t *testing.T, path string) []Output {
 	t.Helper()
-	f, err := os.Open(path)
+	f, err := ifevaldata.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +124,7 @@ type tally struct {
 func (ta *tally) checkAgreement(t *testing.T, inputs []Input, path string, mode Mode) {
 	t.Helper()
 	agree, total, diffs := agreement(t, inputs, readOfficial(t, path), mode)
-	file := filepath.Base(path)
+	file := strings.TrimSuffix(filepath.Base(path), ".gz")
 	for _, d := range diffs {
 		id := strings.TrimPrefix(d.id, "en:")
 		reason, ok := knownDifference(file, d)
@@ -171,20 +173,23 @@ func TestAgreesWithOfficialGPT4Outputs(t *testing.T) {
 	ta.done(t, []string{"eval_results_strict_gpt4.jsonl", "eval_results_loose_gpt4.jsonl"})
 }
 
-// sharedIFEval is the reference data outside the repository (absent in a public clone).
-const sharedIFEval = "../../shared/data/ifeval"
-
+// The 17 models' strict outputs (M-IFEval's English run, checked against the older key-2785
+// prompt) are bundled gzipped: testdata/PROVENANCE.md.
 func TestAgreesWith17ModelsStrictOutputs(t *testing.T) {
-	dir := filepath.Join(sharedIFEval, "strict_results")
-	inputPath := filepath.Join(dir, "en_input_data_MIFEVAL_old2785.jsonl")
-	if _, err := os.Stat(inputPath); err != nil {
-		t.Skipf("reference data %s is absent: %v", inputPath, err)
-	}
-	inputs, err := ReadInputFile(inputPath)
+	dir, err := ifevaldata.Dir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.eval_results_strict.jsonl"))
+	f, err := ifevaldata.Open(ifevaldata.StrictInputFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	inputs, err := ReadInputs(f, ifevaldata.StrictInputFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := ifevaldata.StrictResultFiles(dir)
 	if err != nil || len(files) != 17 {
 		t.Fatalf("want the 17 models' strict outputs in %s, found %d (%v)", dir, len(files), err)
 	}
@@ -192,7 +197,7 @@ func TestAgreesWith17ModelsStrictOutputs(t *testing.T) {
 	var names []string
 	for _, f := range files {
 		ta.checkAgreement(t, inputs, f, Strict)
-		names = append(names, filepath.Base(f))
+		names = append(names, strings.TrimSuffix(filepath.Base(f), ".gz"))
 	}
 	ta.done(t, names)
 }

@@ -147,19 +147,6 @@ func TestProbabilitiesMatchLangdetectGoldens(t *testing.T) {
 	}
 }
 
-// TestFullGoldens compares against langdetect on every IFEval response, written by
-// `scripts/nlp_goldens.py --full` (not kept in testdata). Set LANGDETECT_FULL_GOLDENS to the
-// file to run it.
-func TestFullGoldens(t *testing.T) {
-	path := os.Getenv("LANGDETECT_FULL_GOLDENS")
-	if path == "" {
-		t.Skip("LANGDETECT_FULL_GOLDENS not set (scripts/nlp_goldens.py --full writes the file)")
-	}
-	gs := readGoldens(t, path)
-	bad := agreement(t, gs)
-	t.Logf("%d texts: Detect equals langdetect on %d", len(gs), len(gs)-bad)
-}
-
 func trunc(s string) string {
 	if len(s) > 200 {
 		return s[:200] + "…"

@@ -10,9 +10,9 @@ import (
 // strict_results models) follow from Punkt's sentence count alone, so every one must come
 // out the same.
 func TestOfficialSentenceCountVerdicts(t *testing.T) {
-	dir := ifevaldata.Dir()
-	if dir == "" {
-		t.Skip("official IFEval results not found: ../shared/data/ifeval (or $AUTOIF_SHARED_DATA/ifeval) is absent")
+	dir, err := ifevaldata.Dir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	vs, err := ifevaldata.StrictVerdicts(dir, "length_constraints:number_sentences")
 	if err != nil {

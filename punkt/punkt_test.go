@@ -94,31 +94,3 @@ func trunc(s string) string {
 	}
 	return s
 }
-
-// TestFullGoldens compares against goldens for every IFEval response, written by
-// `scripts/nlp_goldens.py --full` (about 10 MB, so not kept in testdata). Set
-// PUNKT_FULL_GOLDENS to the file to run it.
-func TestFullGoldens(t *testing.T) {
-	path := os.Getenv("PUNKT_FULL_GOLDENS")
-	if path == "" {
-		t.Skip("PUNKT_FULL_GOLDENS not set (scripts/nlp_goldens.py --full writes the file)")
-	}
-	gs := readGoldens(t, path)
-	tok := English()
-	badS, badW := 0, 0
-	for i, g := range gs {
-		if got := nonNil(tok.Sentences(g.Text)); !reflect.DeepEqual(got, nonNil(g.Sentences)) {
-			badS++
-			if badS <= 3 {
-				t.Errorf("sentences %d %q:\n got %q\nwant %q", i, trunc(g.Text), got, g.Sentences)
-			}
-		}
-		if got := nonNil(WordTokenize(g.Text)); !reflect.DeepEqual(got, nonNil(g.Words)) {
-			badW++
-			if badW <= 3 {
-				t.Errorf("words %d %q:\n got %q\nwant %q", i, trunc(g.Text), got, g.Words)
-			}
-		}
-	}
-	t.Logf("%d texts: Sentences equal on %d, WordTokenize equal on %d", len(gs), len(gs)-badS, len(gs)-badW)
-}

@@ -2,11 +2,14 @@ package reward
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -89,22 +92,30 @@ func readAutoIFRows(t *testing.T, path string) []autoifRow {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		z, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		r = z
+	}
 	var rows []autoifRow
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 1<<24)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
 		}
-		var r autoifRow
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		var row autoifRow
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if r.Source == "" {
-			r.Source = filepath.Base(path)
-			r.Line = len(rows) + 1
+		if row.Source == "" {
+			row.Source = strings.TrimSuffix(filepath.Base(path), ".gz")
+			row.Line = len(rows) + 1
 		}
-		rows = append(rows, r)
+		rows = append(rows, row)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
@@ -230,18 +241,15 @@ func TestReturnPoliciesOnAutoIFSample(t *testing.T) {
 	checkAgainstReference(t, readAutoIFRows(t, filepath.Join("testdata", "autoif_returns.jsonl")))
 }
 
+// Every row of the two AutoIF sample files with functions and responses (bundled gzipped:
+// testdata/PROVENANCE.md).
 func TestReturnPoliciesOnAutoIFData(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "data", "autoif")
-	var rows []autoifRow
-	for _, name := range []string{"dpo_query_w_funcs.jsonl", "query_rft.jsonl"} {
-		path := filepath.Join(dir, name)
-		if _, err := os.Stat(path); err != nil {
-			t.Skipf("AutoIF reference data not found (%s); the sample in testdata/ covers a part of it", path)
-		}
-		rows = append(rows, readAutoIFRows(t, path)...)
-	}
 	if testing.Short() {
 		t.Skip("-short: the full AutoIF data takes a while; TestReturnPoliciesOnAutoIFSample covers a sample")
+	}
+	var rows []autoifRow
+	for _, name := range []string{"dpo_query_w_funcs.jsonl.gz", "query_rft.jsonl.gz"} {
+		rows = append(rows, readAutoIFRows(t, filepath.Join("testdata", "autoif", name))...)
 	}
 	checkAgainstReference(t, rows)
 }

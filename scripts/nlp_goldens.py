@@ -11,7 +11,8 @@ without an nltk/ subfolder:
 The corpus is hand-written edge cases, IFEval responses (GPT-4 and the 17 strict_results
 models) sampled with a fixed seed, single paragraphs cut from them, and random strings of the
 characters and tokens the ported regular expressions treat specially. --full writes
-the outputs for every response instead (for a one-off measurement, not for testdata).
+the outputs for every response instead (`make fullgoldens` writes them and compares; not for
+testdata).
 
 Punkt is the model the official checker loads (nltk:tokenizers/punkt/english.pickle); the
 pickle is copied into a temporary NLTK_DATA so the machine's own nltk_data plays no part.

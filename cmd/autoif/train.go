@@ -1,21 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
-	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -396,54 +389,21 @@ func runBenchTrain(c *cli.Context) error {
 	if !c.Bool("no-torch") {
 		py, why = torchref.FindPython(c.Context, c.String("python"))
 	}
-	var best trainer.BenchResult
-	bestCPU := 0.0
-	torchStep, torchCPU, torchRSS := 0.0, 0.0, 0.0
-	// Go and torch alternate round by round and each keeps its best, so both meet the same
-	// background load on this shared machine. They never overlap: a Go round loads its own
-	// trainer and hands its memory back to the OS before torch starts, so each side's peak RSS
-	// is its own and the two never add up.
-	var prof *os.File
+	to := trainer.TorchBenchOptions{Dir: dir, Bench: bo, Threads: threads, Rounds: rounds, TorchMicroBatch: torchMB, Python: py, Progress: out}
 	if path := c.String("cpuprofile"); path != "" {
-		if prof, err = os.Create(path); err != nil {
+		prof, err := os.Create(path)
+		if err != nil {
 			return err
 		}
 		defer prof.Close()
+		to.CPUProfile = prof
 	}
-	for round := 1; round <= rounds; round++ {
-		r, rss, err := benchGoRound(dir, bo, prof)
-		prof = nil // one profile: the first round (warm-up step included)
-		if err != nil {
-			return err
-		}
-		if best.StepSeconds == 0 || r.StepSeconds < best.StepSeconds {
-			best = r
-		}
-		if bestCPU == 0 || r.StepCPUSeconds < bestCPU {
-			bestCPU = r.StepCPUSeconds
-		}
-		fmt.Fprintf(out, "round %d go:    %.3fs/step (%.3f CPU-s; reference forward %.3fs), %.3f pairs/s, %.1f GFLOP/s; RSS after the round %.0f MB\n",
-			round, r.StepSeconds, r.StepCPUSeconds, r.RefSeconds, r.PairsPerS, r.GFLOPs, rss)
-		if py == "" {
-			continue
-		}
-		ts, tc, rss, err := runTorchTrainBench(c, py, dir, threads, bo, torchMB)
-		if err != nil {
-			return fmt.Errorf("torch baseline: %w", err)
-		}
-		if torchStep == 0 || ts < torchStep {
-			torchStep = ts
-		}
-		if torchCPU == 0 || tc < torchCPU {
-			torchCPU = tc
-		}
-		torchRSS = max(torchRSS, rss)
-		fmt.Fprintf(out, "round %d torch: %.3fs/step (%.3f CPU-s), %.3f pairs/s, peak RSS %.0f MB\n", round, ts, tc, float64(bo.PairsPerStep)/ts, rss)
+	r, err := trainer.BenchAgainstTorch(c.Context, to)
+	if err != nil {
+		return err
 	}
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // this process only: torch is a child
-	peakRSS := float64(ru.Maxrss) / 1024            // KiB on Linux
-	peak := trainer.MatmulPeakGFLOPs(1024, time.Second)
+	best, bestCPU, peakRSS, peak := r.Go, r.GoStepCPUSeconds, r.GoPeakRSSMB, r.PeakGFLOPs
+	torchStep, torchCPU, torchRSS := r.TorchStepSeconds, r.TorchStepCPUSeconds, r.TorchPeakRSSMB
 	res := map[string]any{
 		"mode": bo.Mode, "grad_checkpoint": bo.GradCheckpoint, "lora_rank": c.Int("lora-rank"),
 		"threads": threads, "parameters": cfg.NumParams(), "pairs": bo.PairsPerStep, "prompt_len": bo.PromptLen,
@@ -476,86 +436,4 @@ func runBenchTrain(c *cli.Context) error {
 			tp, torchRSS, best.PairsPerS/tp, torchCPU/bestCPU, peakRSS/torchRSS)
 	}
 	return printModelJSON(out, res)
-}
-
-// benchGoRound loads the checkpoint, times one bench Run (profiled into prof when set), and
-// returns the trainer's memory to the OS; rssMB is the process's resident set after that.
-func benchGoRound(dir string, bo trainer.BenchOptions, prof *os.File) (r trainer.BenchResult, rssMB float64, err error) {
-	r, err = func() (trainer.BenchResult, error) {
-		load := model.Load
-		if bo.LoRA != nil {
-			// The frozen base as stored: a BF16 checkpoint stays BF16.
-			load = func(dir string) (*model.Weights, error) { return model.LoadWeights(dir, model.LoadOptions{}) }
-		}
-		w, err := load(dir)
-		if err != nil {
-			return trainer.BenchResult{}, err
-		}
-		bench, err := trainer.NewBench(w, bo)
-		if err != nil {
-			return trainer.BenchResult{}, err
-		}
-		defer bench.Close()
-		if prof != nil {
-			if err := pprof.StartCPUProfile(prof); err != nil {
-				return trainer.BenchResult{}, err
-			}
-			defer pprof.StopCPUProfile()
-		}
-		return bench.Run()
-	}()
-	debug.FreeOSMemory()
-	return r, residentMB(), err
-}
-
-// residentMB is the process's resident set now (VmRSS), 0 where /proc is not there.
-func residentMB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// runTorchTrainBench runs scripts/torch_train_bench.py on the same checkpoint and shapes and
-// returns its best step time, best step CPU time and peak RSS in MB (the child's maximum
-// resident set, as the kernel counted it).
-func runTorchTrainBench(c *cli.Context, py, dir string, threads int, bo trainer.BenchOptions, microBatch int) (float64, float64, float64, error) {
-	script, err := torchref.Script("torch_train_bench.py")
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	cmd := exec.CommandContext(c.Context, py, script, "--model", dir, "--pairs", strconv.Itoa(bo.PairsPerStep),
-		"--prompt-len", strconv.Itoa(bo.PromptLen), "--response-len", strconv.Itoa(bo.ResponseLen),
-		"--steps", strconv.Itoa(bo.Steps), "--threads", strconv.Itoa(threads), "--seed", strconv.FormatUint(bo.Seed, 10),
-		"--micro-batch", strconv.Itoa(microBatch))
-	if bo.LoRA != nil {
-		cmd.Args = append(cmd.Args, "--lora-rank", strconv.Itoa(bo.LoRA.Rank), "--lora-alpha", strconv.FormatFloat(bo.LoRA.Alpha, 'g', -1, 64))
-	}
-	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE", fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("%s %s: %w: %s", py, script, err, strings.TrimSpace(stderr.String()))
-	}
-	var rss float64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss) / 1024 // KiB
-	}
-	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
-	var r struct {
-		StepS    float64 `json:"step_s"`
-		StepCPUS float64 `json:"step_cpu_s"`
-	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.StepS <= 0 {
-		return 0, 0, 0, fmt.Errorf("%s: last line %q: %v", script, lines[len(lines)-1], err)
-	}
-	return r.StepS, r.StepCPUS, rss, nil
 }

@@ -1,14 +1,17 @@
-// Package ifevaldata reads the official IFEval verdicts in the project's reference data
-// (../shared/data/ifeval): the GPT-4 strict results of google-research's
-// instruction_following_eval and the 17 models' strict_results, with the kwargs of each
-// instruction from the matching input data. Tests of the ports the checker depends on
-// (punkt, langdetect) compare their answers with these verdicts.
+// Package ifevaldata reads the official IFEval verdicts bundled in ifeval/testdata: the
+// GPT-4 strict results of google-research's instruction_following_eval and the 17 models'
+// strict_results (gzipped), with the kwargs of each instruction from the matching input data.
+// Tests of the ports the checker depends on (punkt, langdetect, ifeval) compare their answers
+// with these verdicts.
 package ifevaldata
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,26 +20,68 @@ import (
 
 // Verdict is the official checker's strict-mode verdict on one instruction of one response.
 type Verdict struct {
-	Source   string // results file name
+	Source   string // results file name, without .gz
 	Key      int    // the prompt's key in the input data
 	Response string
 	Kwargs   map[string]any
 	Followed bool
 }
 
-// Dir returns the reference data directory: $AUTOIF_SHARED_DATA, or shared/data next to the
-// repository or inside the checkout, seen from a package directory. It returns "" when none
-// holds ifeval/.
-func Dir() string {
-	for _, root := range []string{os.Getenv("AUTOIF_SHARED_DATA"), "../../shared/data", "../shared/data"} {
-		if root == "" {
-			continue
+// Dir returns ifeval/testdata of the module that holds the working directory (a package
+// directory, under go test): the official data lives in the package that re-implements the
+// checker, and the ports' tests read it from there.
+func Dir() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			dir := filepath.Join(d, "ifeval", "testdata")
+			if _, err := os.Stat(filepath.Join(dir, "input_data.jsonl")); err != nil {
+				return "", fmt.Errorf("the bundled IFEval data: %w", err)
+			}
+			return dir, nil
 		}
-		if _, err := os.Stat(filepath.Join(root, "ifeval", "input_data.jsonl")); err == nil {
-			return root
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod in %s or above it", wd)
 		}
 	}
-	return ""
+}
+
+// Open opens a data file, decompressing it when its name ends in .gz (the large files are
+// stored gzipped).
+func Open(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil || !strings.HasSuffix(path, ".gz") {
+		return f, err
+	}
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return gzipFile{z, f}, nil
+}
+
+type gzipFile struct {
+	*gzip.Reader
+	f *os.File
+}
+
+func (g gzipFile) Close() error { return errors.Join(g.Reader.Close(), g.f.Close()) }
+
+// StrictResultFiles returns the 17 models' strict_results files under dir, sorted.
+func StrictResultFiles(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "strict_results", "*.eval_results_strict.jsonl.gz"))
+	sort.Strings(files)
+	return files, err
+}
+
+// StrictInputFile is the input data the strict_results were checked against: the older
+// wording of key 2785's prompt.
+func StrictInputFile(dir string) string {
+	return filepath.Join(dir, "strict_results", "en_input_data_MIFEVAL_old2785.jsonl.gz")
 }
 
 type inputRow struct {
@@ -55,17 +100,15 @@ type resultRow struct {
 
 // StrictVerdicts returns every strict-mode verdict on the instruction id (such as
 // "language:response_language"; the strict_results' "en:" prefix is dropped) from the GPT-4
-// results and each strict_results file, in file order.
+// results and each strict_results file under dir (Dir), in file order.
 func StrictVerdicts(dir, id string) ([]Verdict, error) {
-	ifeval := filepath.Join(dir, "ifeval")
-	results, err := filepath.Glob(filepath.Join(ifeval, "strict_results", "*.eval_results_strict.jsonl"))
+	results, err := StrictResultFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(results)
-	sets := [][2]string{{filepath.Join(ifeval, "official_gpt4", "eval_results_strict_gpt4.jsonl"), filepath.Join(ifeval, "input_data.jsonl")}}
+	sets := [][2]string{{filepath.Join(dir, "official_gpt4", "eval_results_strict_gpt4.jsonl"), filepath.Join(dir, "input_data.jsonl")}}
 	for _, r := range results {
-		sets = append(sets, [2]string{r, filepath.Join(ifeval, "strict_results", "en_input_data_MIFEVAL_old2785.jsonl")})
+		sets = append(sets, [2]string{r, StrictInputFile(dir)})
 	}
 	var out []Verdict
 	for _, s := range sets {
@@ -83,7 +126,7 @@ func StrictVerdicts(dir, id string) ([]Verdict, error) {
 			for i, got := range r.InstructionIDList {
 				if strings.TrimPrefix(got, "en:") == id {
 					out = append(out, Verdict{
-						Source: filepath.Base(s[0]), Key: in.Key, Response: r.Response,
+						Source: strings.TrimSuffix(filepath.Base(s[0]), ".gz"), Key: in.Key, Response: r.Response,
 						Kwargs: in.Kwargs[i], Followed: r.FollowInstructionList[i],
 					})
 				}
@@ -100,7 +143,7 @@ func StrictVerdicts(dir, id string) ([]Verdict, error) {
 }
 
 func readJSONL[T any](path string, each func(T)) error {
-	f, err := os.Open(path)
+	f, err := Open(path)
 	if err != nil {
 		return err
 	}
