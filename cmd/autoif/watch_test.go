@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// lockedBuffer is an output a running command writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var dashboardURL = regexp.MustCompile(`dashboard (http://\S+/)`)
+
+// startWatchedRun starts a short tinyIF run with --http on a free port and returns the
+// dashboard's URL, the run's output and a channel that gets the run's error when it ends.
+func startWatchedRun(t *testing.T, ctx context.Context, steps string, extra ...string) (string, *lockedBuffer, <-chan error) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is needed for the reward sandbox")
+	}
+	modelDir := writeTinyPolicy(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	out := &lockedBuffer{}
+	app := newApp()
+	app.Writer, app.ErrWriter = out, out
+	args := append([]string{"autoif", "--run-dir", dir, "--log-level", "warn", "run", "--memory", "--http", "127.0.0.1:0",
+		"--model", modelDir, "--reward-workers", "1", "--k", "4", "--max-new-tokens", "8",
+		"--rollout-prompts-per-step", "4", "--max-in-flight", "8", "--pairs-per-version", "4", "--batch-size", "4",
+		"--mode", "async", "--max-steps", steps, "--lr", "1e-3", "--flush-every", "200ms"}, extra...)
+	done := make(chan error, 1)
+	go func() { done <- app.RunContext(ctx, args) }()
+	for {
+		if m := dashboardURL.FindStringSubmatch(out.String()); m != nil {
+			return m[1], out, done
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run ended before announcing its dashboard: %v\n%s", err, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// A Prometheus scrape of a run's /metrics parses with the official text parser, and the
+// step counter rises as the trainer publishes versions.
+func TestRunServesPrometheusMetricsWhileItTrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model and starts Python reward workers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	url, out, done := startWatchedRun(t, ctx, "4")
+	var steps []float64
+	var last []byte
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			running = false
+			continue
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err := http.Get(url + "metrics")
+		if err != nil {
+			continue // the run just ended and closed its listener
+		}
+		var body bytes.Buffer
+		_, err = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		p := expfmt.NewTextParser(model.LegacyValidation)
+		fams, err := p.TextToMetricFamilies(bytes.NewReader(body.Bytes()))
+		if err != nil {
+			t.Fatalf("/metrics does not parse: %v\n%s", err, body.String())
+		}
+		last = body.Bytes()
+		if f := fams["autoif_run_steps_total"]; f != nil {
+			v := f.GetMetric()[0].GetCounter().GetValue()
+			if len(steps) == 0 || v != steps[len(steps)-1] {
+				steps = append(steps, v)
+			}
+		}
+	}
+	t.Logf("autoif_run_steps_total during the run: %v", steps)
+	if len(steps) < 2 {
+		t.Fatalf("autoif_run_steps_total took the values %v during the run: want it seen rising\n%s", steps, out.String())
+	}
+	for i := 1; i < len(steps); i++ {
+		if steps[i] < steps[i-1] {
+			t.Fatalf("autoif_run_steps_total went down: %v", steps)
+		}
+	}
+	for _, name := range []string{"autoif_run_pairs_total", "autoif_run_reward_mean", "autoif_run_policy_version",
+		"autoif_run_trainer_step_seconds_bucket", "autoif_run_sandbox_evaluations_total", "autoif_run_dpo{"} {
+		if !bytes.Contains(last, []byte(name)) {
+			t.Errorf("the last scrape has no %s:\n%s", name, last)
+		}
+	}
+	if promtool, err := exec.LookPath("promtool"); err != nil {
+		t.Log("promtool is not installed (Debian package prometheus): the lint check is skipped")
+	} else {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(last)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, b)
+		}
+	}
+	if !strings.Contains(out.String(), "Prometheus metrics: "+url+"metrics") {
+		t.Errorf("the run did not print where its metrics are:\n%s", out.String())
+	}
+}
