@@ -75,6 +75,8 @@ func newApp() *cli.App {
 		evalCommand(),
 		serveCommand(),
 		curvesCommand(),
+		dashboardCommand(),
+		exportCommand(),
 		experimentCommand(),
 		benchCommand(),
 		versionCommand(),

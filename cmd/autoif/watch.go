@@ -4,17 +4,21 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/autoif/autoif/dashboard"
 	"github.com/autoif/autoif/orchestrator"
+	"github.com/autoif/autoif/tensorboard"
 )
 
 // watchFlags are the ways to follow a run while it trains.
 func watchFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "http", Usage: "serve a live dashboard (GET /) and Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:8080 (port 0 picks one; off by default)"},
+		&cli.StringFlag{Name: "tensorboard", Usage: "write the run's metrics as TensorBoard event files in this directory as they are recorded (tensorboard --logdir DIR)"},
 	}
 }
 
@@ -22,6 +26,7 @@ func watchFlags() []cli.Flag {
 // feeds them.
 type watch struct {
 	server   *dashboard.Server
+	tb       *tensorboard.Observer
 	observer orchestrator.Observer
 }
 
@@ -33,9 +38,38 @@ func startWatch(ctx context.Context, c *cli.Context, runID string) (*watch, erro
 		if err != nil {
 			return nil, err
 		}
-		w.server, w.observer = srv, hub.Observer(runID)
+		w.server = srv
+		w.observer = hub.Observer(runID)
+	}
+	if dir := c.String("tensorboard"); dir != "" {
+		tb, err := tensorboard.NewObserver(dir)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("--tensorboard: %w", err)
+		}
+		w.tb = tb
+		w.observer = observers{w.observer, tb}
 	}
 	return w, nil
+}
+
+// observers hands each record to several observers, skipping absent ones.
+type observers []orchestrator.Observer
+
+func (obs observers) ObserveMetrics(rows []orchestrator.MetricRow) {
+	for _, o := range obs {
+		if o != nil {
+			o.ObserveMetrics(rows)
+		}
+	}
+}
+
+func (obs observers) ObserveSamples(rows []orchestrator.SampleRow) {
+	for _, o := range obs {
+		if o != nil {
+			o.ObserveSamples(rows)
+		}
+	}
 }
 
 // announce says where the dashboard is.
@@ -43,11 +77,87 @@ func (w *watch) announce(out io.Writer) {
 	if w.server != nil {
 		fmt.Fprintf(out, "dashboard %s  (Prometheus metrics: %smetrics)\n", w.server.URL, w.server.URL)
 	}
+	if w.tb != nil {
+		fmt.Fprintf(out, "tensorboard events %s\n", w.tb.Path())
+	}
 }
 
-func (w *watch) Close() error {
+// Close stops the dashboard and closes the event file; a failed write of the latter is
+// reported, but the run that recorded it has not failed.
+func (w *watch) Close() {
 	if w.server != nil {
-		return w.server.Close()
+		w.server.Close()
 	}
-	return nil
+	if w.tb != nil {
+		if err := w.tb.Close(); err != nil {
+			slog.Warn("tensorboard events", "path", w.tb.Path(), "err", err)
+		}
+	}
+}
+
+func exportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "export",
+		Usage: "write a recorded run in another tool's format",
+		Subcommands: []*cli.Command{{
+			Name:      "tensorboard",
+			Usage:     "write RUN_DIR/metrics.parquet as a TensorBoard event file",
+			ArgsUsage: "RUN_DIR",
+			Description: "Writes the run's scalars (the trainer's under TRL's train/* tags, the orchestrator's\n" +
+				"reward/mean, pairs/s, policy/*, the rollout workers' under rollout/*) as a new\n" +
+				"events.out.tfevents.* file in --out (default RUN_DIR/tensorboard), for tensorboard --logdir.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "out", Usage: "directory for the event file (default RUN_DIR/tensorboard)"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return fmt.Errorf("export tensorboard: want one run directory, got %d arguments %q (flags go before it)", c.NArg(), c.Args().Slice())
+				}
+				dir := c.Args().First()
+				out := c.String("out")
+				if out == "" {
+					out = filepath.Join(dir, "tensorboard")
+				}
+				path, n, err := tensorboard.Export(c.Context, dir, out)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "wrote %d scalars to %s\n", n, path)
+				return nil
+			},
+		}},
+	}
+}
+
+func dashboardCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "dashboard",
+		Usage:     "serve the dashboard and Prometheus metrics of recorded runs, overlaid",
+		ArgsUsage: "RUN_DIR...",
+		Description: "Reads each RUN_DIR's metrics.parquet and samples.parquet and serves the same page as\n" +
+			"`autoif run --http` (curves of every run overlaid, EMA smoothing, recent samples) until\n" +
+			"interrupted. Runs are named by their directories' base names, which must differ.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "http", Value: "127.0.0.1:8080", Usage: "address to serve on (port 0 picks one)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return fmt.Errorf("dashboard: want at least one run directory")
+			}
+			hub := dashboard.NewHub()
+			for _, dir := range c.Args().Slice() {
+				if err := hub.LoadRunDir(c.Context, dir); err != nil {
+					return err
+				}
+			}
+			srv, err := dashboard.Start(c.Context, c.String("http"), hub)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Fprintf(c.App.Writer, "dashboard %s  (Prometheus metrics: %smetrics); Ctrl-C stops\n", srv.URL, srv.URL)
+			<-c.Context.Done()
+			return nil
+		},
+	}
 }

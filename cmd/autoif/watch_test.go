@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -67,14 +69,16 @@ func startWatchedRun(t *testing.T, ctx context.Context, steps string, extra ...s
 }
 
 // A Prometheus scrape of a run's /metrics parses with the official text parser, and the
-// step counter rises as the trainer publishes versions.
-func TestRunServesPrometheusMetricsWhileItTrains(t *testing.T) {
+// step counter rises as the trainer publishes versions; --tensorboard writes the same run as
+// event files an independent reader decodes.
+func TestRunServesPrometheusMetricsAndWritesTensorBoardEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains a model and starts Python reward workers")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	url, out, done := startWatchedRun(t, ctx, "4")
+	tb := filepath.Join(t.TempDir(), "tb")
+	url, out, done := startWatchedRun(t, ctx, "4", "--tensorboard", tb)
 	var steps []float64
 	var last []byte
 	for running := true; running; {
@@ -136,5 +140,31 @@ func TestRunServesPrometheusMetricsWhileItTrains(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Prometheus metrics: "+url+"metrics") {
 		t.Errorf("the run did not print where its metrics are:\n%s", out.String())
+	}
+	// The same run's TensorBoard events, read by the standard-library reader: the trainer's
+	// loss at each of its steps and the orchestrator's reward curve.
+	files, _ := filepath.Glob(filepath.Join(tb, "events.out.tfevents.*"))
+	if len(files) != 1 {
+		t.Fatalf("event files in %s: %v, want one", tb, files)
+	}
+	b, err := exec.Command("python3", filepath.Join("..", "..", "scripts", "read_tfevents.py"), files[0]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("read_tfevents: %v\n%s", err, b)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct {
+			Step int64
+			Tag  string
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("read_tfevents line %q: %v", line, err)
+		}
+		seen[fmt.Sprintf("%s@%d", e.Tag, e.Step)] = true
+	}
+	for _, k := range []string{"train/loss@1", "train/loss@2", "train/loss@3", "train/loss@4", "train/rewards/margins@4", "policy/version@4", "pairs/s@4"} {
+		if !seen[k] {
+			t.Errorf("the run's event file has no %s", k)
+		}
 	}
 }
