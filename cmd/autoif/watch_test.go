@@ -55,7 +55,14 @@ func startWatchedRun(t *testing.T, ctx context.Context, steps string, extra ...s
 		"--rollout-prompts-per-step", "4", "--max-in-flight", "8", "--pairs-per-version", "4", "--batch-size", "4",
 		"--mode", "async", "--max-steps", steps, "--lr", "1e-3", "--flush-every", "200ms"}, extra...)
 	done := make(chan error, 1)
-	go func() { done <- app.RunContext(ctx, args) }()
+	finished := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		done <- app.RunContext(ctx, args)
+		close(finished)
+	}()
+	// A test that fails midway still stops the run before its directories are removed.
+	t.Cleanup(func() { cancel(); <-finished })
 	for {
 		if m := dashboardURL.FindStringSubmatch(out.String()); m != nil {
 			return m[1], out, done

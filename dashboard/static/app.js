@@ -4,7 +4,8 @@
 
 // Each chart draws one line per run (and per label where byLabel). c: the component
 // ("trainer" stands for any trainer process, i.e. neither orchestrator nor rollout); x: step
-// or policy version; agg: the last value at an x, or the mean of those reported there.
+// or policy version; agg: the last value at an x, or the mean of those reported there. raw
+// charts are never smoothed (a counter has no noise to smooth).
 const CHARTS = [
   {id: "reward", title: "reward/mean", lines: [{c: "orchestrator", n: "reward/mean"}]},
   {id: "reward-instruction", title: "reward/mean per instruction (by policy version)", lines: [{c: "rollout", n: "reward/mean", byLabel: true, x: "v", agg: "mean"}]},
@@ -14,7 +15,7 @@ const CHARTS = [
   {id: "accuracies", title: "rewards/accuracies", lines: [{c: "trainer", n: "rewards/accuracies"}]},
   {id: "logps", title: "logps/chosen, logps/rejected", lines: [{c: "trainer", n: "logps/chosen"}, {c: "trainer", n: "logps/rejected"}]},
   {id: "pairs", title: "pairs/s", lines: [{c: "orchestrator", n: "pairs/s"}]},
-  {id: "version", title: "policy/version", lines: [{c: "orchestrator", n: "policy/version"}]},
+  {id: "version", title: "policy/version", raw: true, lines: [{c: "orchestrator", n: "policy/version"}]},
   {id: "lag", title: "policy/lag (versions behind, on arrival)", lines: [{c: "orchestrator", n: "policy/lag"}]},
   {id: "swap", title: "hot-swap latency (s, by policy version)", lines: [{c: "rollout", n: "policy/swap_latency_s", x: "v", agg: "mean"}]},
   {id: "train-step", title: "trainer step time (s)", lines: [{c: "trainer", n: "step_seconds"}]},
@@ -70,7 +71,7 @@ function smooth(ys, w) {
   });
 }
 
-function chartData(spec) {
+function chartData(spec, w = smoothing) {
   const own = [...series.entries()].filter(([, s]) => s.chart === spec.id)
     .sort(([, a], [, b]) => runs.indexOf(a.run) - runs.indexOf(b.run) || a.line - b.line || a.label.localeCompare(b.label));
   const xs = [...new Set(own.flatMap(([, s]) => [...s.pts.keys()]))].sort((a, b) => a - b);
@@ -78,7 +79,7 @@ function chartData(spec) {
   for (const [, s] of own) {
     const agg = spec.lines[s.line].agg === "mean";
     const ys = xs.map(x => { const p = s.pts.get(x); return p ? (agg ? p.sum / p.n : p.last) : null; });
-    data.push(smooth(ys, smoothing));
+    data.push(smooth(ys, spec.raw ? 0 : w));
   }
   return {keys: own.map(([k]) => k), own: own.map(([, s]) => s), data};
 }
@@ -104,8 +105,11 @@ function draw(spec) {
   const {keys, own, data} = chartData(spec);
   ch.el.dataset.points = String(data[0].length);
   ch.el.dataset.smoothing = String(smoothing);
+  // What the page shows, for a person's tools and the browser test: the first line's last
+  // value as drawn and unsmoothed.
   const first = data[1] || [];
   ch.el.dataset.last = first.length ? String(first[first.length - 1]) : "";
+  ch.el.dataset.rawLast = first.length ? String(chartData(spec, 0).data[1].at(-1)) : "";
   if (!own.length) return;
   const sig = keys.join(",") + "|" + runs.length;
   if (ch.plot && ch.keys === sig) { ch.plot.setData(data); return; }
@@ -117,7 +121,9 @@ function draw(spec) {
   const opts = {
     width: Math.max(ch.el.clientWidth - 12, 300), height: 200,
     scales: {x: {time: false}},
-    axes: [{label: xLabel, labelSize: 18, size: 34}, {size: 56}],
+    // Steps and versions are whole numbers: no ticks between them.
+    axes: [{label: xLabel, labelSize: 18, size: 34, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]},
+      {size: 60, values: (u, vals) => vals.map(v => +v.toPrecision(4))}],
     series: [{label: xLabel}, ...own.map((s, i) => ({
       label: seriesName(spec, s), stroke: COLORS[(spec.lines.length > 1 || s.label ? i : runs.indexOf(s.run)) % COLORS.length],
       width: 1.5, spanGaps: true, points: {show: data[0].length < 40},
