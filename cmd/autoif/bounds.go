@@ -185,7 +185,8 @@ var commandFlagBounds = map[string]bound{
 	"bench train --pairs":                 atLeast(1, 1<<16),
 	"experiment tinyif --rollout-workers": atLeast(1, maxWorkers),
 	"experiment tinyif --reward-workers":  atLeast(1, maxWorkers),
-	"experiment trainer --max-lag":        orMinusOne(0, maxSteps), // -1 keeps all
+	"experiment trainer --max-lag":        orMinusOne(0, maxSteps),      // -1 keeps all
+	"curves --smooth":                     {lo: 0, hi: 1, hiOpen: true}, // an EMA weight; 0: raw
 }
 
 // boundOf returns the bound of flag name of the command at path ("bench transport").

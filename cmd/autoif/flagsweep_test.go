@@ -161,6 +161,7 @@ var sweepAccepted = map[string]string{
 	"bench serve --requests 0":        "0: twice the clients",
 	"bench loop --max-in-flight 0":    "0: one rollout step's prompts",
 	"experiment trainer --max-lag -1": "-1 keeps all pairs (the offline baseline's trainer)",
+	"curves --smooth 0":               "0: raw curves",
 }
 
 // accepted says whether the sweep's value v (index i of sweepValues) of f is accepted.
