@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
+	"github.com/autoif/autoif/proto"
 )
 
 func row(c string, step int64, name string, v float64, label string) orchestrator.MetricRow {
@@ -170,5 +173,63 @@ func TestASlowFollowerIsDroppedNotWaitedFor(t *testing.T) {
 	}
 	if n != cap(ch) {
 		t.Fatalf("the dropped follower got %d messages before its channel closed, want the %d it had room for", n, cap(ch))
+	}
+}
+
+// A dashboard on another machine follows a run through its metrics stream: batches stored
+// before it started and after both reach the page, their policy version from the header.
+func TestFollowReadsARunsMetricsStream(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus, err := natsbus.Connect(ctx, natsbus.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	run, err := proto.NewRun("watched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := natsbus.EnsureRun(ctx, bus.JS, run, natsbus.RunOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(step int64, v float64) {
+		msg, err := proto.MetricEvents.Msg(run.Metrics(), fmt.Sprint("m", step), []proto.MetricEvent{
+			{Time: time.Now(), Component: orchestrator.Component, Step: step, Name: "reward/mean", Value: v}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Header.Set(proto.HeaderPolicyVersion, fmt.Sprint(step))
+		if _, err := bus.JS.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1, 0.25)
+	hub := NewHub()
+	_, ch, _ := hub.subscribe()
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- hub.Follow(fctx, res.Metrics, "watched") }()
+	publish(2, 0.5)
+	var got []Point
+	for len(got) < 2 {
+		select {
+		case data := <-ch:
+			var m message
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m.Points...)
+		case <-ctx.Done():
+			t.Fatalf("followed points %+v: want both steps", got)
+		}
+	}
+	if got[0].Step != 1 || got[0].Value != 0.25 || got[1].Step != 2 || got[1].Version != 2 || got[1].Run != "watched" {
+		t.Fatalf("followed points %+v", got)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Follow after its context ended: %v", err)
 	}
 }

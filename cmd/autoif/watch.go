@@ -132,17 +132,21 @@ func exportCommand() *cli.Command {
 func dashboardCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "dashboard",
-		Usage:     "serve the dashboard and Prometheus metrics of recorded runs, overlaid",
-		ArgsUsage: "RUN_DIR...",
+		Usage:     "serve the dashboard and Prometheus metrics of recorded runs, overlaid, or of a live run on a NATS bus",
+		ArgsUsage: "[RUN_DIR...]",
 		Description: "Reads each RUN_DIR's metrics.parquet and samples.parquet and serves the same page as\n" +
 			"`autoif run --http` (curves of every run overlaid, EMA smoothing, recent samples) until\n" +
-			"interrupted. Runs are named by their directories' base names, which must differ.",
+			"interrupted. Runs are named by their directories' base names, which must differ.\n" +
+			"With --nats URL it also follows the run --run live through its metrics stream (a run on\n" +
+			"another machine): its curves, from the run's start, but no samples (those are assembled by\n" +
+			"the run's orchestrator; `autoif run --http` shows them).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "http", Value: "127.0.0.1:8080", Usage: "address to serve on (port 0 picks one)"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() == 0 {
-				return fmt.Errorf("dashboard: want at least one run directory")
+			live := c.String(flagNATS) != ""
+			if c.NArg() == 0 && !live {
+				return fmt.Errorf("dashboard: want run directories, or --nats URL --run ID for a live run")
 			}
 			hub := dashboard.NewHub()
 			for _, dir := range c.Args().Slice() {
@@ -150,12 +154,32 @@ func dashboardCommand() *cli.Command {
 					return err
 				}
 			}
+			follow := func() error { return nil }
+			if live {
+				run, err := runFromFlags(c)
+				if err != nil {
+					return err
+				}
+				bus, err := connectBus(c.Context, c, "dashboard")
+				if err != nil {
+					return err
+				}
+				defer bus.Close()
+				stream, err := bus.JS.Stream(c.Context, run.MetricsStream())
+				if err != nil {
+					return fmt.Errorf("dashboard: run %s on %s: %w", run.ID, bus.URL(), err)
+				}
+				follow = func() error { return hub.Follow(c.Context, stream, run.ID) }
+			}
 			srv, err := dashboard.Start(c.Context, c.String("http"), hub)
 			if err != nil {
 				return err
 			}
 			defer srv.Close()
 			fmt.Fprintf(c.App.Writer, "dashboard %s  (Prometheus metrics: %smetrics); Ctrl-C stops\n", srv.URL, srv.URL)
+			if err := follow(); err != nil {
+				return err
+			}
 			<-c.Context.Done()
 			return nil
 		},
