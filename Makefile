@@ -44,11 +44,11 @@ test: deps lint
 	$(MAKE) purego
 
 # The packages whose goroutines share state, under the race detector: the bus, the
-# orchestrator, the rollout workers, the reward pool and service, and the trainer's stream
+# orchestrator, the rollout workers, the reward pool and service, the dashboard, and the trainer's stream
 # path (its other tests are single-threaded kernels, slow under -race).
 RACE_TRAINER_TESTS ?= Stream|Stale
 race:
-	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward
+	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward ./dashboard
 	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 10m -run '$(RACE_TRAINER_TESTS)' ./trainer
 
 # The trainer in the pure-Go build (`make GOTAGS=`: gonum's kernels, no OpenBLAS or cgo).
