@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/autoif/autoif/orchestrator"
 )
 
 // lockedBuffer is an output a running command writes while the test reads it.
@@ -173,5 +176,66 @@ func TestRunServesPrometheusMetricsAndWritesTensorBoardEvents(t *testing.T) {
 		if !seen[k] {
 			t.Errorf("the run's event file has no %s", k)
 		}
+	}
+}
+
+// `autoif dashboard` serves recorded runs until interrupted; `autoif export tensorboard`
+// writes one as an event file. Both read the run directory's files only.
+func TestDashboardAndExportServeRecordedRuns(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "finished")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rows := []orchestrator.MetricRow{{Time: time.Now(), Component: orchestrator.Component, Step: 1, Name: "reward/mean", Value: 0.375},
+		{Time: time.Now(), Component: "trainer", Step: 1, Name: "loss", Value: 0.69}}
+	if err := orchestrator.WriteMetrics(filepath.Join(dir, orchestrator.MetricsFile), rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := orchestrator.WriteSamples(filepath.Join(dir, orchestrator.SamplesFile), nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out := &lockedBuffer{}
+	app := newApp()
+	app.Writer, app.ErrWriter = out, out
+	done := make(chan error, 1)
+	go func() { done <- app.RunContext(ctx, []string{"autoif", "dashboard", "--http", "127.0.0.1:0", dir}) }()
+	var url string
+	for url == "" {
+		if m := dashboardURL.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("dashboard ended: %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	resp, err := http.Get(url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(body.String(), `autoif_run_reward_mean{run="finished"} 0.375`) {
+		t.Errorf("/metrics of the recorded run:\n%s", body.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("dashboard after an interrupt: %v", err)
+	}
+
+	app = newApp()
+	var eout bytes.Buffer
+	app.Writer, app.ErrWriter = &eout, &eout
+	if err := app.Run([]string{"autoif", "export", "tensorboard", dir}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "tensorboard", "events.out.tfevents.*"))
+	if len(files) != 1 || !strings.Contains(eout.String(), "wrote 2 scalars to "+files[0]) {
+		t.Errorf("export wrote %v and said %q, want one event file of 2 scalars", files, eout.String())
 	}
 }
