@@ -1,6 +1,8 @@
 package orchestrator
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -78,5 +80,34 @@ func TestAnObserverSeesTheMetricsAndTheSamplesOfEachClosedStep(t *testing.T) {
 	i := findMetric(obs.metrics, Component, 1, MetricRewardMean)
 	if obs.metrics[i].Value != 0.5 {
 		t.Errorf("step 1 reward/mean %g, want 0.5 (scores 0, 1, 0, 1)", obs.metrics[i].Value)
+	}
+}
+
+// An observer of a resumed run starts with what the earlier process recorded, each row
+// once: the dashboard of a run that was stopped and continued shows the whole run.
+func TestAnObserverOfAResumedRunSeesTheEarlierRowsOnce(t *testing.T) {
+	r := newTestRun(t)
+	cfg := r.config(ModeAsync, 1)
+	stop, _ := r.start(cfg, testSet(5))
+	r.publishMetrics("m1", 0, trainerEvents(1, 0.5, 1)...)
+	r.eventually("metrics flushed", func() bool {
+		rows, _ := ReadMetrics(context.Background(), filepath.Join(r.dir, MetricsFile))
+		return len(rows) == 3
+	})
+	if _, err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	obs := &recordingObserver{}
+	r.observer = obs
+	stop, _ = r.start(cfg, testSet(5))
+	r.publishMetrics("m2", 0, trainerEvents(2, 0.4, 1)...)
+	r.eventually("step 2's metrics", func() bool { return obs.has("trainer", 2, "loss") })
+	if _, err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.metrics) != 6 || obs.metrics[0].Step != 1 || obs.metrics[3].Step != 2 {
+		t.Fatalf("observer saw %d rows %+v, want step 1's 3 recorded rows then step 2's 3", len(obs.metrics), obs.metrics)
 	}
 }

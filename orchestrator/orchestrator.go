@@ -54,7 +54,8 @@ type Observer interface {
 	// ObserveMetrics gets each metrics batch as it is recorded, the orchestrator's own step
 	// metrics included.
 	ObserveMetrics(rows []MetricRow)
-	// ObserveSamples gets the sample rows of a step when the step closes.
+	// ObserveSamples gets the sample rows of a step when the step closes. A resumed run
+	// first passes both what its earlier processes recorded.
 	ObserveSamples(rows []SampleRow)
 }
 
@@ -235,6 +236,12 @@ func (orc *Orchestrator) Run(ctx context.Context) (Summary, error) {
 	r := orc.rec.st
 	if err := orc.checkStreams(ctx); err != nil {
 		return Summary{}, err
+	}
+	if o := orc.o.Observer; o != nil && (len(orc.rec.metrics) > 0 || len(orc.rec.samples) > 0) {
+		// A resumed run's observer starts from what the earlier processes recorded, so its
+		// curves and counters cover the whole run, each row once.
+		o.ObserveMetrics(orc.rec.metrics)
+		o.ObserveSamples(orc.rec.samples)
 	}
 	spawn(func(ctx context.Context, out chan<- event) error {
 		return readStream(ctx, orc.res.Metrics, proto.MetricEvents, r.MetricsNext, "metrics", out,
