@@ -100,8 +100,9 @@ func xTicks(p Panel, b bounds, n int) ([]float64, float64) {
 		}
 	}
 	step := tickStep(b.x0, b.x1, n)
-	if integral && step < 1 {
-		step = 1
+	if integral {
+		// 2.5 steps between ticks would label half steps.
+		step = max(math.Floor(step), 1)
 	}
 	var ticks []float64
 	for i := math.Ceil(b.x0/step - 1e-9); i*step <= b.x1+1e-9; i++ {

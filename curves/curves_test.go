@@ -160,3 +160,22 @@ func TestSmoothIsTensorBoardsDebiasedEMA(t *testing.T) {
 		t.Error("weight 0 copied the points: it should leave them as they are")
 	}
 }
+
+// Steps are whole numbers: an axis of steps never labels a half step, whatever its width.
+func TestStepAxesLabelWholeSteps(t *testing.T) {
+	for _, last := range []float64{3, 12, 17, 24, 130} {
+		var pts []Point
+		for x := 1.0; x <= last; x++ {
+			pts = append(pts, Point{x, x})
+		}
+		p := Panel{Series: []Series{{Points: pts}}}
+		for _, n := range []int{6, 7} {
+			ticks, _ := xTicks(p, panelBounds(p), n)
+			for _, v := range ticks {
+				if v != math.Trunc(v) {
+					t.Errorf("steps 1..%g, %d ticks: tick %g", last, n, v)
+				}
+			}
+		}
+	}
+}
