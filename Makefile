@@ -25,6 +25,9 @@ all: build
 # PyTorch is only needed by benchmarks and by the scripts that regenerate test goldens.
 DEB_PACKAGES := python3 python3-nltk python3-numpy python3-langdetect libopenblas-dev gcc
 DEB_BENCH_PACKAGES := python3-torch
+# Watching a run: the dashboard's browser test drives headless Chromium; promtool (in
+# prometheus) lints the /metrics scrape. Both tests skip, saying so, where these are missing.
+DEB_WATCH_PACKAGES := chromium prometheus
 
 deps:
 	@bash scripts/ensure_deps.sh $(DEB_PACKAGES)
@@ -33,6 +36,7 @@ build: deps
 	$(GO) build -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/autoif
 
 test: deps lint
+	@bash scripts/ensure_deps.sh $(DEB_WATCH_PACKAGES) || echo "the dashboard's browser and promtool checks will skip"
 	$(GO) test -tags "$(GOTAGS)" -count=1 -timeout 12m ./...
 	GO="$(GO)" GOTAGS="$(GOTAGS)" bash scripts/test_as_nobody.sh
 	$(MAKE) fuzz
@@ -40,11 +44,11 @@ test: deps lint
 	$(MAKE) purego
 
 # The packages whose goroutines share state, under the race detector: the bus, the
-# orchestrator, the rollout workers, the reward pool and service, and the trainer's stream
+# orchestrator, the rollout workers, the reward pool and service, the dashboard, and the trainer's stream
 # path (its other tests are single-threaded kernels, slow under -race).
 RACE_TRAINER_TESTS ?= Stream|Stale
 race:
-	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward
+	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 12m ./natsbus ./orchestrator ./rollout ./reward ./dashboard
 	$(GO) test -race -count=1 -timeout 5m ./endpoint ./synth
 	$(GO) test -race -tags "$(GOTAGS)" -count=1 -timeout 10m -run '$(RACE_TRAINER_TESTS)' ./trainer
 

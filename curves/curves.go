@@ -100,8 +100,9 @@ func xTicks(p Panel, b bounds, n int) ([]float64, float64) {
 		}
 	}
 	step := tickStep(b.x0, b.x1, n)
-	if integral && step < 1 {
-		step = 1
+	if integral {
+		// 2.5 steps between ticks would label half steps.
+		step = max(math.Floor(step), 1)
 	}
 	var ticks []float64
 	for i := math.Ceil(b.x0/step - 1e-9); i*step <= b.x1+1e-9; i++ {
@@ -169,4 +170,25 @@ func lastPoint(s Series) string {
 	}
 	last := pts[len(pts)-1]
 	return fmt.Sprintf("%s = %s at %s", s.Name, formatValue(last.Y), strings.TrimSuffix(formatValue(last.X), ".0000"))
+}
+
+// Smooth is TensorBoard's scalar smoothing: an exponential moving average with weight w in
+// [0, 1), divided by 1 - w^n so the first points are not pulled towards the average's zero
+// start. Points that are not finite pass through. w = 0 returns the points as they are.
+func Smooth(pts []Point, w float64) []Point {
+	if w <= 0 {
+		return pts
+	}
+	out := make([]Point, len(pts))
+	last, n := 0.0, 0
+	for i, p := range pts {
+		out[i] = p
+		if math.IsNaN(p.Y) || math.IsInf(p.Y, 0) {
+			continue
+		}
+		last = last*w + (1-w)*p.Y
+		n++
+		out[i].Y = last / (1 - math.Pow(w, float64(n)))
+	}
+	return out
 }

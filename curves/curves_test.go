@@ -139,3 +139,43 @@ func TestNiceTicksAreRoundAndCoverTheRange(t *testing.T) {
 		}
 	}
 }
+
+// Smoothing is TensorBoard's: debiased, so a constant curve stays where it is instead of
+// rising from zero, and each point is the weighted average of those before it.
+func TestSmoothIsTensorBoardsDebiasedEMA(t *testing.T) {
+	flat := Smooth([]Point{{1, 3}, {2, 3}, {3, 3}}, 0.9)
+	for _, p := range flat {
+		if math.Abs(p.Y-3) > 1e-12 {
+			t.Fatalf("smoothed constant: %v, want 3 throughout", flat)
+		}
+	}
+	// w=0.5 over 0, 10: (0.5·0 + 0.5·10) / (1 - 0.25) = 6.667, the second value weighted
+	// twice the first.
+	got := Smooth([]Point{{1, 0}, {2, math.NaN()}, {3, 10}}, 0.5)
+	if got[0].Y != 0 || !math.IsNaN(got[1].Y) || math.Abs(got[2].Y-20.0/3) > 1e-12 || got[2].X != 3 {
+		t.Fatalf("Smooth(0, NaN, 10; 0.5) = %v, want 0, NaN passed through, 6.667", got)
+	}
+	raw := []Point{{1, 5}, {2, 1}}
+	if s := Smooth(raw, 0); &s[0] != &raw[0] {
+		t.Error("weight 0 copied the points: it should leave them as they are")
+	}
+}
+
+// Steps are whole numbers: an axis of steps never labels a half step, whatever its width.
+func TestStepAxesLabelWholeSteps(t *testing.T) {
+	for _, last := range []float64{3, 12, 17, 24, 130} {
+		var pts []Point
+		for x := 1.0; x <= last; x++ {
+			pts = append(pts, Point{x, x})
+		}
+		p := Panel{Series: []Series{{Points: pts}}}
+		for _, n := range []int{6, 7} {
+			ticks, _ := xTicks(p, panelBounds(p), n)
+			for _, v := range ticks {
+				if v != math.Trunc(v) {
+					t.Errorf("steps 1..%g, %d ticks: tick %g", last, n, v)
+				}
+			}
+		}
+	}
+}

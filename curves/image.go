@@ -134,7 +134,7 @@ func drawPanel(img *image.RGBA, r image.Rectangle, p Panel) {
 	vline(img, plot.Min.X, plot.Min.Y, plot.Max.Y-1, colAxis)
 	hline(img, plot.Min.X, plot.Max.X-1, plot.Max.Y-1, colAxis)
 	if p.XLabel != "" {
-		drawText(img, plot.Min.X+(plot.Dx()-textWidth(p.XLabel, 1))/2, plot.Max.Y+22, p.XLabel, 1, colMuted)
+		drawText(img, plot.Min.X+(plot.Dx()-textWidth(p.XLabel, 1))/2, plot.Max.Y+22, p.XLabel, 1, colText)
 	}
 	// Lines, clipped to the plot; single points and short series get markers too.
 	for si, s := range p.Series {

@@ -40,6 +40,8 @@ type LoopBenchOptions struct {
 	TrainerThreads int
 	Seed           uint64
 	Logger         *slog.Logger
+	// Observer, when set, follows the run's records (BenchDashboard's dashboard).
+	Observer orchestrator.Observer
 }
 
 // LoopBenchMode is one mode's figures.
@@ -128,7 +130,7 @@ func benchLoopMode(ctx context.Context, o LoopBenchOptions, mode orchestrator.Mo
 	quiet := o.Logger
 	loop, err := NewLoop(LoopOptions{
 		NATS: natsbus.Options{URL: bus.URL()}, RunOptions: natsbus.RunOptions{Memory: true}, Run: run,
-		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: discard{}, Logger: quiet, PollInterval: 50 * time.Millisecond},
+		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: discard{}, Logger: quiet, PollInterval: 50 * time.Millisecond, Observer: o.Observer},
 		RewardMode: RewardService, Reward: reward.Options{Workers: o.RewardWorkers, Logger: quiet},
 		RolloutWorkers: o.RolloutWorkers,
 		Rollout: rollout.Options{

@@ -33,6 +33,8 @@ type testRun struct {
 	seen  []string // prompt ids the worker took, in order
 	// progress is what the last runIdle's orchestrator reported to OnProgress.
 	progress []Progress
+	// observer, when set, is the Options.Observer of the orchestrators start makes.
+	observer Observer
 }
 
 func newTestRun(t *testing.T) *testRun {
@@ -80,7 +82,7 @@ func (r *testRun) config(mode Mode, inFlight int) Config {
 func (r *testRun) start(cfg Config, set *PromptSet) (stop func() (Summary, error), out *syncBuffer) {
 	r.t.Helper()
 	out = &syncBuffer{}
-	orc, err := New(r.bus.JS, r.res, set, cfg, Options{Out: out, PollInterval: 20 * time.Millisecond, LineGrace: 100 * time.Millisecond, StatusEvery: 200 * time.Millisecond, Logger: quiet()})
+	orc, err := New(r.bus.JS, r.res, set, cfg, Options{Out: out, PollInterval: 20 * time.Millisecond, LineGrace: 100 * time.Millisecond, StatusEvery: 200 * time.Millisecond, Logger: quiet(), Observer: r.observer})
 	if err != nil {
 		r.t.Fatal(err)
 	}

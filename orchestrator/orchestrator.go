@@ -43,6 +43,20 @@ type Options struct {
 	// OnProgress, when set, receives where the run stands at every poll (PollInterval), for
 	// a live status line; it must return quickly.
 	OnProgress func(Progress)
+	// Observer, when set, sees what the run records as it records it (a dashboard, an
+	// exporter); it is called from the orchestrator's loop, so it must return quickly.
+	Observer Observer
+}
+
+// Observer follows a run's records. The rows passed are the recorder's own: an observer
+// copies what it keeps.
+type Observer interface {
+	// ObserveMetrics gets each metrics batch as it is recorded, the orchestrator's own step
+	// metrics included.
+	ObserveMetrics(rows []MetricRow)
+	// ObserveSamples gets the sample rows of a step when the step closes. A resumed run
+	// first passes both what its earlier processes recorded.
+	ObserveSamples(rows []SampleRow)
 }
 
 func (o Options) withDefaults() Options {
@@ -222,6 +236,12 @@ func (orc *Orchestrator) Run(ctx context.Context) (Summary, error) {
 	r := orc.rec.st
 	if err := orc.checkStreams(ctx); err != nil {
 		return Summary{}, err
+	}
+	if o := orc.o.Observer; o != nil && (len(orc.rec.metrics) > 0 || len(orc.rec.samples) > 0) {
+		// A resumed run's observer starts from what the earlier processes recorded, so its
+		// curves and counters cover the whole run, each row once.
+		o.ObserveMetrics(orc.rec.metrics)
+		o.ObserveSamples(orc.rec.samples)
 	}
 	spawn(func(ctx context.Context, out chan<- event) error {
 		return readStream(ctx, orc.res.Metrics, proto.MetricEvents, r.MetricsNext, "metrics", out,
@@ -427,7 +447,11 @@ func (orc *Orchestrator) apply(ctx context.Context, e event) error {
 	case "error":
 		return e.err
 	case "metrics":
+		n := len(orc.rec.metrics)
 		orc.rec.onMetrics(e.seq, e.header, e.metrics)
+		if orc.o.Observer != nil && len(orc.rec.metrics) > n {
+			orc.o.Observer.ObserveMetrics(orc.rec.metrics[n:])
+		}
 		orc.rec.printReady(now, false)
 	case "rollouts":
 		warned := orc.rec.kMismatch != 0
@@ -495,8 +519,12 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 	if open := orc.rec.st.Open; open.Rollouts > 0 {
 		orc.lastReward, orc.hasLastReward = open.RewardSum/float64(open.Rollouts), true
 	}
+	openStep := orc.rec.st.Open.Step
 	evs := orc.rec.onVersion(c.version, now, orc.inFlight, orc.st.Enqueued)
 	orc.backlog.published(c.version)
+	if orc.o.Observer != nil && len(evs) > 0 {
+		orc.o.Observer.ObserveSamples(orc.rec.stepSamples(openStep))
+	}
 	if len(evs) == 0 {
 		return
 	}

@@ -53,10 +53,20 @@ type SampleRow struct {
 	Scores        []float64
 	Chosen        []string
 	Rejected      []string
+	// Verdicts are the verification functions' outcomes on each response, for live
+	// observers only: samples.parquet does not keep them.
+	Verdicts []Verdict
 	// RolloutsSeq and PairsSeq are the stream sequences the row's data came from (0: none
 	// yet), so a resumed run drops what its state does not cover.
 	RolloutsSeq uint64
 	PairsSeq    uint64
+}
+
+// Verdict is how a response fared with its prompt's verification functions.
+type Verdict struct {
+	Passed, Failed, Errors, Timeouts, Skipped int32
+	// ErrorKinds names each error ("exception:ValueError", "timeout").
+	ErrorKinds []string
 }
 
 var tsUTC = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}

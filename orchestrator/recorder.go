@@ -214,7 +214,7 @@ func (r *recorder) onRollouts(seq uint64, rows []proto.ScoredRollout, now time.T
 		if s := r.sample(ro.PolicyVersion, ro.PromptID); s != nil && s.RolloutsSeq != seq {
 			if s.RolloutsSeq != 0 {
 				// The same prompt sampled again by the same version: keep the newest.
-				s.Responses, s.Scores = nil, nil
+				s.Responses, s.Scores, s.Verdicts = nil, nil, nil
 			}
 			s.RolloutsSeq = seq
 			n := 0
@@ -230,6 +230,9 @@ func (r *recorder) onRollouts(seq uint64, rows []proto.ScoredRollout, now time.T
 				if rows[j].PromptID == ro.PromptID && rows[j].PolicyVersion == ro.PolicyVersion {
 					s.Responses = append(s.Responses, strings.Clone(rows[j].Response))
 					s.Scores = append(s.Scores, rows[j].Score)
+					ro := &rows[j]
+					s.Verdicts = append(s.Verdicts, Verdict{Passed: ro.Passed, Failed: ro.Failed, Errors: ro.Errors,
+						Timeouts: ro.Timeouts, Skipped: ro.Skipped, ErrorKinds: cloneStrings(ro.ErrorKinds)})
 				}
 			}
 			if s.InstructionID == "" {
@@ -449,4 +452,29 @@ func stepLine(c closedStep, tm map[string]float64) string {
 		fmt.Fprintf(&b, "  evals: %s", a.Evals)
 	}
 	return b.String()
+}
+
+// stepSamples are the sample rows recorded during a step, newest last.
+func (r *recorder) stepSamples(step int64) []SampleRow {
+	i := len(r.samples)
+	for i > 0 && r.samples[i-1].Step >= step {
+		i--
+	}
+	j := i
+	for j < len(r.samples) && r.samples[j].Step == step {
+		j++
+	}
+	return r.samples[i:j]
+}
+
+// cloneStrings copies strings that may point into a decoded message's buffer.
+func cloneStrings(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]string, len(in))
+	for i, v := range in {
+		out[i] = strings.Clone(v)
+	}
+	return out
 }

@@ -49,6 +49,7 @@ func benchLoopCommand() *cli.Command {
 			&cli.IntFlag{Name: "rollout-threads", Value: halfCPUs(), Usage: "sampling goroutines per rollout worker (0: number of CPUs)"},
 			&cli.IntFlag{Name: "trainer-threads", Value: halfCPUs(), Usage: "goroutines per trainer kernel (0: number of CPUs)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed"},
+			&cli.BoolFlag{Name: "dashboard", Usage: "measure the dashboard's cost instead: async mode without and with it (a page following /events, /metrics scraped every second), alternating, best of --rounds each; last line JSON without_wall_s, with_wall_s, dashboard_overhead"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (every component, both modes) to this file"},
 		},
 		Action: benchLoopAction,
@@ -90,6 +91,25 @@ func benchLoopAction(c *cli.Context) error {
 			return err
 		}
 		defer stop()
+	}
+	if c.Bool("dashboard") {
+		d, err := experiment.BenchDashboard(c.Context, o)
+		if err != nil {
+			return err
+		}
+		for _, m := range []struct {
+			name string
+			m    experiment.LoopBenchMode
+		}{{"without dashboard", d.Without}, {"with dashboard", d.With}} {
+			fmt.Fprintf(c.App.Writer, "async %-17s %d steps %4d pairs  wall %6.2fs  trainer idle %.2f\n", m.name, m.m.Steps, m.m.Pairs, m.m.WallS, m.m.TrainerIdleFraction)
+		}
+		line, _ := json.Marshal(map[string]any{
+			"without_wall_s": roundFigure(d.Without.WallS, 2), "with_wall_s": roundFigure(d.With.WallS, 2),
+			"dashboard_overhead": roundFigure(d.Overhead, 4), "sse_updates": d.Events, "metrics_scrapes": d.Scrapes,
+			"steps": o.Steps, "rounds": max(o.Rounds, 1),
+		})
+		fmt.Fprintf(c.App.Writer, "%s\n", line)
+		return nil
 	}
 	s, a, err := experiment.BenchLoop(c.Context, o)
 	if err != nil {

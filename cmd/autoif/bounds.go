@@ -206,6 +206,7 @@ var commandFlagBounds = map[string]bound{
 	"synth backtranslate --temperature":   atLeast(0, 100),
 	"synth responses --temperature":       atLeast(0, 100),
 	"synth judge --temperature":           atLeast(0, 100),
+	"curves --smooth":                     {lo: 0, hi: 1, hiOpen: true}, // an EMA weight; 0: raw
 }
 
 // boundOf returns the bound of flag name of the command at path ("bench transport").

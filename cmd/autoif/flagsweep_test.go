@@ -173,6 +173,7 @@ var sweepAccepted = map[string]string{
 	"synth backtranslate --temperature 0": "0 is greedy decoding",
 	"synth responses --temperature 0":     "0 is greedy decoding",
 	"synth judge --temperature 0":         "0 is greedy decoding",
+	"curves --smooth 0":                   "0: raw curves",
 }
 
 // accepted says whether the sweep's value v (index i of sweepValues) of f is accepted.

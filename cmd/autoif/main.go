@@ -76,6 +76,8 @@ func newApp() *cli.App {
 		evalCommand(),
 		serveCommand(),
 		curvesCommand(),
+		dashboardCommand(),
+		exportCommand(),
 		experimentCommand(),
 		benchCommand(),
 		versionCommand(),

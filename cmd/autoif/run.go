@@ -73,7 +73,7 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "samples-per-step", Value: def.SamplesPerStep, Usage: "prompts per step kept in samples.parquet with their responses, scores and pairs"},
 			&cli.IntFlag{Name: "warn-idle-prompts", Value: def.WarnIdlePrompts, Usage: "after this many prompts in a row made no preference pair, say why (ties, functions raising, bad returns, timeouts, prompts too long); 0: never"},
 			&cli.IntFlag{Name: "max-idle-prompts", Value: def.MaxIdlePrompts, Usage: "stop the run with an error, saying why, after this many prompts in a row made no preference pair; 0: never"},
-		}, inProcessFlags()...),
+		}, append(watchFlags(), inProcessFlags()...)...),
 		Action: runAction,
 	}
 }
@@ -131,6 +131,12 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// The listener is taken before anything is written, so a port in use fails cleanly.
+	watch, err := startWatch(ctx, c, run.ID)
+	if err != nil {
+		return err
+	}
+	defer watch.Close()
 	dir := runDir(c)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
@@ -174,6 +180,7 @@ func runAction(c *cli.Context) error {
 		"policy_version", version, "pairs_stored", pairs.State.Msgs, "setup", time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(c.App.Writer, "run %s ready on %s\n  prompts  %s (work queue)\n  pairs    %s\n  metrics  %s\n  policy   KV %s, object store %s\n",
 		run.ID, bus.URL(), run.Prompts(), run.Pairs(), run.Metrics(), run.PolicyBucket(), run.CheckpointBucket())
+	watch.announce(c.App.Writer)
 	if c.Bool("serve") {
 		fmt.Fprintf(c.App.Writer, "serving; join with --nats %s --run %s (Ctrl-C stops)\n", bus.URL(), run.ID)
 		<-ctx.Done()
@@ -187,6 +194,7 @@ func runAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		lo.Orchestrator.Observer = watch.observer
 		loop, err := experiment.NewLoop(lo)
 		if err != nil {
 			return err
@@ -208,7 +216,7 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	} else {
-		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer, OnProgress: live.OnProgress})
+		orc, err := orchestrator.New(bus.JS, res, set, cfg, orchestrator.Options{Out: c.App.Writer, OnProgress: live.OnProgress, Observer: watch.observer})
 		if err != nil {
 			return err
 		}
