@@ -82,9 +82,13 @@ func (p *Prepared) Evaluate(response string, mode Mode) Output {
 		FollowAllInstructions: true,
 		FollowInstructionList: make([]bool, len(p.Instructions)),
 	}
+	texts := make([]*Text, len(variants))
+	for i, v := range variants {
+		texts[i] = NewText(v)
+	}
 	for i, ins := range p.Instructions {
-		for _, v := range variants {
-			if pystr.Strip(v) != "" && ins.Follows(v) {
+		for _, v := range texts {
+			if !v.Blank() && ins.Follows(v) {
 				out.FollowInstructionList[i] = true
 				break
 			}

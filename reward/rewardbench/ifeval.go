@@ -3,7 +3,9 @@ package rewardbench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/autoif/autoif/reward"
@@ -15,9 +17,12 @@ type IFEvalFigures struct {
 	Constraints int `json:"ifeval_constraints"`
 	Skipped     int `json:"ifeval_skipped"` // no Python form: NLTK, langdetect, random letters
 	Responses   int `json:"ifeval_responses"`
-	Workers     int `json:"ifeval_workers"`
-	// Evaluations per second, best of Rounds, with Workers sandbox workers and as many
-	// goroutines natively.
+	// Both sides run on the same number of threads: Workers sandbox worker processes (one
+	// Python thread each) and as many goroutines natively, with GOMAXPROCS cores for Go.
+	Workers          int `json:"ifeval_workers"`
+	NativeGoroutines int `json:"ifeval_native_goroutines"`
+	GOMAXPROCS       int `json:"ifeval_gomaxprocs"`
+	// Evaluations per second, best of Rounds.
 	SandboxEvalsPerS  float64 `json:"ifeval_sandbox_evals_per_s"`
 	NativeEvalsPerS   float64 `json:"ifeval_native_evals_per_s"`
 	NativeOverSandbox float64 `json:"ifeval_native_over_sandbox"`
@@ -34,10 +39,13 @@ func RunIFEval(ctx context.Context, w *reward.IFEvalWorkload, opts Options) (*IF
 		return nil, err
 	}
 	defer pool.Close()
-	fig := &IFEvalFigures{Constraints: len(w.Native), Skipped: w.Skipped, Responses: len(w.Responses), Workers: pool.Options().Workers}
+	workers := pool.Options().Workers
+	fig := &IFEvalFigures{Constraints: len(w.Native), Skipped: w.Skipped, Responses: len(w.Responses),
+		Workers: workers, NativeGoroutines: workers, GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	evals := float64(len(w.Native) * len(w.Responses))
 	if opts.Progress != nil {
-		fmt.Fprintf(opts.Progress, "ifeval: %d constraints × %d responses, %d workers\n", fig.Constraints, fig.Responses, fig.Workers)
+		fmt.Fprintf(opts.Progress, "ifeval: %d constraints × %d responses; %d sandbox workers, %d native goroutines (GOMAXPROCS %d)\n",
+			fig.Constraints, fig.Responses, fig.Workers, fig.NativeGoroutines, fig.GOMAXPROCS)
 	}
 	var py, native *reward.Result
 	if _, err := pool.Score(ctx, w.Python, w.Responses[:1]); err != nil { // warm up
@@ -72,24 +80,37 @@ func RunIFEval(ctx context.Context, w *reward.IFEvalWorkload, opts Options) (*IF
 	return fig, nil
 }
 
-// scoreNative scores every function natively, the functions shared among workers goroutines
-// as the sandbox pool shares them among its workers.
+// scoreNative scores every function on every response natively, the responses shared among
+// workers goroutines. Each goroutine checks all functions on its responses in one Score call,
+// as a rollout checks all of a prompt's constraints on each of its responses, so what a
+// response costs (its case-folded text, word count and so on) is worked out once per
+// response and shared by the constraints.
 func scoreNative(ctx context.Context, funcs, responses []string, workers int) (*reward.Result, error) {
 	res := &reward.Result{Evals: make([][]reward.Eval, len(funcs))}
+	for f := range res.Evals {
+		res.Evals[f] = make([]reward.Eval, len(responses))
+	}
 	s := reward.WithNative(nil)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
+	var next atomic.Int64
 	for g := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for f := g; f < len(funcs); f += workers {
-				r, err := s.Score(ctx, funcs[f:f+1], responses)
+			for {
+				r := int(next.Add(1) - 1)
+				if r >= len(responses) {
+					return
+				}
+				got, err := s.Score(ctx, funcs, responses[r:r+1])
 				if err != nil {
 					errs[g] = err
 					return
 				}
-				res.Evals[f] = r.Evals[0]
+				for f := range funcs {
+					res.Evals[f][r] = got.Evals[f][0]
+				}
 			}
 		}()
 	}
