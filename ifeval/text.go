@@ -146,6 +146,8 @@ func (t *Text) language() (lang string, ok bool) {
 	return t.lang, !t.langErr
 }
 
+// letterCount counts an ASCII letter c (a-z: letter_frequency's letter always is one) in
+// response.lower().
 func (t *Text) letterCount(c rune) int {
 	if t.need(fLetters) {
 		for _, r := range t.lowerText() {
@@ -153,15 +155,6 @@ func (t *Text) letterCount(c rune) int {
 				t.letters[r-'a']++
 			}
 		}
-	}
-	if c < 'a' || c > 'z' {
-		n := 0
-		for _, r := range t.lowerText() {
-			if r == c {
-				n++
-			}
-		}
-		return n
 	}
 	return t.letters[c-'a']
 }
