@@ -366,8 +366,6 @@ func (s numberSentences) Follows(t *Text) bool {
 // empty paragraph is allowed only first or last.
 type numberParagraphs struct{ n int }
 
-var paragraphDivider = regexp.MustCompile(pyS + `?\*\*\*` + pyS + `?`)
-
 func buildNumberParagraphs(a *args) (Instruction, error) {
 	return numberParagraphs{n: a.intOrRandom("num_paragraphs", 1, 5)}, nil
 }
@@ -380,7 +378,7 @@ func (t *Text) paragraphCount() int {
 	if !t.need(fParagraphs) {
 		return t.paragraphs
 	}
-	paragraphs := paragraphDivider.Split(t.s, -1)
+	paragraphs := splitParagraphs(t.s)
 	n := len(paragraphs)
 	for i, para := range paragraphs {
 		if pystr.Strip(para) == "" {
@@ -475,36 +473,44 @@ func (p placeholders) Follows(t *Text) bool {
 	return t.placeholders >= p.n
 }
 
-// detectable_content:postscript — a line (of the lowercased response) holding the marker.
-type postscript struct{ re *regexp.Regexp }
+// detectable_content:postscript — a line (of the lowercased response) holding the marker:
+// re.search(r"\s*p\.\s?s\..*$" (P.S.), r"\s*p\.\s?p\.\s?s.*$" (P.P.S) or r"\s*" + marker +
+// ".*$", MULTILINE). A plain marker is searched as hasPostscript's parts; one holding regexp
+// syntax stays a regexp.
+type postscript struct {
+	parts []string
+	re    *regexp.Regexp
+}
 
 func buildPostscript(a *args) (Instruction, error) {
 	marker := a.strStrippedOrRandom("postscript_marker", postscriptMarkers)
-	var pattern string
 	switch marker {
 	case "P.P.S":
-		pattern = pyS + `*p\.` + pyS + `?p\.` + pyS + `?s.*$`
+		return postscript{parts: []string{"p.", "p.", "s"}}, nil
 	case "P.S.":
-		pattern = pyS + `*p\.` + pyS + `?s\..*$`
-	default:
-		re, err := pyPattern("", pystr.Lower(marker))
-		if err != nil {
-			return nil, err
-		}
-		pattern = pyS + `*` + re.String() + `.*$`
+		return postscript{parts: []string{"p.", "s."}}, nil
 	}
-	return postscript{re: sharedPattern(`(?m)` + pattern)}, nil
+	lower := pystr.Lower(marker)
+	if regexp.QuoteMeta(lower) == lower {
+		return postscript{parts: []string{lower}}, nil
+	}
+	re, err := pyPattern("", lower)
+	if err != nil {
+		return nil, err
+	}
+	return postscript{re: sharedPattern(`(?m)` + pyS + `*` + re.String() + `.*$`)}, nil
 }
 
-func (p postscript) Follows(t *Text) bool { return t.patternCount(p.re, t.lowerText()) > 0 }
+func (p postscript) Follows(t *Text) bool {
+	if p.re != nil {
+		return t.patternCount(p.re, t.lowerText()) > 0
+	}
+	return hasPostscript(t.lowerText(), p.parts)
+}
 
-// detectable_format:number_bullet_lists — exactly n lines starting with `*` or `-` bullets.
+// detectable_format:number_bullet_lists — exactly n lines starting with `*` or `-` bullets
+// (countBullets).
 type bulletLists struct{ n int }
-
-var (
-	starBullet = regexp.MustCompile(`(?m)^` + pyS + `*\*[^\*].*$`)
-	dashBullet = regexp.MustCompile(`(?m)^` + pyS + `*-.*$`)
-)
 
 func buildBulletLists(a *args) (Instruction, error) {
 	return bulletLists{n: a.intOrRandom("num_bullets", 1, 5)}, nil
@@ -512,7 +518,7 @@ func buildBulletLists(a *args) (Instruction, error) {
 
 func (b bulletLists) Follows(t *Text) bool {
 	if t.need(fBullets) {
-		t.bullets = len(starBullet.FindAllStringIndex(t.s, -1)) + len(dashBullet.FindAllStringIndex(t.s, -1))
+		t.bullets = countBullets(t.s)
 	}
 	return t.bullets == b.n
 }
