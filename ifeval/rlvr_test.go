@@ -1,6 +1,7 @@
 package ifeval
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -76,4 +77,28 @@ func TestRLVRRowErrors(t *testing.T) {
 			t.Errorf("%s:\n got %v\nwant rows.jsonl:1: ...%s", c.row, err, c.want)
 		}
 	}
+}
+
+// Any input line, IFEval or RLVR: rows or one error, never a panic.
+func FuzzReadInputs(f *testing.F) {
+	rows, err := os.ReadFile("testdata/rlvr_ifeval.jsonl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, line := range strings.Split(string(rows), "\n") {
+		f.Add(line)
+	}
+	f.Add(`{"messages": [], "ground_truth": [["{\"instruction_id\": [\"startend:quotation\"], \"kwargs\": [null]}"]]}`)
+	f.Add(`{"messages": [{"role": "user", "content": "x"}], "ground_truth": "[{\"instruction_id\": \"x\", \"kwargs\": 3}]"}`)
+	f.Fuzz(func(t *testing.T, line string) {
+		in, err := ReadInputs(strings.NewReader(line), "f.jsonl")
+		if (err == nil) == (len(in) == 0) {
+			t.Errorf("%d rows and error %v", len(in), err)
+		}
+		for _, row := range in {
+			if _, err := Prepare(row); err != nil {
+				t.Errorf("a row that reads does not prepare: %v", err)
+			}
+		}
+	})
 }
