@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/autoif/autoif/internal/pystr"
@@ -82,9 +83,13 @@ func (p *Prepared) Evaluate(response string, mode Mode) Output {
 		FollowAllInstructions: true,
 		FollowInstructionList: make([]bool, len(p.Instructions)),
 	}
-	texts := make([]*Text, len(variants))
+	// A response followed by any variant follows: identical variants (no '*' to remove, one
+	// line) are checked once.
+	var texts []*Text
 	for i, v := range variants {
-		texts[i] = NewText(v)
+		if !slices.Contains(variants[:i], v) {
+			texts = append(texts, NewText(v))
+		}
 	}
 	for i, ins := range p.Instructions {
 		for _, v := range texts {
