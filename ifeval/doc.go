@@ -18,4 +18,11 @@
 // langdetect packages (ports of NLTK 3.8 and of langdetect 1.0.9 with seed 0; the official
 // checker runs langdetect unseeded, so a few borderline responses get a verdict that changes
 // from run to run there).
+//
+// Instructions check a Text rather than a string: what a check derives from the response (its
+// lowercase and case-folded forms, word, sentence, bullet and paragraph counts, the detected
+// language) is computed on first use and shared by every instruction checked against the same
+// Text, so scoring many constraints on one response costs little more than scoring one.
+// Keywords, the costliest part with (?i) regexps, are plain substring searches of the
+// case-folded text (text.go), fuzzed against the regexps they replace.
 package ifeval

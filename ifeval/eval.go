@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/autoif/autoif/internal/pystr"
@@ -82,9 +83,17 @@ func (p *Prepared) Evaluate(response string, mode Mode) Output {
 		FollowAllInstructions: true,
 		FollowInstructionList: make([]bool, len(p.Instructions)),
 	}
+	// A response followed by any variant follows: identical variants (no '*' to remove, one
+	// line) are checked once.
+	var texts []*Text
+	for i, v := range variants {
+		if !slices.Contains(variants[:i], v) {
+			texts = append(texts, NewText(v))
+		}
+	}
 	for i, ins := range p.Instructions {
-		for _, v := range variants {
-			if pystr.Strip(v) != "" && ins.Follows(v) {
+		for _, v := range texts {
+			if !v.Blank() && ins.Follows(v) {
 				out.FollowInstructionList[i] = true
 				break
 			}

@@ -6,18 +6,17 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/autoif/autoif/internal/pystr"
-	"github.com/autoif/autoif/langdetect"
-	"github.com/autoif/autoif/punkt"
 )
 
 // Instruction is one verifiable instruction built from its kwargs: the official
 // Instruction after build_description, reduced to check_following.
 type Instruction interface {
 	// Follows reports whether the response follows the instruction.
-	Follows(response string) bool
+	Follows(t *Text) bool
 }
 
 type builder func(a *args) (Instruction, error)
@@ -113,8 +112,57 @@ func pyPattern(prefix, pattern string) (*regexp.Regexp, error) {
 	return re, nil
 }
 
+// patterns holds the regexps built from arguments (section splitters, postscript markers),
+// one per pattern, so that constraints with the same argument share the match count a Text
+// keeps per regexp.
+var patterns sync.Map // string -> *regexp.Regexp
+
+// sharedPattern compiles a pattern that is valid by construction, once.
+func sharedPattern(pattern string) *regexp.Regexp {
+	if re, ok := patterns.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	re, _ := patterns.LoadOrStore(pattern, regexp.MustCompile(pattern))
+	return re.(*regexp.Regexp)
+}
+
 // keywords:existence — every keyword is found (as a regex, ignoring case).
-type keywordExistence struct{ res []*regexp.Regexp }
+type keywordExistence struct{ kws []keyword }
+
+// keyword is a pattern searched ignoring case. Plain text (every keyword in the official data)
+// is a substring search of the case-folded response, which finds what the (?i) regexp finds
+// (TestFoldedSearchIsTheRegexp); anything else stays a regexp.
+type keyword struct {
+	re     *regexp.Regexp
+	folded string // set when the pattern is plain text
+	plain  bool
+}
+
+func newKeyword(pattern string) (keyword, error) {
+	re, err := pyPattern("(?i)", pattern)
+	if err != nil {
+		return keyword{}, err
+	}
+	if regexp.QuoteMeta(pattern) == pattern {
+		return keyword{re: re, folded: foldString(pattern), plain: true}, nil
+	}
+	return keyword{re: re}, nil
+}
+
+func (k keyword) found(t *Text) bool {
+	if k.plain {
+		return strings.Contains(t.folded().s, k.folded)
+	}
+	return k.re.MatchString(t.s)
+}
+
+// count is len(re.findall(...)): non-overlapping, leftmost first.
+func (k keyword) count(t *Text) int {
+	if k.plain {
+		return strings.Count(t.folded().s, k.folded)
+	}
+	return len(k.re.FindAllStringIndex(t.s, -1))
+}
 
 func buildKeywordExistence(a *args) (Instruction, error) {
 	kws := a.strList("keywords")
@@ -124,18 +172,18 @@ func buildKeywordExistence(a *args) (Instruction, error) {
 	slices.Sort(kws)
 	k := keywordExistence{}
 	for _, w := range kws {
-		re, err := pyPattern("(?i)", w)
+		kw, err := newKeyword(w)
 		if err != nil {
 			return nil, err
 		}
-		k.res = append(k.res, re)
+		k.kws = append(k.kws, kw)
 	}
 	return k, nil
 }
 
-func (k keywordExistence) Follows(r string) bool {
-	for _, re := range k.res {
-		if !re.MatchString(r) {
+func (k keywordExistence) Follows(t *Text) bool {
+	for _, kw := range k.kws {
+		if !kw.found(t) {
 			return false
 		}
 	}
@@ -144,7 +192,7 @@ func (k keywordExistence) Follows(r string) bool {
 
 // keywords:frequency — re.findall(keyword, response, IGNORECASE) against the relation.
 type keywordFrequency struct {
-	re       *regexp.Regexp
+	kw       keyword
 	n        int
 	relation string
 }
@@ -155,23 +203,22 @@ func buildKeywordFrequency(a *args) (Instruction, error) {
 		return nil, errRandomWords("keyword")
 	}
 	k := keywordFrequency{n: a.intOrRandom("frequency", 1, 3), relation: a.relation("relation")}
-	re, err := pyPattern("(?i)", pystr.Strip(kw))
-	if err != nil {
+	var err error
+	if k.kw, err = newKeyword(pystr.Strip(kw)); err != nil {
 		return nil, err
 	}
-	k.re = re
 	return k, nil
 }
 
-func (k keywordFrequency) Follows(r string) bool {
-	return compare(k.relation, len(k.re.FindAllStringIndex(r, -1)), k.n)
+func (k keywordFrequency) Follows(t *Text) bool {
+	return compare(k.relation, k.kw.count(t), k.n)
 }
 
 // keywords:forbidden_words — no word matches r"\b"+word+r"\b" ignoring case. Python's \b is
 // Unicode-aware, Go's is not, so for plain words the boundaries are checked here.
 type forbiddenWords struct {
-	res   []*regexp.Regexp
-	plain []bool
+	res    []*regexp.Regexp
+	folded []string // "" where the word is a pattern rather than plain text
 }
 
 func buildForbiddenWords(a *args) (Instruction, error) {
@@ -193,43 +240,46 @@ func buildForbiddenWords(a *args) (Instruction, error) {
 			return nil, err
 		}
 		f.res = append(f.res, re)
-		f.plain = append(f.plain, plain)
+		folded := ""
+		if plain {
+			folded = foldString(w)
+		}
+		f.folded = append(f.folded, folded)
 	}
 	return f, nil
 }
 
-func (f forbiddenWords) Follows(r string) bool {
+func (f forbiddenWords) Follows(t *Text) bool {
 	for i, re := range f.res {
-		if !f.plain[i] {
-			if re.MatchString(r) {
+		if f.folded[i] == "" {
+			if re.MatchString(t.s) {
 				return false
 			}
 			continue
 		}
-		if searchWordBounded(re, r) {
+		if searchWordBounded(t, f.folded[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-// searchWordBounded is re.search(r"\b"+word+r"\b", s): the leftmost match of re with a
-// Python word boundary on both sides, trying every start position as a backtracker does.
-func searchWordBounded(re *regexp.Regexp, s string) bool {
-	for pos := 0; pos <= len(s); {
-		loc := re.FindStringIndex(s[pos:])
-		if loc == nil {
+// searchWordBounded is re.search(r"\b"+word+r"\b", s, re.IGNORECASE) for a plain word: an
+// occurrence of the word, ignoring case, with a Python word boundary on both sides, trying
+// every start position as a backtracker does.
+func searchWordBounded(t *Text, word string) bool {
+	f := t.folded()
+	for pos := 0; pos <= len(f.s); {
+		i := strings.Index(f.s[pos:], word)
+		if i < 0 {
 			return false
 		}
-		start, end := pos+loc[0], pos+loc[1]
-		if pyWordBoundary(s, start) && pyWordBoundary(s, end) {
+		start := pos + i
+		if pyWordBoundary(t.s, f.offset(start)) && pyWordBoundary(t.s, f.offset(start+len(word))) {
 			return true
 		}
-		_, size := utf8.DecodeRuneInString(s[start:])
-		if size == 0 {
-			size = 1
-		}
-		pos = start + size
+		_, size := utf8.DecodeRuneInString(f.s[start:])
+		pos = start + max(size, 1)
 	}
 	return false
 }
@@ -272,14 +322,8 @@ func buildLetterFrequency(a *args) (Instruction, error) {
 	return l, nil
 }
 
-func (l letterFrequency) Follows(r string) bool {
-	n := 0
-	for _, c := range pystr.Lower(r) {
-		if c == l.letter {
-			n++
-		}
-	}
-	return compare(l.relation, n, l.n)
+func (l letterFrequency) Follows(t *Text) bool {
+	return compare(l.relation, t.letterCount(l.letter), l.n)
 }
 
 // language:response_language — langdetect's verdict equals the language; no detectable
@@ -299,9 +343,9 @@ func buildResponseLanguage(a *args) (Instruction, error) {
 	return responseLanguage{lang: s}, nil
 }
 
-func (l responseLanguage) Follows(r string) bool {
-	got, err := langdetect.Detect(r)
-	return err != nil || got == l.lang
+func (l responseLanguage) Follows(t *Text) bool {
+	got, ok := t.language()
+	return !ok || got == l.lang
 }
 
 // length_constraints:number_sentences — Punkt's sentence count against the relation.
@@ -314,33 +358,40 @@ func buildNumberSentences(a *args) (Instruction, error) {
 	return numberSentences{n: a.intOrRandom("num_sentences", 1, 20), relation: a.relation("relation")}, nil
 }
 
-func (s numberSentences) Follows(r string) bool {
-	return compare(s.relation, len(punkt.English().Sentences(r)), s.n)
+func (s numberSentences) Follows(t *Text) bool {
+	return compare(s.relation, t.sentenceCount(), s.n)
 }
 
 // length_constraints:number_paragraphs — exactly n paragraphs between `***` dividers; an
 // empty paragraph is allowed only first or last.
 type numberParagraphs struct{ n int }
 
-var paragraphDivider = regexp.MustCompile(pyS + `?\*\*\*` + pyS + `?`)
-
 func buildNumberParagraphs(a *args) (Instruction, error) {
 	return numberParagraphs{n: a.intOrRandom("num_paragraphs", 1, 5)}, nil
 }
 
-func (p numberParagraphs) Follows(r string) bool {
-	paragraphs := paragraphDivider.Split(r, -1)
+func (p numberParagraphs) Follows(t *Text) bool { return t.paragraphCount() == p.n }
+
+// paragraphCount is the number of paragraphs between `***` dividers, -1 when one in the
+// middle is empty.
+func (t *Text) paragraphCount() int {
+	if !t.need(fParagraphs) {
+		return t.paragraphs
+	}
+	paragraphs := splitParagraphs(t.s)
 	n := len(paragraphs)
 	for i, para := range paragraphs {
 		if pystr.Strip(para) == "" {
 			if i == 0 || i == len(paragraphs)-1 {
 				n--
 			} else {
-				return false
+				n = -1
+				break
 			}
 		}
 	}
-	return n == p.n
+	t.paragraphs = n
+	return n
 }
 
 // length_constraints:number_words — `\w+` runs against the relation.
@@ -353,7 +404,7 @@ func buildNumberWords(a *args) (Instruction, error) {
 	return numberWords{n: a.intOrRandom("num_words", 100, 500), relation: a.relation("relation")}, nil
 }
 
-func (w numberWords) Follows(r string) bool { return compare(w.relation, countWords(r), w.n) }
+func (w numberWords) Follows(t *Text) bool { return compare(w.relation, t.wordCount(), w.n) }
 
 // length_constraints:nth_paragraph_first_word — n paragraphs separated by "\n\n", and the
 // nth starts with the word.
@@ -377,14 +428,17 @@ func buildNthParagraphFirstWord(a *args) (Instruction, error) {
 	return p, nil
 }
 
-func (p nthParagraphFirstWord) Follows(r string) bool {
-	paragraphs := strings.Split(r, "\n\n")
-	n := len(paragraphs)
-	for _, para := range paragraphs {
-		if pystr.Strip(para) == "" {
-			n--
+func (p nthParagraphFirstWord) Follows(t *Text) bool {
+	if t.need(fNth) {
+		t.nth = strings.Split(t.s, "\n\n")
+		t.nthCount = len(t.nth)
+		for _, para := range t.nth {
+			if pystr.Strip(para) == "" {
+				t.nthCount--
+			}
 		}
 	}
+	paragraphs, n := t.nth, t.nthCount
 	if p.nth > n {
 		return false
 	}
@@ -412,48 +466,61 @@ func buildPlaceholders(a *args) (Instruction, error) {
 	return placeholders{n: a.intOrRandom("num_placeholders", 1, 4)}, nil
 }
 
-func (p placeholders) Follows(r string) bool {
-	return len(placeholderRe.FindAllStringIndex(r, -1)) >= p.n
+func (p placeholders) Follows(t *Text) bool {
+	if t.need(fPlaceholders) {
+		t.placeholders = len(placeholderRe.FindAllStringIndex(t.s, -1))
+	}
+	return t.placeholders >= p.n
 }
 
-// detectable_content:postscript — a line (of the lowercased response) holding the marker.
-type postscript struct{ re *regexp.Regexp }
+// detectable_content:postscript — a line (of the lowercased response) holding the marker:
+// re.search(r"\s*p\.\s?s\..*$" (P.S.), r"\s*p\.\s?p\.\s?s.*$" (P.P.S) or r"\s*" + marker +
+// ".*$", MULTILINE). A plain marker is searched as hasPostscript's parts; one holding regexp
+// syntax stays a regexp.
+type postscript struct {
+	parts []string
+	re    *regexp.Regexp
+}
 
 func buildPostscript(a *args) (Instruction, error) {
 	marker := a.strStrippedOrRandom("postscript_marker", postscriptMarkers)
-	var pattern string
 	switch marker {
 	case "P.P.S":
-		pattern = pyS + `*p\.` + pyS + `?p\.` + pyS + `?s.*$`
+		return postscript{parts: []string{"p.", "p.", "s"}}, nil
 	case "P.S.":
-		pattern = pyS + `*p\.` + pyS + `?s\..*$`
-	default:
-		re, err := pyPattern("", pystr.Lower(marker))
-		if err != nil {
-			return nil, err
-		}
-		pattern = pyS + `*` + re.String() + `.*$`
+		return postscript{parts: []string{"p.", "s."}}, nil
 	}
-	return postscript{re: regexp.MustCompile(`(?m)` + pattern)}, nil
+	lower := pystr.Lower(marker)
+	if regexp.QuoteMeta(lower) == lower {
+		return postscript{parts: []string{lower}}, nil
+	}
+	re, err := pyPattern("", lower)
+	if err != nil {
+		return nil, err
+	}
+	return postscript{re: sharedPattern(`(?m)` + pyS + `*` + re.String() + `.*$`)}, nil
 }
 
-func (p postscript) Follows(r string) bool { return p.re.MatchString(pystr.Lower(r)) }
+func (p postscript) Follows(t *Text) bool {
+	if p.re != nil {
+		return t.patternCount(p.re, t.lowerText()) > 0
+	}
+	return hasPostscript(t.lowerText(), p.parts)
+}
 
-// detectable_format:number_bullet_lists — exactly n lines starting with `*` or `-` bullets.
+// detectable_format:number_bullet_lists — exactly n lines starting with `*` or `-` bullets
+// (countBullets).
 type bulletLists struct{ n int }
-
-var (
-	starBullet = regexp.MustCompile(`(?m)^` + pyS + `*\*[^\*].*$`)
-	dashBullet = regexp.MustCompile(`(?m)^` + pyS + `*-.*$`)
-)
 
 func buildBulletLists(a *args) (Instruction, error) {
 	return bulletLists{n: a.intOrRandom("num_bullets", 1, 5)}, nil
 }
 
-func (b bulletLists) Follows(r string) bool {
-	n := len(starBullet.FindAllStringIndex(r, -1)) + len(dashBullet.FindAllStringIndex(r, -1))
-	return n == b.n
+func (b bulletLists) Follows(t *Text) bool {
+	if t.need(fBullets) {
+		t.bullets = countBullets(t.s)
+	}
+	return t.bullets == b.n
 }
 
 // detectable_format:constrained_response — contains one of the three answers.
@@ -463,8 +530,8 @@ var constrainedOptions = []string{"My answer is yes.", "My answer is no.", "My a
 
 func buildConstrainedResponse(*args) (Instruction, error) { return constrainedResponse{}, nil }
 
-func (constrainedResponse) Follows(r string) bool {
-	r = pystr.Strip(r)
+func (constrainedResponse) Follows(t *Text) bool {
+	r := t.Strip()
 	for _, o := range constrainedOptions {
 		if strings.Contains(r, o) {
 			return true
@@ -486,7 +553,14 @@ func buildHighlights(a *args) (Instruction, error) {
 	return highlights{n: a.intOrRandom("num_highlights", 1, 4)}, nil
 }
 
-func (h highlights) Follows(r string) bool {
+func (h highlights) Follows(t *Text) bool {
+	if t.need(fHighlights) {
+		t.highlights = countHighlights(t.s)
+	}
+	return t.highlights >= h.n
+}
+
+func countHighlights(r string) int {
 	n := 0
 	for _, m := range singleHighlight.FindAllString(r, -1) {
 		if pystr.Strip(strings.Trim(m, "*")) != "" {
@@ -498,7 +572,7 @@ func (h highlights) Follows(r string) bool {
 			n++
 		}
 	}
-	return n >= h.n
+	return n
 }
 
 // detectable_format:multiple_sections — at least n "<spliter> <digits>" markers.
@@ -514,25 +588,26 @@ func buildSections(a *args) (Instruction, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sections{re: regexp.MustCompile(pyS + `?` + re.String() + pyS + `?` + pyD + `+` + pyS + `?`), n: n}, nil
+	return sections{re: sharedPattern(pyS + `?` + re.String() + pyS + `?` + pyD + `+` + pyS + `?`), n: n}, nil
 }
 
-func (s sections) Follows(r string) bool {
-	return len(s.re.FindAllStringIndex(r, -1)) >= s.n
-}
+func (s sections) Follows(t *Text) bool { return t.patternCount(s.re, t.s) >= s.n }
 
 // detectable_format:json_format — the response, less a ``` fence, is JSON for Python.
 type jsonFormat struct{}
 
 func buildJSONFormat(*args) (Instruction, error) { return jsonFormat{}, nil }
 
-func (jsonFormat) Follows(r string) bool {
-	r = pystr.Strip(r)
-	for _, p := range []string{"```json", "```Json", "```JSON", "```"} {
-		r = strings.TrimPrefix(r, p)
+func (jsonFormat) Follows(t *Text) bool {
+	if t.need(fJSON) {
+		r := t.Strip()
+		for _, p := range []string{"```json", "```Json", "```JSON", "```"} {
+			r = strings.TrimPrefix(r, p)
+		}
+		r = pystr.Strip(strings.TrimSuffix(r, "```"))
+		t.isJSON = pyJSONLoads(r)
 	}
-	r = pystr.Strip(strings.TrimSuffix(r, "```"))
-	return pyJSONLoads(r)
+	return t.isJSON
 }
 
 // detectable_format:title — a non-blank <<title>> on one line.
@@ -542,13 +617,16 @@ var titleRe = regexp.MustCompile(`<<[^\n]+>>`)
 
 func buildTitle(*args) (Instruction, error) { return title{}, nil }
 
-func (title) Follows(r string) bool {
-	for _, m := range titleRe.FindAllString(r, -1) {
-		if pystr.Strip(strings.TrimRight(strings.TrimLeft(m, "<"), ">")) != "" {
-			return true
+func (title) Follows(t *Text) bool {
+	if t.need(fTitle) {
+		for _, m := range titleRe.FindAllString(t.s, -1) {
+			if pystr.Strip(strings.TrimRight(strings.TrimLeft(m, "<"), ">")) != "" {
+				t.hasTitle = true
+				break
+			}
 		}
 	}
-	return false
+	return t.hasTitle
 }
 
 // combination:two_responses — two different non-blank responses around "******".
@@ -556,7 +634,14 @@ type twoResponses struct{}
 
 func buildTwoResponses(*args) (Instruction, error) { return twoResponses{}, nil }
 
-func (twoResponses) Follows(r string) bool {
+func (twoResponses) Follows(t *Text) bool {
+	if t.need(fTwoResponses) {
+		t.twoResponses = isTwoResponses(t.s)
+	}
+	return t.twoResponses
+}
+
+func isTwoResponses(r string) bool {
 	var valid []string
 	parts := strings.Split(r, "******")
 	for i, p := range parts {
@@ -582,9 +667,7 @@ func buildRepeatPrompt(a *args) (Instruction, error) {
 	return repeatPrompt{prefix: pystr.Lower(pystr.Strip(p))}, nil
 }
 
-func (p repeatPrompt) Follows(r string) bool {
-	return strings.HasPrefix(pystr.Lower(pystr.Strip(r)), p.prefix)
-}
+func (p repeatPrompt) Follows(t *Text) bool { return strings.HasPrefix(t.lowerStripped(), p.prefix) }
 
 // startend:end_checker — the response (less surrounding quotes) ends with the phrase,
 // ignoring case.
@@ -594,9 +677,7 @@ func buildEndChecker(a *args) (Instruction, error) {
 	return endChecker{suffix: pystr.Lower(pystr.Strip(a.strStrippedOrRandom("end_phrase", starterEndOptions)))}, nil
 }
 
-func (e endChecker) Follows(r string) bool {
-	return strings.HasSuffix(pystr.Lower(strings.Trim(pystr.Strip(r), `"`)), e.suffix)
-}
+func (e endChecker) Follows(t *Text) bool { return strings.HasSuffix(t.endLowered(), e.suffix) }
 
 // change_case:capital_word_frequency — nltk.word_tokenize tokens that are isupper(), against
 // the relation.
@@ -614,14 +695,8 @@ func buildCapitalWordFrequency(a *args) (Instruction, error) {
 	return capitalWordFrequency{n: n, relation: a.relation("capital_relation")}, nil
 }
 
-func (c capitalWordFrequency) Follows(r string) bool {
-	n := 0
-	for _, w := range punkt.WordTokenize(r) {
-		if pystr.IsUpperString(w) {
-			n++
-		}
-	}
-	return compare(c.relation, n, c.n)
+func (c capitalWordFrequency) Follows(t *Text) bool {
+	return compare(c.relation, t.capitalWordCount(), c.n)
 }
 
 // change_case:english_capital — isupper() and detected as English.
@@ -631,7 +706,7 @@ func buildEnglishCapital(*args) (Instruction, error) {
 	return englishCapital{}, nil
 }
 
-func (englishCapital) Follows(r string) bool { return pystr.IsUpperString(r) && isEnglish(r) }
+func (englishCapital) Follows(t *Text) bool { return pystr.IsUpperString(t.s) && isEnglish(t) }
 
 // change_case:english_lowercase — islower() and detected as English.
 type englishLowercase struct{}
@@ -640,12 +715,12 @@ func buildEnglishLowercase(*args) (Instruction, error) {
 	return englishLowercase{}, nil
 }
 
-func (englishLowercase) Follows(r string) bool { return pystr.IsLowerString(r) && isEnglish(r) }
+func (englishLowercase) Follows(t *Text) bool { return pystr.IsLowerString(t.s) && isEnglish(t) }
 
 // isEnglish: an undetectable language counts as followed, as in the official checker.
-func isEnglish(r string) bool {
-	lang, err := langdetect.Detect(r)
-	return err != nil || lang == "en"
+func isEnglish(t *Text) bool {
+	lang, ok := t.language()
+	return !ok || lang == "en"
 }
 
 // punctuation:no_comma — no ASCII comma.
@@ -653,14 +728,14 @@ type noComma struct{}
 
 func buildNoComma(*args) (Instruction, error) { return noComma{}, nil }
 
-func (noComma) Follows(r string) bool { return !strings.Contains(r, ",") }
+func (noComma) Follows(t *Text) bool { return !strings.Contains(t.s, ",") }
 
 // startend:quotation — wrapped in double quotes (at least two characters).
 type quotation struct{}
 
 func buildQuotation(*args) (Instruction, error) { return quotation{}, nil }
 
-func (quotation) Follows(r string) bool {
-	r = pystr.Strip(r)
+func (quotation) Follows(t *Text) bool {
+	r := t.Strip()
 	return utf8.RuneCountInString(r) > 1 && r[0] == '"' && r[len(r)-1] == '"'
 }

@@ -33,7 +33,7 @@ func runFollowCases(t *testing.T, cases []followCase) {
 		if err != nil {
 			t.Fatalf("%s: %s: %v", c.id, c.name, err)
 		}
-		if got := ins.Follows(c.response); got != c.want {
+		if got := ins.Follows(NewText(c.response)); got != c.want {
 			t.Errorf("%s: %s: Follows(%q) = %v, want %v", c.id, c.name, c.response, got, c.want)
 		}
 	}

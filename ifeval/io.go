@@ -49,7 +49,8 @@ func eachLine(r io.Reader, fn func(n int, line []byte) error) error {
 	}
 }
 
-// ReadInputs reads input_data.jsonl rows; name labels errors (name:line).
+// ReadInputs reads input_data.jsonl rows, or open-instruct's RLVR rows (rlvr.go); name labels
+// errors (name:line).
 func ReadInputs(r io.Reader, name string) ([]Input, error) {
 	var out []Input
 	err := eachLine(r, func(n int, line []byte) error {
@@ -57,8 +58,16 @@ func ReadInputs(r io.Reader, name string) ([]Input, error) {
 		if err := json.Unmarshal(line, &in); err != nil {
 			return fmt.Errorf("%s:%d: %v", name, n, err)
 		}
+		var rlvr rlvrRow
+		if err := json.Unmarshal(line, &rlvr); err == nil && (rlvr.Messages != nil || rlvr.GroundTruth != nil) {
+			var err error
+			if in, err = fromRLVR(rlvr); err != nil {
+				return fmt.Errorf("%s:%d: %v", name, n, err)
+			}
+			in.Key = n // RLVR rows have no key: errors and reports name the line
+		}
 		if in.Prompt == "" || len(in.InstructionIDList) == 0 {
-			return fmt.Errorf("%s:%d: want a row with prompt, instruction_id_list and kwargs", name, n)
+			return fmt.Errorf("%s:%d: want a row with prompt, instruction_id_list and kwargs (IFEval), or messages and ground_truth (open-instruct RLVR)", name, n)
 		}
 		if len(in.Kwargs) != len(in.InstructionIDList) {
 			return fmt.Errorf("%s:%d: %d instruction ids but %d kwargs", name, n, len(in.InstructionIDList), len(in.Kwargs))

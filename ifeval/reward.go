@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-
-	"github.com/autoif/autoif/internal/pystr"
 )
 
 // An IFEval constraint travels through the online loop as a verification "function": one
@@ -85,7 +83,8 @@ func ConstraintID(fn string) string {
 }
 
 // Follows is the native verdict of a constraint function on a response: as the strict
-// evaluation, a blank response follows nothing.
-func Follows(in Instruction, response string) bool {
-	return pystr.Strip(response) != "" && in.Follows(response)
+// evaluation, a blank response follows nothing. Checking every constraint on the same Text
+// shares the work the response costs.
+func Follows(in Instruction, response *Text) bool {
+	return !response.Blank() && in.Follows(response)
 }

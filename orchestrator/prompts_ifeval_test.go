@@ -40,3 +40,20 @@ func TestLoadPromptsReadsIFEvalRows(t *testing.T) {
 		t.Errorf("%d IFEval units with %d constraints among %d units, want 541 with 834 and the tinyif ones", ifevalUnits, constraints, len(set.Units))
 	}
 }
+
+// open-instruct's RLVR rows (messages + ground_truth) are IFEval rows too: the prompt is the
+// user message and each constraint a native verification function.
+func TestLoadPromptsReadsRLVRRows(t *testing.T) {
+	set, err := LoadPrompts([]string{"ifeval:../ifeval/testdata/rlvr_ifeval.jsonl"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Units) != 6 {
+		t.Fatalf("%d units, want one per row (6)", len(set.Units))
+	}
+	u := set.Units[5]
+	if u.Prompt != "Write a short note to a neighbour. Do not use any commas. Wrap your entire response with double quotation marks." ||
+		len(u.Functions) != 2 || ifeval.ConstraintID(u.Functions[1]) != "startend:quotation" {
+		t.Errorf("last row: prompt %q, functions %q", u.Prompt, u.Functions)
+	}
+}

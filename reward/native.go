@@ -27,6 +27,10 @@ func WithNative(s Scorer) Scorer {
 // Score implements Scorer.
 func (n *NativeScorer) Score(ctx context.Context, funcs []string, responses []string) (*Result, error) {
 	res := &Result{Evals: make([][]Eval, len(funcs))}
+	texts := make([]*ifeval.Text, len(responses))
+	for r, resp := range responses {
+		texts[r] = ifeval.NewText(resp)
+	}
 	var others []int
 	for f, fn := range funcs {
 		if !ifeval.IsConstraintFunction(fn) {
@@ -35,11 +39,11 @@ func (n *NativeScorer) Score(ctx context.Context, funcs []string, responses []st
 		}
 		row := make([]Eval, len(responses))
 		in, err := ifeval.ParseConstraintFunction(fn)
-		for r, resp := range responses {
+		for r, text := range texts {
 			switch {
 			case err != nil:
 				row[r] = Eval{Outcome: Error, Kind: KindCompile, Message: err.Error()}
-			case ifeval.Follows(in, resp):
+			case ifeval.Follows(in, text):
 				row[r] = Eval{Outcome: Pass}
 			default:
 				row[r] = Eval{Outcome: Fail}

@@ -34,3 +34,28 @@ func TestBenchmarkOnRealData(t *testing.T) {
 	}
 	t.Logf("%+v", fig)
 }
+
+// A small run of the IFEval benchmark: both sides on the same number of threads, every rate
+// measured, and the native verdicts equal to the Python functions' in the sandbox.
+func TestIFEvalBenchmark(t *testing.T) {
+	w, err := reward.LoadIFEvalWorkload("../../ifeval/testdata/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fig, err := RunIFEval(ctx, w, Options{Pool: reward.Options{Workers: 2}, Rounds: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fig.Responses != 4 || fig.Constraints < 600 || fig.Workers != 2 || fig.NativeGoroutines != fig.Workers {
+		t.Errorf("workload and threads %+v", fig)
+	}
+	if fig.SandboxEvalsPerS <= 0 || fig.NativeEvalsPerS <= 0 || fig.NativeUnsharedEvalsPerS <= 0 {
+		t.Errorf("rates %+v", fig)
+	}
+	if fig.VerdictAgreement != 1 {
+		t.Errorf("native and sandbox verdicts agree on %.4f of evaluations, want all", fig.VerdictAgreement)
+	}
+	t.Logf("%+v", fig)
+}

@@ -2,8 +2,11 @@ package rewardbench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/autoif/autoif/reward"
@@ -15,13 +18,20 @@ type IFEvalFigures struct {
 	Constraints int `json:"ifeval_constraints"`
 	Skipped     int `json:"ifeval_skipped"` // no Python form: NLTK, langdetect, random letters
 	Responses   int `json:"ifeval_responses"`
-	Workers     int `json:"ifeval_workers"`
-	// Evaluations per second, best of Rounds, with Workers sandbox workers and as many
-	// goroutines natively.
+	// Both sides run on the same number of threads: Workers sandbox worker processes (one
+	// Python thread each) and as many goroutines natively, with GOMAXPROCS cores for Go.
+	Workers          int `json:"ifeval_workers"`
+	NativeGoroutines int `json:"ifeval_native_goroutines"`
+	GOMAXPROCS       int `json:"ifeval_gomaxprocs"`
+	// Evaluations per second, best of Rounds.
 	SandboxEvalsPerS  float64 `json:"ifeval_sandbox_evals_per_s"`
 	NativeEvalsPerS   float64 `json:"ifeval_native_evals_per_s"`
 	NativeOverSandbox float64 `json:"ifeval_native_over_sandbox"`
-	VerdictAgreement  float64 `json:"ifeval_verdict_agreement"`
+	// The native side again with nothing shared among constraints: one constraint per call,
+	// so each works out what it needs of each response for itself, as the Python functions do.
+	NativeUnsharedEvalsPerS   float64 `json:"ifeval_native_unshared_evals_per_s"`
+	NativeUnsharedOverSandbox float64 `json:"ifeval_native_unshared_over_sandbox"`
+	VerdictAgreement          float64 `json:"ifeval_verdict_agreement"`
 }
 
 // RunIFEval measures w: Rounds rounds of every constraint on every response, each way.
@@ -34,10 +44,13 @@ func RunIFEval(ctx context.Context, w *reward.IFEvalWorkload, opts Options) (*IF
 		return nil, err
 	}
 	defer pool.Close()
-	fig := &IFEvalFigures{Constraints: len(w.Native), Skipped: w.Skipped, Responses: len(w.Responses), Workers: pool.Options().Workers}
+	workers := pool.Options().Workers
+	fig := &IFEvalFigures{Constraints: len(w.Native), Skipped: w.Skipped, Responses: len(w.Responses),
+		Workers: workers, NativeGoroutines: workers, GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	evals := float64(len(w.Native) * len(w.Responses))
 	if opts.Progress != nil {
-		fmt.Fprintf(opts.Progress, "ifeval: %d constraints × %d responses, %d workers\n", fig.Constraints, fig.Responses, fig.Workers)
+		fmt.Fprintf(opts.Progress, "ifeval: %d constraints × %d responses; %d sandbox workers, %d native goroutines (GOMAXPROCS %d)\n",
+			fig.Constraints, fig.Responses, fig.Workers, fig.NativeGoroutines, fig.GOMAXPROCS)
 	}
 	var py, native *reward.Result
 	if _, err := pool.Score(ctx, w.Python, w.Responses[:1]); err != nil { // warm up
@@ -54,8 +67,14 @@ func RunIFEval(ctx context.Context, w *reward.IFEvalWorkload, opts Options) (*IF
 			return nil, err
 		}
 		fig.NativeEvalsPerS = max(fig.NativeEvalsPerS, evals/time.Since(start).Seconds())
+		start = time.Now()
+		if err := scoreNativeUnshared(ctx, w.Native, w.Responses, fig.Workers); err != nil {
+			return nil, err
+		}
+		fig.NativeUnsharedEvalsPerS = max(fig.NativeUnsharedEvalsPerS, evals/time.Since(start).Seconds())
 	}
 	fig.NativeOverSandbox = fig.NativeEvalsPerS / fig.SandboxEvalsPerS
+	fig.NativeUnsharedOverSandbox = fig.NativeUnsharedEvalsPerS / fig.SandboxEvalsPerS
 	agree := 0
 	for f := range w.Native {
 		for r := range w.Responses {
@@ -66,30 +85,43 @@ func RunIFEval(ctx context.Context, w *reward.IFEvalWorkload, opts Options) (*IF
 	}
 	fig.VerdictAgreement = float64(agree) / evals
 	if opts.Progress != nil {
-		fmt.Fprintf(opts.Progress, "ifeval: sandbox %.0f evals/s, native %.0f evals/s (%.1fx), verdicts agree %.4f\n",
-			fig.SandboxEvalsPerS, fig.NativeEvalsPerS, fig.NativeOverSandbox, fig.VerdictAgreement)
+		fmt.Fprintf(opts.Progress, "ifeval: sandbox %.0f evals/s, native %.0f evals/s (%.1fx; %.0f evals/s, %.1fx, with nothing shared among constraints), verdicts agree %.4f\n",
+			fig.SandboxEvalsPerS, fig.NativeEvalsPerS, fig.NativeOverSandbox, fig.NativeUnsharedEvalsPerS, fig.NativeUnsharedOverSandbox, fig.VerdictAgreement)
 	}
 	return fig, nil
 }
 
-// scoreNative scores every function natively, the functions shared among workers goroutines
-// as the sandbox pool shares them among its workers.
+// scoreNative scores every function on every response natively, the responses shared among
+// workers goroutines. Each goroutine checks all functions on its responses in one Score call,
+// as a rollout checks all of a prompt's constraints on each of its responses, so what a
+// response costs (its case-folded text, word count and so on) is worked out once per
+// response and shared by the constraints.
 func scoreNative(ctx context.Context, funcs, responses []string, workers int) (*reward.Result, error) {
 	res := &reward.Result{Evals: make([][]reward.Eval, len(funcs))}
+	for f := range res.Evals {
+		res.Evals[f] = make([]reward.Eval, len(responses))
+	}
 	s := reward.WithNative(nil)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
+	var next atomic.Int64
 	for g := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for f := g; f < len(funcs); f += workers {
-				r, err := s.Score(ctx, funcs[f:f+1], responses)
+			for {
+				r := int(next.Add(1) - 1)
+				if r >= len(responses) {
+					return
+				}
+				got, err := s.Score(ctx, funcs, responses[r:r+1])
 				if err != nil {
 					errs[g] = err
 					return
 				}
-				res.Evals[f] = r.Evals[0]
+				for f := range funcs {
+					res.Evals[f][r] = got.Evals[f][0]
+				}
 			}
 		}()
 	}
@@ -100,4 +132,31 @@ func scoreNative(ctx context.Context, funcs, responses []string, workers int) (*
 		}
 	}
 	return res, nil
+}
+
+// scoreNativeUnshared scores each function on all responses in a call of its own, the
+// functions shared among workers goroutines as the sandbox pool shares them among its workers.
+func scoreNativeUnshared(ctx context.Context, funcs, responses []string, workers int) error {
+	s := reward.WithNative(nil)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				f := int(next.Add(1) - 1)
+				if f >= len(funcs) {
+					return
+				}
+				if _, err := s.Score(ctx, funcs[f:f+1], responses); err != nil {
+					errs[g] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
