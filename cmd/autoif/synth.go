@@ -343,7 +343,7 @@ func synthAllCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := synth.LoadConfig(c.String("config"))
 			if err != nil {
-				return err
+				return fmt.Errorf("--config: %w", err)
 			}
 			pool, err := synthPool(c)
 			if err != nil {
