@@ -65,6 +65,15 @@ stages:
 	if fs.In != 5 || fs.Kept != 3 || fs.Dropped[ReasonRequestFailed] != 1 || fs.Dropped[ReasonNoUsable] != 1 || fs.Details[ReasonNoJSON] != 1 {
 		t.Errorf("funnel %+v", fs)
 	}
+	// The funnel says why the request failed: its last answer, a 500.
+	if len(fs.Errors) != 1 {
+		t.Errorf("request errors %v, want the one failure's", fs.Errors)
+	}
+	for e := range fs.Errors {
+		if !strings.Contains(e, "HTTP 500") {
+			t.Errorf("request error %q, want the server's 500", e)
+		}
+	}
 	if fs.Client == nil || fs.Client.Failures != 1 || fs.Client.Retries != 6 || fs.Client.Requests != 4 {
 		t.Errorf("client %+v: want 1 failure, 6 retries (2 for the 500s, 1 each for the rest), 4 answered", fs.Client)
 	}

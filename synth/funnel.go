@@ -52,6 +52,9 @@ type StageReport struct {
 	Details map[Reason]int `json:"details,omitempty"`
 	// Outputs counts the rows written, by file.
 	Outputs map[string]int `json:"outputs,omitempty"`
+	// Errors counts the failed requests by error (at most maxErrors distinct messages, the
+	// rest under "other errors"), so a funnel says why requests failed, not only how many.
+	Errors map[string]int `json:"errors,omitempty"`
 	// Client is the LLM client's work: requests, cache hits, failures, tokens.
 	Client  *endpoint.Stats `json:"client,omitempty"`
 	Seconds float64         `json:"seconds"`
@@ -65,6 +68,27 @@ func (r *StageReport) drop(reason Reason, n int) {
 	if n > 0 {
 		r.Dropped[reason] += n
 	}
+}
+
+// maxErrors bounds the distinct request errors a report keeps.
+const maxErrors = 5
+
+// requestFailed drops n items whose request failed with err, and records why.
+func (r *StageReport) requestFailed(err error, n int) {
+	r.drop(ReasonRequestFailed, n)
+	r.noteError(err)
+}
+
+// noteError records why a request (or a judgement made of one) failed.
+func (r *StageReport) noteError(err error) {
+	if r.Errors == nil {
+		r.Errors = map[string]int{}
+	}
+	msg := err.Error()
+	if _, ok := r.Errors[msg]; !ok && len(r.Errors) >= maxErrors {
+		msg = "other errors"
+	}
+	r.Errors[msg]++
 }
 
 func (r *StageReport) detail(reason Reason, n int) {
@@ -158,6 +182,16 @@ func (f *Funnel) Table(w io.Writer) {
 		}
 		for _, r := range sortedReasons(s.Details) {
 			fmt.Fprintf(w, "%14s   (%6d  %s)\n", "", s.Details[r], r)
+		}
+		var errs []string
+		for e := range s.Errors {
+			errs = append(errs, e)
+		}
+		sort.Slice(errs, func(i, j int) bool {
+			return s.Errors[errs[i]] > s.Errors[errs[j]] || s.Errors[errs[i]] == s.Errors[errs[j]] && errs[i] < errs[j]
+		})
+		for _, e := range errs {
+			fmt.Fprintf(w, "%14s   failed  %6d  %s\n", "", s.Errors[e], e)
 		}
 		if len(s.Outputs) > 0 {
 			var names []string

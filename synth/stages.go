@@ -95,7 +95,7 @@ func Instructions(ctx context.Context, llm LLM, seeds []string, o InstructionsOp
 	for _, res := range askAll(ctx, llm, o.Sampling, []string{prompt}) {
 		if res.Err != nil {
 			rep.In += max(o.Sampling.N, 1)
-			rep.drop(ReasonRequestFailed, max(o.Sampling.N, 1))
+			rep.requestFailed(res.Err, max(o.Sampling.N, 1))
 			continue
 		}
 		for _, c := range res.Choices {
@@ -151,7 +151,7 @@ func Functions(ctx context.Context, llm LLM, instructions []string, o FunctionsO
 	completions := 0
 	for i, res := range askAll(ctx, llm, o.Sampling, prompts) {
 		if res.Err != nil {
-			rep.drop(ReasonRequestFailed, 1)
+			rep.requestFailed(res.Err, 1)
 			continue
 		}
 		row := FunctionsRow{Prompt: prompts[i], Instruction: instructions[i]}
@@ -254,7 +254,7 @@ func BackTranslate(ctx context.Context, llm LLM, nli NLI, rows []BackTransRow, o
 	)
 	for i, res := range askAll(ctx, llm, o.Sampling, prompts) {
 		if res.Err != nil {
-			rep.drop(ReasonRequestFailed, 1)
+			rep.requestFailed(res.Err, 1)
 			continue
 		}
 		list, ok := ParseStringList(res.Choices[0])
@@ -283,6 +283,7 @@ func BackTranslate(ctx context.Context, llm LLM, nli NLI, rows []BackTransRow, o
 		for j := 0; j < pd.pairs; j++ {
 			if errs[k+j] != nil {
 				failed = true
+				rep.noteError(errs[k+j])
 				continue
 			}
 			r.NLIScores = append(r.NLIScores, labels[k+j])
@@ -403,7 +404,7 @@ func Responses(ctx context.Context, llm LLM, sc Scorer, rows []QueryRow, o Respo
 	for i, res := range results {
 		rep.In += n
 		if res.Err != nil {
-			rep.drop(ReasonRequestFailed, n)
+			rep.requestFailed(res.Err, n)
 			continue
 		}
 		rep.In += len(res.Choices) - n // a server may return fewer or more than asked
@@ -517,7 +518,7 @@ func Judge(ctx context.Context, llm LLM, rows []ResponsesRow, o JudgeOptions) (k
 	}
 	for i, res := range askAll(ctx, llm, o.Sampling, prompts) {
 		if res.Err != nil {
-			rep.drop(ReasonRequestFailed, 1)
+			rep.requestFailed(res.Err, 1)
 			continue
 		}
 		c := cands[i]
