@@ -88,3 +88,116 @@ func TestReplicasNeedAClusterThatLarge(t *testing.T) {
 		t.Fatalf("a joining component changed the pair stream to %d replicas", n)
 	}
 }
+
+// The publisher's member dies while it publishes to an R3 pair stream, and comes back
+// later: the publisher reconnects to a survivor, re-publishes what went unacknowledged under
+// the same ids, and the consumer on another member gets every pair, each once, with the
+// stream holding each batch once.
+func TestPairsSurviveTheLossOfTheStreamLeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lc := startCluster(t, "failover", 3)
+	run, _ := proto.NewRun("failover")
+	setup, err := Connect(ctx, Options{URL: lc.URL(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer setup.Close()
+	res, err := EnsureRun(ctx, setup.JS, run, RunOptions{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := res.Pairs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := lc.Member(info.Cluster.Leader)
+	if leader < 0 {
+		t.Fatalf("pair stream leader %q is no member", info.Cluster.Leader)
+	}
+	other := (leader + 1) % 3
+	// Only the leader's URL: the cluster announces the others, as it does to a client given
+	// one seed.
+	pubBus, err := Connect(ctx, Options{URL: lc.ClientURL(leader), Name: "publisher", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pubBus.Close()
+	consBus, err := Connect(ctx, Options{URL: lc.ClientURL(other), Name: "consumer", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consBus.Close()
+	consRes, err := EnsureRun(ctx, consBus.JS, run, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const batches, perBatch = 30, 5
+	got := map[string]int{}
+	consumed := make(chan error, 1)
+	go func() {
+		cons, err := NewPairConsumer(ctx, consRes, ConsumerOptions{Durable: "trainer", AckWait: 2 * time.Second})
+		if err != nil {
+			consumed <- err
+			return
+		}
+		defer cons.Close()
+		for len(got) < batches*perBatch {
+			b, err := cons.Next(ctx)
+			if err != nil {
+				consumed <- err
+				return
+			}
+			for _, p := range b.Rows {
+				got[p.PairID]++
+			}
+			if err := b.AckSync(ctx); err != nil {
+				t.Logf("ack of %d failed (it comes back, and is dropped): %v", b.Seq, err)
+			}
+		}
+		consumed <- nil
+	}()
+
+	pub := NewPairPublisher(pubBus.JS, run, PublisherOptions{AckTimeout: 2 * time.Second})
+	for i := range batches {
+		switch i {
+		case 10:
+			lc.Stop(leader)
+		case 20:
+			if err := lc.Start(leader); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows := testPairs(i*perBatch, (i+1)*perBatch)
+		ids := make([]string, len(rows))
+		for j := range rows {
+			ids[j] = rows[j].PairID
+		}
+		if err := pub.Publish(ctx, proto.BatchID(ids), rows, nil); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if err := pub.Flush(ctx); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	if err := <-consumed; err != nil {
+		t.Fatal(err)
+	}
+	for i := range batches * perBatch {
+		if id := testPairs(i, i+1)[0].PairID; got[id] != 1 {
+			t.Errorf("pair %s consumed %d times, want once", id, got[id])
+		}
+	}
+	info, err = consRes.Pairs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != batches {
+		t.Errorf("the pair stream holds %d batches, want %d: a retried publish was stored twice", info.State.Msgs, batches)
+	}
+	if Reconnects(pubBus.NC) == 0 {
+		t.Error("the publisher never reconnected after its server died")
+	}
+	t.Logf("publisher reconnects %d, retried batches %d, new leader %s", Reconnects(pubBus.NC), pub.Retried(), info.Cluster.Leader)
+}

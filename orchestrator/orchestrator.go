@@ -500,6 +500,8 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 	if len(evs) == 0 {
 		return
 	}
+	evs = append(evs, proto.MetricEvent{Time: evs[0].Time, Component: Component, Step: evs[0].Step,
+		Name: natsbus.MetricReconnects, Value: float64(natsbus.Reconnects(orc.js.Conn()))})
 	id := proto.BatchID([]string{Component, orc.res.Run.ID, "step", strconv.FormatInt(evs[0].Step, 10)})
 	hdr := nats.Header{}
 	hdr.Set(proto.HeaderPolicyVersion, strconv.FormatInt(c.version, 10))

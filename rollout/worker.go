@@ -878,7 +878,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricRewardMean, Value: acc[0] / acc[1], Label: ConstraintLabelPrefix + id})
 	}
 	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
-		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()},
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: natsbus.MetricReconnects, Value: float64(natsbus.Reconnects(w.js.Conn()))})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
 		return err
 	}
