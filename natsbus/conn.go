@@ -33,6 +33,10 @@ type Options struct {
 	StoreDir string
 	// Server configures the embedded server (only when URL is empty); StoreDir above wins.
 	Server ServerOptions
+	// IgnoreDiscovered keeps the connection to the URLs given, ignoring the members the
+	// cluster announces: for clients that reach the cluster only through addresses of their
+	// own (a proxy, a NAT), where the announced ones lead nowhere.
+	IgnoreDiscovered bool
 	// MaxReconnects bounds reconnection rounds after a connection is lost (0: no bound, the
 	// right choice for a run's components, which must outlive a failover).
 	MaxReconnects int
@@ -130,6 +134,9 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 			}
 			log.Warn("nats async error", "subject", subject, "err", err)
 		}),
+	}
+	if o.IgnoreDiscovered {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	switch {
 	case o.CredsFile != "":

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/tokenizer"
 )
@@ -118,7 +119,13 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		return dst, nil
 	}
 	prefix := run.CheckpointObject(version, "")
-	infos, err := store.List(ctx)
+	// Each request is bounded and retried: one whose reply a cluster's failover lost would
+	// otherwise hold the worker for good.
+	var infos []*jetstream.ObjectInfo
+	err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: 30 * time.Second}, func(ctx context.Context) (err error) {
+		infos, err = store.List(ctx)
+		return err
+	})
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return "", fmt.Errorf("fetch policy v%d: list %s: %w", version, run.CheckpointBucket(), err)
 	}
@@ -149,7 +156,10 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return "", fmt.Errorf("fetch policy v%d: %w", version, err)
 		}
-		if err := store.GetFile(ctx, name, file); err != nil {
+		err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: 2 * time.Minute, For: 10 * time.Minute}, func(ctx context.Context) error {
+			return store.GetFile(ctx, name, file)
+		})
+		if err != nil {
 			return "", fmt.Errorf("fetch policy v%d: %s: %w", version, name, err)
 		}
 	}
