@@ -130,9 +130,11 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		return "", fmt.Errorf("fetch policy v%d: list %s: %w", version, run.CheckpointBucket(), err)
 	}
 	var names []string
+	sizes := map[string]uint64{}
 	for _, info := range infos {
 		if strings.HasPrefix(info.Name, prefix) && !info.Deleted {
 			names = append(names, info.Name)
+			sizes[info.Name] = info.Size
 		}
 	}
 	if len(names) == 0 {
@@ -156,7 +158,10 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return "", fmt.Errorf("fetch policy v%d: %w", version, err)
 		}
-		err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: 2 * time.Minute, For: 10 * time.Minute}, func(ctx context.Context) error {
+		// A get whose member died stalls rather than fails: bound an attempt by what the
+		// object's size needs at a slow 8 MB/s.
+		attempt := 10*time.Second + time.Duration(sizes[name]/(8<<20))*time.Second
+		err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: attempt, For: 10 * attempt}, func(ctx context.Context) error {
 			return store.GetFile(ctx, name, file)
 		})
 		if err != nil {
