@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
@@ -206,79 +204,29 @@ func runReplicatedLoop(t *testing.T, modelDir string, fault clusterFault) {
 		t.Fatalf("summary %+v, want stopped by its %d steps", sum, steps)
 	}
 
-	ledger, err := trainer.ReadLedger(trainer.LedgerPath(trainerDir))
+	check, err := trainer.CheckLedger(ctx, res, trainer.LedgerPath(trainerDir), "trainer")
 	if err != nil {
 		t.Fatal(err)
 	}
-	published := publishedPairs(ctx, t, res)
-	seen := map[string]bool{}
-	lastStep := 0
-	for _, e := range ledger {
-		if seen[e.PairID] {
-			t.Errorf("pair %s is in the ledger twice: trained twice", e.PairID)
-		}
-		seen[e.PairID] = true
-		if _, ok := published[e.PairID]; !ok {
-			t.Errorf("the ledger names pair %s, which no rollout worker published", e.PairID)
-		}
-		if e.Applied() {
-			lastStep = max(lastStep, e.Step)
-		}
+	t.Log(check)
+	for _, id := range check.Lost {
+		t.Errorf("pair %s was acknowledged but is not in the ledger: lost", id)
 	}
-	if lastStep != steps {
-		t.Errorf("the last step that applied pairs is %d, want %d", lastStep, steps)
+	for _, id := range check.TrainedTwice {
+		t.Errorf("pair %s is in the ledger twice: trained twice", id)
 	}
-	// Every batch the trainer's consumer acknowledged is in the ledger, pair by pair.
-	cons, err := res.Pairs.Consumer(ctx, "trainer")
-	if err != nil {
-		t.Fatal(err)
+	for _, id := range check.StoredTwice {
+		t.Errorf("pair %s is stored twice in the pair stream: a retried publish was not recognised", id)
 	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	for _, id := range check.Unknown {
+		t.Errorf("the ledger names pair %s, which no rollout worker published", id)
 	}
-	lost := 0
-	for id, seq := range published {
-		if seq <= ci.AckFloor.Stream && !seen[id] {
-			lost++
-			t.Errorf("pair %s (stream sequence %d) was acknowledged but is not in the ledger: lost", id, seq)
-		}
+	if check.LastStep != steps || check.AckFloor == 0 || check.Consumed < steps*4 {
+		t.Errorf("%s: want %d steps of 4 pairs and acknowledged batches", check, steps)
 	}
-	t.Logf("%d pairs published, %d in the ledger, ack floor %d, %d lost", len(published), len(ledger), ci.AckFloor.Stream, lost)
 	if fault == partitionTrainer && reconnects() == 0 {
 		t.Error("the trainer's connection never reconnected: the partition did not cut it")
 	}
-}
-
-// publishedPairs reads the pair stream whole: every pair id with the stream sequence of its
-// batch. A pair stored twice (a retried publish the stream failed to recognise) fails the test.
-func publishedPairs(ctx context.Context, t *testing.T, res *natsbus.RunResources) map[string]uint64 {
-	t.Helper()
-	info, err := res.Pairs.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]uint64{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := res.Pairs.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := proto.Pairs.DecodeMsg(m.Header, m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range rows {
-			if first, dup := out[p.PairID]; dup {
-				t.Errorf("pair %s is stored twice in the pair stream (sequences %d and %d)", p.PairID, first, seq)
-			}
-			out[p.PairID] = seq
-		}
-	}
-	return out
 }
 
 // tcpProxy forwards TCP connections to the first of its targets that answers, and can cut
