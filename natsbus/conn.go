@@ -170,7 +170,12 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 		b.shutdownServer()
 		return nil, fmt.Errorf("jetstream at %s: %w", url, err)
 	}
-	if _, err := js.AccountInfo(ctx); err != nil {
+	// A cluster that is still electing its meta leader answers late or with a 503.
+	err = Retry(ctx, RetryOptions{For: 30 * time.Second}, func(ctx context.Context) error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	if err != nil {
 		nc.Close()
 		b.shutdownServer()
 		return nil, fmt.Errorf("jetstream at %s: %w (is JetStream enabled on the server?)", url, err)

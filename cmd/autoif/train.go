@@ -35,6 +35,7 @@ func trainCommand() *cli.Command {
 			trainDPOCommand(),
 			trainSFTCommand(),
 			trainStreamCommand(),
+			trainCheckLedgerCommand(),
 		},
 	}
 }
