@@ -201,3 +201,47 @@ func TestPairsSurviveTheLossOfTheStreamLeader(t *testing.T) {
 	}
 	t.Logf("publisher reconnects %d, retried batches %d, new leader %s", Reconnects(pubBus.NC), pub.Retried(), info.Cluster.Leader)
 }
+
+// A cluster member is refused, in one line and before it listens, when its cluster options
+// do not add up.
+func TestClusterOptionsAreCheckedBeforeStarting(t *testing.T) {
+	cases := []struct {
+		o    ServerOptions
+		want string
+	}{
+		{ServerOptions{ClusterPort: 6222}, "need a cluster name"},
+		{ServerOptions{Routes: []string{"nats://127.0.0.1:6222"}}, "need a cluster name"},
+		{ServerOptions{ClusterName: "c", ServerName: "a"}, "no cluster port"},
+		{ServerOptions{ClusterName: "c", ClusterPort: -1}, "distinct server name"},
+		{ServerOptions{ClusterName: "c", ClusterPort: -1, ServerName: "a", Routes: []string{"127.0.0.1"}}, "want nats://HOST:PORT"},
+	}
+	for _, tc := range cases {
+		tc.o.StoreDir = t.TempDir()
+		s, err := StartServer(tc.o)
+		if err == nil {
+			s.Shutdown()
+			t.Errorf("%+v: started, want an error containing %q", tc.o, tc.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%+v: %v, want one line containing %q", tc.o, err, tc.want)
+		}
+	}
+}
+
+// Reconnection rounds back off from 250 ms to at most ReconnectBackoffMax, jitter included
+// (a quarter at most), so a cluster's clients neither hammer the survivors nor wait long.
+func TestReconnectBackoffIsBounded(t *testing.T) {
+	prev := time.Duration(0)
+	for attempt := 1; attempt <= 50; attempt++ {
+		d := ReconnectDelay(attempt)
+		base := min(250*time.Millisecond<<min(attempt-1, 3), ReconnectBackoffMax)
+		if d < base || d > base+base/4 {
+			t.Fatalf("attempt %d: %s, want %s plus at most a quarter", attempt, d, base)
+		}
+		if base < prev {
+			t.Fatalf("attempt %d: the backoff shrank", attempt)
+		}
+		prev = base
+	}
+}
