@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -216,7 +218,7 @@ func TestClusterOptionsAreCheckedBeforeStarting(t *testing.T) {
 		{ServerOptions{ClusterName: "c", ClusterPort: -1, ServerName: "a", Routes: []string{"127.0.0.1"}}, "want nats://HOST:PORT"},
 	}
 	for _, tc := range cases {
-		tc.o.StoreDir = t.TempDir()
+		tc.o.StoreDir = filepath.Join(t.TempDir(), "store")
 		s, err := StartServer(tc.o)
 		if err == nil {
 			s.Shutdown()
@@ -225,6 +227,9 @@ func TestClusterOptionsAreCheckedBeforeStarting(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%+v: %v, want one line containing %q", tc.o, err, tc.want)
+		}
+		if _, err := os.Stat(tc.o.StoreDir); err == nil {
+			t.Errorf("%+v: a refused server left its store directory behind", tc.o)
 		}
 	}
 }

@@ -57,9 +57,6 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("nats server: a JetStream store directory is required")
 	}
-	if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
-		return nil, fmt.Errorf("nats server: store directory: %w", err)
-	}
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -108,6 +105,10 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		}
 		opts.TLSConfig = tc
 		opts.TLS = true
+	}
+	// Only now that the options hold: a refused server leaves no store directory behind.
+	if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("nats server: store directory: %w", err)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
