@@ -321,6 +321,7 @@ func TrainStream(ctx context.Context, js jetstream.JetStream, res *natsbus.RunRe
 		values := m.Map()
 		values["policy/lag"], values["policy/lag_max"] = s.MeanLag, float64(s.MaxLag)
 		values["waited_for_pairs_s"] = s.Waited.Seconds()
+		values[natsbus.MetricReconnects] = float64(natsbus.Reconnects(js.Conn()))
 		if s.Interval > 0 {
 			values["idle_fraction"] = min(s.Waited.Seconds()/s.Interval.Seconds(), 1)
 		}

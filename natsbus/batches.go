@@ -19,9 +19,10 @@ import (
 type PublisherOptions struct {
 	// MaxPending is how many batches may await their JetStream ack (default 64).
 	MaxPending int
-	// Retries is how often a batch whose ack failed or timed out is published again, with
-	// the same message id so JetStream keeps one copy (default 5).
-	Retries int
+	// RetryFor bounds how long a batch whose ack failed or timed out is published again,
+	// with the same message id so JetStream keeps one copy (default 60s: a cluster's
+	// failover takes seconds, and the streams' duplicate window is 2 minutes).
+	RetryFor time.Duration
 	// AckTimeout bounds the wait for one ack (default 10s).
 	AckTimeout time.Duration
 }
@@ -34,6 +35,7 @@ type Publisher[T any] struct {
 	subject string
 	o       PublisherOptions
 	pending []jetstream.PubAckFuture
+	retried int64
 }
 
 // NewPublisher publishes batches of codec's rows to subject.
@@ -41,8 +43,8 @@ func NewPublisher[T any](js jetstream.JetStream, codec *proto.Codec[T], subject 
 	if o.MaxPending <= 0 {
 		o.MaxPending = 64
 	}
-	if o.Retries <= 0 {
-		o.Retries = 5
+	if o.RetryFor <= 0 {
+		o.RetryFor = time.Minute
 	}
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 10 * time.Second
@@ -103,25 +105,30 @@ func (p *Publisher[T]) settleOldest(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Publish again, synchronously: the message id makes a late first copy harmless.
+	// Publish again, synchronously, through a failover if need be: the message id makes a
+	// late first copy harmless within the stream's duplicate window, which RetryFor stays
+	// inside.
 	m := f.Msg()
-	var err error
-	for attempt := 1; attempt <= p.o.Retries; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, p.o.AckTimeout)
-		_, err = p.js.PublishMsg(actx, m)
-		cancel()
-		if err == nil {
-			p.pending = p.pending[1:]
-			return nil
-		}
+	err := Retry(ctx, RetryOptions{Attempt: p.o.AckTimeout, For: p.o.RetryFor, OnRetry: func(attempt int, err error) {
+		slog.Warn("batch publish retry", "subject", m.Subject, "msg_id", m.Header.Get(proto.HeaderMsgID), "attempt", attempt, "err", err)
+	}}, func(ctx context.Context) error {
+		_, err := p.js.PublishMsg(ctx, m)
+		return err
+	})
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		slog.Warn("batch publish retry", "subject", m.Subject, "msg_id", m.Header.Get(proto.HeaderMsgID), "attempt", attempt, "err", err)
-		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		return fmt.Errorf("publish %s batch %s: %v; retried for up to %s: %w", p.codec.Name(), m.Header.Get(proto.HeaderMsgID), cause, p.o.RetryFor, err)
 	}
-	return fmt.Errorf("publish %s batch %s: %v; %d retries failed: %w", p.codec.Name(), m.Header.Get(proto.HeaderMsgID), cause, p.o.Retries, err)
+	p.pending = p.pending[1:]
+	p.retried++
+	return nil
 }
+
+// Retried counts the batches whose first publication went unacknowledged and that a retry
+// stored.
+func (p *Publisher[T]) Retried() int64 { return p.retried }
 
 // ConsumerOptions tune a Consumer.
 type ConsumerOptions struct {

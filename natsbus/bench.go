@@ -30,6 +30,10 @@ type TransportBenchOptions struct {
 	// Memory keeps the bench streams in JetStream's memory store instead of its file store:
 	// the transport alone, without the disk. Both phases use the same store.
 	Memory bool
+	// Replicas of the bench streams (default 1; more needs a cluster that large).
+	Replicas int
+	// NoBaseline skips the JSON baseline (for a second row on the same cluster).
+	NoBaseline bool
 	// Progress, if set, is called about once a second.
 	Progress func(phase string, done, total int)
 }
@@ -39,6 +43,7 @@ type TransportBenchResult struct {
 	Pairs              int     `json:"pairs"`
 	BatchSize          int     `json:"batch_size"`
 	Storage            string  `json:"storage"`
+	Replicas           int     `json:"replicas"`
 	BytesPerPair       float64 `json:"bytes_per_pair"`
 	WallS              float64 `json:"wall_s"`
 	PairsPerS          float64 `json:"pairs_per_s"`
@@ -52,6 +57,8 @@ type TransportBenchResult struct {
 	BaselineMBPerS     float64 `json:"baseline_mb_per_s"`
 	SpeedupVsBaseline  float64 `json:"speedup_vs_baseline"`
 	DuplicatesReceived int64   `json:"duplicates_received"`
+	// Replicated holds the rows of the same bench with replicated streams, when asked.
+	Replicated []*TransportBenchResult `json:"replicated,omitempty"`
 }
 
 // BenchTransport streams preference pairs through JetStream from a publisher to a durable
@@ -82,19 +89,26 @@ func BenchTransport(ctx context.Context, bus *Bus, o TransportBenchOptions) (*Tr
 	if err != nil {
 		return nil, err
 	}
-	res, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: o.Memory})
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	res, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: o.Memory, Replicas: o.Replicas})
 	if err != nil {
 		return nil, err
 	}
 	defer cleanupRun(bus.JS, run)
 	gen := newPairGen(o.Tokens, o.TextBytes)
-	r := &TransportBenchResult{Pairs: o.Pairs, BatchSize: o.BatchSize, BaselinePairs: o.BaselinePairs, Storage: "file"}
+	r := &TransportBenchResult{Pairs: o.Pairs, BatchSize: o.BatchSize, BaselinePairs: o.BaselinePairs, Storage: "file", Replicas: o.Replicas}
 	if o.Memory {
 		r.Storage = "memory"
 	}
 
 	if err := benchArrow(ctx, bus, res, gen, o, r); err != nil {
 		return nil, err
+	}
+	if o.NoBaseline {
+		r.BaselinePairs = 0
+		return r, nil
 	}
 	// Free the Arrow phase's gigabytes before the baseline fills its own stream.
 	if err := bus.JS.DeleteStream(ctx, run.PairsStream()); err != nil {
@@ -219,6 +233,7 @@ func benchJSON(ctx context.Context, bus *Bus, run proto.Run, gen *pairGen, o Tra
 	subject := "autoif." + run.ID + ".pairs-json"
 	stream, err := bus.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: run.PairsStream() + "_JSON", Subjects: []string{subject}, Storage: storage, Duplicates: 2 * time.Minute,
+		Replicas: o.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("baseline stream: %w", err)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,16 +33,47 @@ type Options struct {
 	StoreDir string
 	// Server configures the embedded server (only when URL is empty); StoreDir above wins.
 	Server ServerOptions
+	// IgnoreDiscovered keeps the connection to the URLs given, ignoring the members the
+	// cluster announces: for clients that reach the cluster only through addresses of their
+	// own (a proxy, a NAT), where the announced ones lead nowhere.
+	IgnoreDiscovered bool
+	// MaxReconnects bounds reconnection rounds after a connection is lost (0: no bound, the
+	// right choice for a run's components, which must outlive a failover).
+	MaxReconnects int
 	// Logger receives connection events; default slog.Default().
 	Logger *slog.Logger
 }
 
 // Bus is a NATS connection with JetStream, and the embedded server when it started one.
 type Bus struct {
-	NC     *nats.Conn
-	JS     jetstream.JetStream
-	server *server.Server
-	log    *slog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	server  *server.Server
+	log     *slog.Logger
+	lastURL atomic.Value // the server last connected to, for the disconnect log line
+}
+
+// ReconnectBackoffMax bounds the wait between two rounds of reconnection attempts.
+const ReconnectBackoffMax = 2 * time.Second
+
+// ReconnectDelay is the wait before reconnection round attempts (1, 2, …): 250 ms doubling
+// to ReconnectBackoffMax, plus up to a quarter of it at random.
+func ReconnectDelay(attempts int) time.Duration {
+	d := 250 * time.Millisecond << min(max(attempts-1, 0), 3)
+	d = min(d, ReconnectBackoffMax)
+	return d + rand.N(d/4+1)
+}
+
+// MetricReconnects is the metric, in every component's metrics, counting its NATS
+// connection's reconnections so far.
+const MetricReconnects = "nats/reconnects"
+
+// Reconnects counts the connection's reconnections so far (for components' metrics).
+func Reconnects(nc *nats.Conn) int64 {
+	if nc == nil {
+		return 0
+	}
+	return int64(nc.Stats().Reconnects)
 }
 
 // Connect connects to o.URL, or starts an embedded server and connects to it over loopback
@@ -71,18 +104,29 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 		url = s.ClientURL()
 		log.Debug("embedded nats server started", "url", url, "store", so.StoreDir)
 	}
+	maxReconnects := o.MaxReconnects
+	if maxReconnects == 0 {
+		maxReconnects = -1
+	}
 	opts := []nats.Option{
 		nats.Name(o.Name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		// A component outlives any one server: it tries every member it knows of (the seeds
+		// and those the cluster announces), forever unless told otherwise, backing off to at
+		// most ReconnectBackoffMax between rounds, with jitter so that a cluster's clients do
+		// not all land on the survivors at once.
+		nats.MaxReconnects(maxReconnects),
+		nats.CustomReconnectDelay(ReconnectDelay),
 		// Large batches: a bigger reconnect buffer keeps publishes across a short outage.
 		nats.ReconnectBufSize(64 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats disconnected", "err", err)
+				log.Warn("nats disconnected", "name", o.Name, "url", b.lastURL.Load(), "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.lastURL.Store(nc.ConnectedUrlRedacted())
+			log.Info("nats reconnected", "name", o.Name, "url", nc.ConnectedUrlRedacted(), "reconnects", nc.Stats().Reconnects)
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
@@ -90,6 +134,9 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 			}
 			log.Warn("nats async error", "subject", subject, "err", err)
 		}),
+	}
+	if o.IgnoreDiscovered {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	switch {
 	case o.CredsFile != "":
@@ -123,12 +170,18 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 		b.shutdownServer()
 		return nil, fmt.Errorf("jetstream at %s: %w", url, err)
 	}
-	if _, err := js.AccountInfo(ctx); err != nil {
+	// A cluster that is still electing its meta leader answers late or with a 503.
+	err = Retry(ctx, RetryOptions{For: 30 * time.Second}, func(ctx context.Context) error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	if err != nil {
 		nc.Close()
 		b.shutdownServer()
 		return nil, fmt.Errorf("jetstream at %s: %w (is JetStream enabled on the server?)", url, err)
 	}
 	b.NC, b.JS = nc, js
+	b.lastURL.Store(nc.ConnectedUrlRedacted())
 	return b, nil
 }
 

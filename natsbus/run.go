@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,7 +14,10 @@ import (
 type RunOptions struct {
 	// Memory keeps streams in memory instead of files (tests, throwaway benchmarks).
 	Memory bool
-	// Replicas per stream in a cluster (default 1).
+	// Replicas per stream, bucket and object store. More than one needs a NATS cluster with
+	// at least that many live members when the run's streams are first created; the run then
+	// outlives the loss of a minority of them. 0 keeps an existing run's count (so a component
+	// that joins never scales a run down), and is 1 for a new run.
 	Replicas int
 	// DuplicateWindow is how long JetStream remembers message ids to drop re-publishes
 	// (default 2 minutes).
@@ -41,11 +45,30 @@ func EnsureRun(ctx context.Context, js jetstream.JetStream, run proto.Run, o Run
 	if o.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	if o.Replicas == 0 {
-		o.Replicas = 1
-	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = 2 * time.Minute
+	}
+	if o.Replicas < 0 {
+		return nil, fmt.Errorf("run %s: %d replicas", run.ID, o.Replicas)
+	}
+	// Every request is retried: a component may start while the cluster elects a leader.
+	var existing jetstream.Stream
+	err := Retry(ctx, RetryOptions{}, func(ctx context.Context) (err error) {
+		existing, err = js.Stream(ctx, run.PairsStream())
+		return err
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if o.Replicas == 0 {
+			o.Replicas = 1
+		}
+		if err := checkReplicas(ctx, js.Conn(), o.Replicas); err != nil {
+			return nil, fmt.Errorf("run %s: %w", run.ID, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("run %s: stream %s: %w", run.ID, run.PairsStream(), err)
+	case o.Replicas == 0:
+		o.Replicas = max(existing.CachedInfo().Config.Replicas, 1)
 	}
 	stream := func(name, subject string, retention jetstream.RetentionPolicy, maxBytes int64) (jetstream.Stream, error) {
 		cfg := jetstream.StreamConfig{
@@ -61,14 +84,17 @@ func EnsureRun(ctx context.Context, js jetstream.JetStream, run proto.Run, o Run
 		if maxBytes == 0 {
 			cfg.MaxBytes = -1
 		}
-		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		var s jetstream.Stream
+		err := Retry(ctx, RetryOptions{}, func(ctx context.Context) (err error) {
+			s, err = js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("run %s: stream %s: %w", run.ID, name, err)
 		}
 		return s, nil
 	}
 	r := &RunResources{Run: run}
-	var err error
 	if r.Prompts, err = stream(run.PromptsStream(), run.Prompts(), jetstream.WorkQueuePolicy, 0); err != nil {
 		return nil, err
 	}
@@ -81,21 +107,27 @@ func EnsureRun(ctx context.Context, js jetstream.JetStream, run proto.Run, o Run
 	if r.Metrics, err = stream(run.MetricsStream(), run.Metrics(), jetstream.LimitsPolicy, 0); err != nil {
 		return nil, err
 	}
-	r.Policy, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      run.PolicyBucket(),
-		Description: "autoif run " + run.ID + ": current policy version",
-		History:     16,
-		Storage:     storage,
-		Replicas:    o.Replicas,
+	err = Retry(ctx, RetryOptions{}, func(ctx context.Context) (err error) {
+		r.Policy, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      run.PolicyBucket(),
+			Description: "autoif run " + run.ID + ": current policy version",
+			History:     16,
+			Storage:     storage,
+			Replicas:    o.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("run %s: policy bucket %s: %w", run.ID, run.PolicyBucket(), err)
 	}
-	r.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      run.CheckpointBucket(),
-		Description: "autoif run " + run.ID + ": policy checkpoints",
-		Storage:     storage,
-		Replicas:    o.Replicas,
+	err = Retry(ctx, RetryOptions{}, func(ctx context.Context) (err error) {
+		r.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      run.CheckpointBucket(),
+			Description: "autoif run " + run.ID + ": policy checkpoints",
+			Storage:     storage,
+			Replicas:    o.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("run %s: checkpoint store %s: %w", run.ID, run.CheckpointBucket(), err)

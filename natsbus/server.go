@@ -3,7 +3,9 @@ package natsbus
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,15 +38,24 @@ type ServerOptions struct {
 	ServerName string
 	// Logs makes the server log through its own logger to stderr.
 	Logs bool
+
+	// ClusterName, with ClusterPort, makes the server a member of a NATS cluster whose
+	// JetStream replicates streams across members (Replicas in RunOptions). Every member
+	// needs a distinct ServerName.
+	ClusterName string
+	// ClusterHost is the interface for routes from other members (default Host).
+	ClusterHost string
+	// ClusterPort listens for routes; -1 picks a free port.
+	ClusterPort int
+	// Routes are the other members' route URLs (nats://HOST:CLUSTER_PORT). A member may list
+	// all of them, itself included; routes to itself are ignored.
+	Routes []string
 }
 
 // StartServer starts a nats-server with JetStream and waits until it accepts connections.
 func StartServer(o ServerOptions) (*server.Server, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("nats server: a JetStream store directory is required")
-	}
-	if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
-		return nil, fmt.Errorf("nats server: store directory: %w", err)
 	}
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
@@ -84,6 +95,9 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 	if o.HTTPPort == 0 {
 		opts.HTTPPort = 0
 	}
+	if err := clusterOptions(o, opts); err != nil {
+		return nil, err
+	}
 	if o.TLSCert != "" || o.TLSKey != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLSCert, KeyFile: o.TLSKey})
 		if err != nil {
@@ -91,6 +105,10 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		}
 		opts.TLSConfig = tc
 		opts.TLS = true
+	}
+	// Only now that the options hold: a refused server leaves no store directory behind.
+	if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("nats server: store directory: %w", err)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -104,9 +122,46 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("nats server on %s:%d: not ready after 15s", o.Host, o.Port)
 	}
-	if !s.JetStreamEnabled() {
+	// A cluster member's JetStream waits for its peers; only a lone server can be asked now.
+	if o.ClusterName == "" && !s.JetStreamEnabled() {
 		s.Shutdown()
 		return nil, errors.New("nats server: JetStream did not start")
 	}
 	return s, nil
+}
+
+// clusterOptions sets the route listener and seed routes of a cluster member.
+func clusterOptions(o ServerOptions, opts *server.Options) error {
+	if o.ClusterName == "" {
+		if o.ClusterPort != 0 || len(o.Routes) > 0 {
+			return errors.New("nats server: a cluster port or routes need a cluster name")
+		}
+		return nil
+	}
+	if o.ClusterPort == 0 {
+		return fmt.Errorf("nats server: cluster %s: no cluster port", o.ClusterName)
+	}
+	if o.ServerName == "" {
+		return fmt.Errorf("nats server: cluster %s: every member needs a distinct server name", o.ClusterName)
+	}
+	host := o.ClusterHost
+	if host == "" {
+		host = o.Host
+	}
+	opts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: o.ClusterPort}
+	if o.ClusterPort < 0 {
+		opts.Cluster.Port = server.RANDOM_PORT
+	}
+	for _, r := range o.Routes {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || u.Port() == "" {
+			return fmt.Errorf("nats server: route %q: want nats://HOST:PORT", r)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }

@@ -528,6 +528,8 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 	if len(evs) == 0 {
 		return
 	}
+	evs = append(evs, proto.MetricEvent{Time: evs[0].Time, Component: Component, Step: evs[0].Step,
+		Name: natsbus.MetricReconnects, Value: float64(natsbus.Reconnects(orc.js.Conn()))})
 	id := proto.BatchID([]string{Component, orc.res.Run.ID, "step", strconv.FormatInt(evs[0].Step, 10)})
 	hdr := nats.Header{}
 	hdr.Set(proto.HeaderPolicyVersion, strconv.FormatInt(c.version, 10))
@@ -647,6 +649,17 @@ func (orc *Orchestrator) refreshInFlight(ctx context.Context) error {
 	return nil
 }
 
+// streamInfo is s.Info, retried through a cluster's failover (a member that died with the
+// request unanswered, a stream electing its leader) rather than ending the run.
+func streamInfo(ctx context.Context, s jetstream.Stream) (*jetstream.StreamInfo, error) {
+	var info *jetstream.StreamInfo
+	err := natsbus.Retry(ctx, natsbus.RetryOptions{}, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx)
+		return err
+	})
+	return info, err
+}
+
 // schedule enqueues prompts as the mode allows.
 func (orc *Orchestrator) schedule(ctx context.Context) error {
 	if orc.exhausted() {
@@ -658,7 +671,7 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 		if limit := orc.cfg.pairsAhead(); limit > 0 {
 			// A finished prompt's pairs are stored before its rollouts wake the scheduler:
 			// count them before deciding there is room.
-			info, err := orc.res.Pairs.Info(ctx)
+			info, err := streamInfo(ctx, orc.res.Pairs)
 			if err != nil {
 				return fmt.Errorf("pairs stream: %w", err)
 			}
@@ -698,7 +711,7 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 			}
 			// Its last pairs are stored before its prompts are acknowledged; count them
 			// before deciding whether the trainer has enough.
-			info, err := orc.res.Pairs.Info(ctx)
+			info, err := streamInfo(ctx, orc.res.Pairs)
 			if err != nil {
 				return fmt.Errorf("pairs stream: %w", err)
 			}
@@ -707,7 +720,7 @@ func (orc *Orchestrator) schedule(ctx context.Context) error {
 			}
 			// And its rollouts, which say whether the batch taught anything: a run that
 			// stops on them (MaxIdlePrompts) must not sample further ahead than a batch.
-			rinfo, err := orc.res.Rollouts.Info(ctx)
+			rinfo, err := streamInfo(ctx, orc.res.Rollouts)
 			if err != nil {
 				return fmt.Errorf("rollouts stream: %w", err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/proto"
 	"github.com/autoif/autoif/tokenizer"
 )
@@ -118,14 +119,22 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		return dst, nil
 	}
 	prefix := run.CheckpointObject(version, "")
-	infos, err := store.List(ctx)
+	// Each request is bounded and retried: one whose reply a cluster's failover lost would
+	// otherwise hold the worker for good.
+	var infos []*jetstream.ObjectInfo
+	err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: 30 * time.Second}, func(ctx context.Context) (err error) {
+		infos, err = store.List(ctx)
+		return err
+	})
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return "", fmt.Errorf("fetch policy v%d: list %s: %w", version, run.CheckpointBucket(), err)
 	}
 	var names []string
+	sizes := map[string]uint64{}
 	for _, info := range infos {
 		if strings.HasPrefix(info.Name, prefix) && !info.Deleted {
 			names = append(names, info.Name)
+			sizes[info.Name] = info.Size
 		}
 	}
 	if len(names) == 0 {
@@ -149,7 +158,13 @@ func FetchCheckpoint(ctx context.Context, store jetstream.ObjectStore, run proto
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return "", fmt.Errorf("fetch policy v%d: %w", version, err)
 		}
-		if err := store.GetFile(ctx, name, file); err != nil {
+		// A get whose member died stalls rather than fails: bound an attempt by what the
+		// object's size needs at a slow 8 MB/s.
+		attempt := 10*time.Second + time.Duration(sizes[name]/(8<<20))*time.Second
+		err := natsbus.Retry(ctx, natsbus.RetryOptions{Attempt: attempt, For: 10 * attempt}, func(ctx context.Context) error {
+			return store.GetFile(ctx, name, file)
+		})
+		if err != nil {
 			return "", fmt.Errorf("fetch policy v%d: %s: %w", version, name, err)
 		}
 	}

@@ -434,17 +434,33 @@ func (w *Worker) watchPolicy(ctx context.Context) {
 // watchVersions calls newer with each version the run's policy key is set to, until ctx
 // ends. Updates that arrived while newer ran are coalesced to the newest: a follower that
 // loads slower than the trainer publishes skips to the latest version.
+//
+// The key is also read every policyPoll: a watch is a consumer on one cluster member, and
+// after that member dies it can take minutes to notice, while the key itself is readable
+// from any survivor within seconds.
 func watchVersions(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger, newer func(v int64, published time.Time)) error {
 	kw, err := kv.Watch(ctx, proto.PolicyCurrentKey)
 	if err != nil {
 		return err
 	}
 	defer kw.Stop()
+	poll := time.NewTicker(policyPoll)
+	defer poll.Stop()
+	last := int64(-1)
 	for {
 		var e jetstream.KeyValueEntry
+		polled := false
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-poll.C:
+			gctx, cancel := context.WithTimeout(ctx, policyPoll)
+			u, err := kv.Get(gctx, proto.PolicyCurrentKey)
+			cancel()
+			if err != nil {
+				continue
+			}
+			e, polled = u, true
 		case u, ok := <-kw.Updates():
 			if !ok {
 				return nil
@@ -459,7 +475,7 @@ func watchVersions(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger,
 					break drain
 				}
 				if u != nil {
-					e = u
+					e, polled = u, false
 				}
 			default:
 				break drain
@@ -473,9 +489,16 @@ func watchVersions(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger,
 			log.Error("ignoring policy update", "err", err)
 			continue
 		}
+		if polled && v <= last {
+			continue
+		}
+		last = v
 		newer(v, e.Created())
 	}
 }
+
+// policyPoll is how often watchVersions reads the policy key besides watching it.
+const policyPoll = 2 * time.Second
 
 // loadVersion fetches and loads version v, retrying with a growing pause until it loads or a
 // newer version is published: the trainer puts the files before it moves the key, so a
@@ -878,7 +901,8 @@ func (w *Worker) step(ctx context.Context, units []proto.PromptUnit) error {
 		events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricRewardMean, Value: acc[0] / acc[1], Label: ConstraintLabelPrefix + id})
 	}
 	events = append(events, proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricSampleSeconds, Value: sampleDur.Seconds()},
-		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()})
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: MetricScoreSeconds, Value: scoreDur.Seconds()},
+		proto.MetricEvent{Time: now, Component: Component, Step: stepNo, Name: natsbus.MetricReconnects, Value: float64(natsbus.Reconnects(w.js.Conn()))})
 	if err := w.metrics.Publish(ctx, proto.BatchID([]string{w.o.Name, strconv.FormatUint(w.o.Seed, 10), strconv.FormatInt(stepNo, 10)}), events, hdr); err != nil {
 		return err
 	}

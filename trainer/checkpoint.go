@@ -10,11 +10,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/autoif/autoif/atomicfile"
 	"github.com/autoif/autoif/model"
+	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/proto"
 )
 
@@ -288,22 +290,32 @@ var publishedFiles = []string{"config.json", "generation_config.json", "model.sa
 // Publish puts a checkpoint's files into the run's object store as policy version, then
 // moves the KV `current` pointer: a reader that sees the version finds every file.
 func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv jetstream.KeyValue, version int64, dir string) error {
+	// Each put is retried through a cluster's failover: an object put again under its name
+	// replaces the first copy, and the pointer moves only after every file is in.
+	objects := natsbus.RetryOptions{Attempt: 2 * time.Minute, For: 10 * time.Minute}
 	for _, name := range publishedFiles {
 		path := filepath.Join(dir, name)
-		f, err := os.Open(path)
-		if os.IsNotExist(err) {
+		if _, err := os.Stat(path); os.IsNotExist(err) {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("publish policy %d: %w", version, err)
-		}
-		_, err = store.Put(ctx, jetstream.ObjectMeta{Name: run.CheckpointObject(version, name)}, f)
-		f.Close()
+		err := natsbus.Retry(ctx, objects, func(ctx context.Context) error {
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = store.Put(ctx, jetstream.ObjectMeta{Name: run.CheckpointObject(version, name)}, f)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("publish policy %d: %s: %w", version, name, err)
 		}
 	}
-	if _, err := kv.Put(ctx, proto.PolicyCurrentKey, []byte(strconv.FormatInt(version, 10))); err != nil {
+	err := natsbus.Retry(ctx, natsbus.RetryOptions{}, func(ctx context.Context) error {
+		_, err := kv.Put(ctx, proto.PolicyCurrentKey, []byte(strconv.FormatInt(version, 10)))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("publish policy %d: move %s: %w", version, proto.PolicyCurrentKey, err)
 	}
 	return nil

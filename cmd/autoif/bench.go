@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,7 @@ func benchTransportCommand() *cli.Command {
 			&cli.IntFlag{Name: "text-bytes", Value: 1024, Usage: "bytes of text per pair"},
 			&cli.StringFlag{Name: "storage", Value: "memory", Usage: "JetStream store of the bench streams: memory (the transport alone) or file (adds the disk)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (publisher, embedded server, consumer) to this file"},
+			&cli.IntFlag{Name: "replicas", Usage: "after the R1 row, stream the Arrow batches again with this many stream replicas (default: 3 when --nats is a cluster of at least 3 live members)"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx := c.Context
@@ -68,7 +70,7 @@ func benchTransportCommand() *cli.Command {
 				defer stop()
 			}
 			slog.Info("bench transport", "nats", bus.URL(), "embedded", bus.Embedded() != nil, "pairs", c.Int("pairs"))
-			res, err := natsbus.BenchTransport(ctx, bus, natsbus.TransportBenchOptions{
+			bo := natsbus.TransportBenchOptions{
 				Pairs:         c.Int("pairs"),
 				BatchSize:     c.Int("batch-size"),
 				Window:        c.Int("window"),
@@ -77,7 +79,12 @@ func benchTransportCommand() *cli.Command {
 				TextBytes:     c.Int("text-bytes"),
 				Memory:        storage == "memory",
 				Progress:      progressPrinter(c),
-			})
+			}
+			replicas, err := benchReplicas(ctx, c, bus)
+			if err != nil {
+				return fmt.Errorf("bench transport: %w", err)
+			}
+			res, err := natsbus.BenchTransport(ctx, bus, bo)
 			if err != nil {
 				return fmt.Errorf("bench transport: %w", err)
 			}
@@ -85,6 +92,17 @@ func benchTransportCommand() *cli.Command {
 				res.PairsPerS, res.MBPerS, res.P50BatchMs, res.P99BatchMs)
 			fmt.Fprintf(c.App.Writer, "json per pair: %.0f pairs/s, %.0f MB/s  (arrow is %.1fx)\n",
 				res.BaselinePairsPerS, res.BaselineMBPerS, res.SpeedupVsBaseline)
+			if replicas > 1 {
+				// The same cluster, the same run: only the replication differs.
+				bo.Replicas, bo.NoBaseline = replicas, true
+				rep, err := natsbus.BenchTransport(ctx, bus, bo)
+				if err != nil {
+					return fmt.Errorf("bench transport, %d replicas: %w", replicas, err)
+				}
+				res.Replicated = append(res.Replicated, rep)
+				fmt.Fprintf(c.App.Writer, "arrow batches, R%d: %.0f pairs/s, %.0f MB/s, batch latency p50 %.1f ms p99 %.1f ms  (R1 is %.2fx)\n",
+					replicas, rep.PairsPerS, rep.MBPerS, rep.P50BatchMs, rep.P99BatchMs, res.PairsPerS/rep.PairsPerS)
+			}
 			return printJSONLine(c, res)
 		},
 	}
@@ -139,4 +157,23 @@ func benchModelDir(c *cli.Context, prefix string) (dir string, cleanup func(), e
 		return "", nil, err
 	}
 	return dir, cleanup, nil
+}
+
+// benchReplicas is the replica count of bench transport's second row: --replicas, or 3 on a
+// cluster of at least 3 live members; 1 means no second row.
+func benchReplicas(ctx context.Context, c *cli.Context, bus *natsbus.Bus) (int, error) {
+	if c.IsSet("replicas") {
+		return c.Int("replicas"), nil
+	}
+	if bus.Embedded() != nil {
+		return 1, nil
+	}
+	ci, err := natsbus.Cluster(ctx, bus.NC)
+	if err != nil {
+		return 0, err
+	}
+	if ci.Size() >= 3 {
+		return 3, nil
+	}
+	return 1, nil
 }

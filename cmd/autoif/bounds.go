@@ -148,6 +148,10 @@ var flagBounds = map[string]bound{
 	"http-port":   atLeast(0, 65535), // 0 disables
 	"max-payload": atLeast(1024, 64<<20),
 
+	// NATS cluster (issue 17).
+	"cluster-port": atLeast(0, 65535), // 0: not a cluster member
+	"replicas":     atLeast(0, 5),     // JetStream's most; 0: an existing run's count, else 1
+
 	// Benchmarks and charts.
 	"pairs":          atLeast(1, 1<<30),
 	"baseline-pairs": atLeast(0, 1<<30), // 0: --pairs

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/autoif/autoif/natsbus"
 	"github.com/urfave/cli/v2"
@@ -31,6 +32,10 @@ func natsCommand() *cli.Command {
 					&cli.StringFlag{Name: "tls-cert", Usage: "server certificate (PEM); enables TLS"},
 					&cli.StringFlag{Name: "tls-key", Usage: "server key (PEM)"},
 					&cli.BoolFlag{Name: "server-logs", Usage: "print the NATS server's own log"},
+					&cli.StringFlag{Name: "server-name", Usage: "this server's name, distinct in a cluster (default autoif, or autoif-HOST-PORT in a cluster)"},
+					&cli.StringFlag{Name: "cluster-name", Usage: "join the NATS cluster of this name (with --cluster-port); streams can then be replicated (autoif run --replicas 3)"},
+					&cli.IntFlag{Name: "cluster-port", Usage: "port for routes from the other cluster members (on --host)"},
+					&cli.StringFlag{Name: "routes", Usage: "the cluster members' route URLs, comma-separated: nats://H1:P1,nats://H2:P2 (listing this server too is fine)"},
 				},
 				Action: natsServe,
 			},
@@ -43,24 +48,35 @@ func natsServe(c *cli.Context) error {
 	if store == "" {
 		store = natsbus.DefaultStoreDir(runDir(c))
 	}
+	name := c.String("server-name")
+	if name == "" {
+		name = "autoif"
+		if c.String("cluster-name") != "" {
+			name = fmt.Sprintf("autoif-%s-%d", c.String("host"), c.Int("port"))
+		}
+	}
 	s, err := natsbus.StartServer(natsbus.ServerOptions{
-		Host:       c.String("host"),
-		Port:       c.Int("port"),
-		StoreDir:   store,
-		MaxPayload: int32(c.Int("max-payload")),
-		HTTPPort:   c.Int("http-port"),
-		User:       c.String("user"),
-		Password:   c.String("password"),
-		Token:      c.String("token"),
-		TLSCert:    c.String("tls-cert"),
-		TLSKey:     c.String("tls-key"),
-		ServerName: "autoif",
-		Logs:       c.Bool("server-logs"),
+		Host:        c.String("host"),
+		Port:        c.Int("port"),
+		StoreDir:    store,
+		MaxPayload:  int32(c.Int("max-payload")),
+		HTTPPort:    c.Int("http-port"),
+		User:        c.String("user"),
+		Password:    c.String("password"),
+		Token:       c.String("token"),
+		TLSCert:     c.String("tls-cert"),
+		TLSKey:      c.String("tls-key"),
+		ServerName:  name,
+		Logs:        c.Bool("server-logs"),
+		ClusterName: c.String("cluster-name"),
+		ClusterPort: c.Int("cluster-port"),
+		Routes:      strings.Split(c.String("routes"), ","),
 	})
 	if err != nil {
 		return err
 	}
-	slog.Info("nats server ready", "url", s.ClientURL(), "store", store, "max_payload", c.Int("max-payload"))
+	slog.Info("nats server ready", "url", s.ClientURL(), "store", store, "max_payload", c.Int("max-payload"),
+		"name", name, "cluster", c.String("cluster-name"))
 	fmt.Fprintln(c.App.Writer, s.ClientURL())
 	<-c.Context.Done()
 	slog.Info("nats server stopping")

@@ -56,6 +56,7 @@ func runCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "serve", Usage: "only keep the run's bus up until interrupted (no orchestration)"},
 			&cli.BoolFlag{Name: "memory", Usage: "keep the run's streams in memory (nothing survives the process)"},
+			&cli.IntFlag{Name: "replicas", Usage: "copies of the run's streams, bucket and object store across a NATS cluster (--nats URL of a cluster with at least as many members); default 1 for a new run, an existing run's count otherwise"},
 			&cli.StringSliceFlag{Name: "prompts", Usage: "prompt sources: tinyif, tinyif:heldout, ifeval:FILE (IFEval rows, scored natively by the fraction of constraints followed; ifeval: alone is the official 541 prompts), or AutoIF JSONL files (rows with instruction/query/prompt and eval_func; instruction files join query files); a comma-separated list, or repeat the flag (default: tinyif)"},
 			&cli.Float64Flag{Name: "min-func-accuracy", Value: def.MinFuncAccuracy, Usage: "drop verification functions whose cross-validation accuracy is below this (0 trusts the file)"},
 			&cli.IntFlag{Name: "k", Value: def.K, Usage: "responses sampled per prompt (at least 2)"},
@@ -164,7 +165,7 @@ func runAction(c *cli.Context) error {
 	defer bus.Close()
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := natsbus.EnsureRun(setupCtx, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory")})
+	res, err := natsbus.EnsureRun(setupCtx, bus.JS, run, natsbus.RunOptions{Memory: c.Bool("memory"), Replicas: c.Int("replicas")})
 	if err != nil {
 		return err
 	}
@@ -343,7 +344,7 @@ func (ip inProcess) loopOptions(ctx context.Context, c *cli.Context, run proto.R
 	no := busOptions(c, "run")
 	no.URL, no.StoreDir = bus.URL(), ""
 	lo := experiment.LoopOptions{
-		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory")}, Run: run,
+		NATS: no, RunOptions: natsbus.RunOptions{Memory: c.Bool("memory"), Replicas: c.Int("replicas")}, Run: run,
 		Set: set, Config: cfg, Orchestrator: orchestrator.Options{Out: c.App.Writer, OnProgress: onProgress},
 		RewardMode: ip.reward, Reward: reward.Options{Workers: c.Int("reward-workers"), Returns: ip.returns, UnsafeNoSandbox: c.Bool("unsafe-no-sandbox")},
 		RolloutWorkers: ip.rolloutWorkers,

@@ -28,6 +28,7 @@ func trainCommand() *cli.Command {
 			trainDPOCommand(),
 			trainSFTCommand(),
 			trainStreamCommand(),
+			trainCheckLedgerCommand(),
 		},
 	}
 }
