@@ -174,6 +174,9 @@ var sweepAccepted = map[string]string{
 	"synth responses --temperature 0":     "0 is greedy decoding",
 	"synth judge --temperature 0":         "0 is greedy decoding",
 	"curves --smooth 0":                   "0: raw curves",
+	"nats serve --cluster-port 0":         "0: not a cluster member",
+	"bench transport --replicas 0":        "0: an R3 row where --nats is a cluster of 3 or more",
+	"run --replicas 0":                    "0: 1 for a new run, an existing run's count otherwise",
 }
 
 // accepted says whether the sweep's value v (index i of sweepValues) of f is accepted.

@@ -70,7 +70,7 @@ func natsServe(c *cli.Context) error {
 		Logs:        c.Bool("server-logs"),
 		ClusterName: c.String("cluster-name"),
 		ClusterPort: c.Int("cluster-port"),
-		Routes:      strings.Split(c.String("routes"), ","),
+		Routes:      splitList(c.String("routes")),
 	})
 	if err != nil {
 		return err
@@ -83,4 +83,16 @@ func natsServe(c *cli.Context) error {
 	s.Shutdown()
 	s.WaitForShutdown()
 	return nil
+}
+
+// splitList reads a comma-separated flag value; empty items (an unset flag, a trailing
+// comma) are dropped.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
