@@ -157,7 +157,9 @@ func ParseFunctionCompletion(text string) (FunctionCompletion, Reason) {
 	}
 	for _, b := range fencedBlocks(text) {
 		if (b.lang == "python" || b.lang == "py" || b.lang == "") && defEvaluate.MatchString(b.body) {
-			return FunctionCompletion{Func: strings.TrimSpace(b.body)}, ""
+			// Bytes that are not UTF-8 become U+FFFD, as a JSON string's would: the function
+			// is stored and sent as JSON.
+			return FunctionCompletion{Func: strings.ToValidUTF8(strings.TrimSpace(b.body), "\uFFFD")}, ""
 		}
 	}
 	if sawJSON {
