@@ -26,8 +26,8 @@ import (
 type clusterFault int
 
 const (
-	// killPairsLeader stops the member leading the pair stream (its clients and routes drop
-	// as if the host died) and starts it again a few seconds later.
+	// killPairsLeader SIGKILLs the member (a process of its own) leading the pair stream and
+	// starts it again on its store a few seconds later.
 	killPairsLeader clusterFault = iota
 	// partitionTrainer cuts the trainer's connection to the cluster, and any new one, for
 	// a few seconds.
@@ -72,11 +72,11 @@ func runReplicatedLoop(t *testing.T, modelDir string, fault clusterFault) {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		out = os.Stdout
 	}
-	lc, err := natsbus.StartLocalCluster(ctx, "autoif", 3, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	var memberLogs io.Writer = io.Discard
+	if testing.Verbose() {
+		memberLogs = os.Stderr
 	}
-	defer lc.Shutdown()
+	lc := startProcCluster(ctx, t, 3, t.TempDir(), memberLogs)
 	run, err := proto.NewRun("cluster")
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +149,8 @@ func runReplicatedLoop(t *testing.T, modelDir string, fault clusterFault) {
 				faultErr <- errors.New("pair stream leader " + info.Cluster.Leader + " is no member")
 				return
 			}
-			t.Logf("stopping %s, the pair stream's leader", info.Cluster.Leader)
-			lc.Stop(i)
+			t.Logf("SIGKILL to %s, the pair stream's leader", info.Cluster.Leader)
+			lc.Kill(i)
 			time.Sleep(4 * time.Second)
 			t.Logf("starting %s again", info.Cluster.Leader)
 			faultErr <- lc.Start(i)

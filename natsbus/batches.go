@@ -156,6 +156,9 @@ type ConsumerStats struct {
 	DuplicateRows int64 // rows dropped because their id was already acknowledged
 	Redelivered   int64 // batches delivered more than once
 	Poison        int64 // messages that failed to decode and were terminated
+	// MissedHeartbeats counts pulls the server stopped answering (its member died or the
+	// consumer's leader moved); each was re-issued.
+	MissedHeartbeats int64
 }
 
 // Consumer is a durable pull consumer of row batches: a batch is acknowledged only when the
@@ -238,6 +241,16 @@ func (c *Consumer[T]) Next(ctx context.Context) (*Batch[T], error) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The pull was parked on a member that died or lost the consumer's
+				// leadership: the iterator issues a new one, and the durable position
+				// holds, so nothing is lost by going on.
+				c.mu.Lock()
+				c.stats.MissedHeartbeats++
+				c.mu.Unlock()
+				c.log.Warn("consumer missed heartbeats; pulling again", "consumer", c.o.Durable)
+				continue
 			}
 			return nil, fmt.Errorf("consumer %s: %w", c.o.Durable, err)
 		}

@@ -119,8 +119,19 @@ func TestDashboardInABrowserFollowsALiveRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := chromedp.Do(bctx, chromedp.Click(chromedp.CSS("#samples tbody tr")), chromedp.WaitVisible(chromedp.CSS("#modal.open"))); err != nil {
-		t.Fatalf("open a sample: %v", err)
+	// The table re-renders as samples arrive, so the row found can be gone by the click
+	// ("Could not find node with given id"): click the newest first row again.
+	var clickErr error
+	for range 5 {
+		cctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		clickErr = chromedp.Do(cctx, chromedp.Click(chromedp.CSS("#samples tbody tr")), chromedp.WaitVisible(chromedp.CSS("#modal.open")))
+		cancel()
+		if clickErr == nil {
+			break
+		}
+	}
+	if clickErr != nil {
+		t.Fatalf("open a sample: %v", clickErr)
 	}
 	if got := eval(`String(document.querySelectorAll("#sample-detail pre.response").length)`); got != "4" {
 		t.Errorf("the sample shows %s responses, want the run's k=4", got)
