@@ -8,6 +8,9 @@ BIN := bin/autoif
 FUZZTIME ?= 50000x
 # langdetect's Detect runs up to 7,000 probability updates per input: a tenth of the inputs.
 FUZZTIME_DETECT ?= 5000x
+# Go minimizes every input that widens coverage for up to 60 s by default; make test looks for
+# crashes, not a minimal corpus, and the IFEval checker's fuzzing spent minutes on it.
+FUZZMINIMIZE ?= 2s
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # The trainer's matrix products go through OpenBLAS (cgo, Debian libopenblas-dev), several
@@ -74,14 +77,14 @@ fullgoldens:
 # the tokenizer round trip, Punkt's sentence and word tokenizers, langdetect, and the IFEval
 # checker on any response and its Python-JSON reader.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) ./proto
-	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./model
-	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./tokenizer
-	$(GO) test -run '^$$' -fuzz '^FuzzParseFunctionCompletion$$' -fuzztime $(FUZZTIME) ./synth
-	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) ./punkt
-	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) ./langdetect
-	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) ./ifeval
-	$(GO) test -run '^$$' -fuzz '^FuzzPythonJSONLoads$$' -fuzztime $(FUZZTIME) ./ifeval
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePairs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./proto
+	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./tokenizer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFunctionCompletion$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./synth
+	$(GO) test -run '^$$' -fuzz '^FuzzSentences$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./punkt
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME_DETECT) -fuzzminimizetime $(FUZZMINIMIZE) ./langdetect
+	$(GO) test -run '^$$' -fuzz '^FuzzEvaluateResponse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ifeval
+	$(GO) test -run '^$$' -fuzz '^FuzzPythonJSONLoads$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ifeval
 
 # The main job on the embedded defaults: in-process NATS server, bundled tinyIF testbed. Warm
 # start by SFT (cached in runs/), online DPO, offline DPO for comparison, held-out evaluation,
