@@ -199,12 +199,19 @@ func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *pro
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       o.Durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxAckPending: o.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+	// Idempotent (same durable, same config), so retried through a failover or a slow
+	// cluster like the run's other setup requests.
+	var cons jetstream.Consumer
+	err := Retry(ctx, RetryOptions{}, func(ctx context.Context) error {
+		var err error
+		cons, err = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       o.Durable,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       o.AckWait,
+			MaxAckPending: o.MaxAckPending,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
