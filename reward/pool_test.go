@@ -42,3 +42,18 @@ func TestPoolEvaluatesABenignFunction(t *testing.T) {
 		t.Errorf("got %+v, want pass, fail", evals)
 	}
 }
+
+// The benchmark's fork floor imports what a zygote imports: the list read from worker.py.
+func TestZygoteModulesAreWorkerPreloads(t *testing.T) {
+	got := ZygoteModules()
+	want := map[string]bool{"re": true, "json": true, "encodings.utf_8": true, "langdetect": true}
+	for _, m := range got {
+		delete(want, m)
+		if m == "numpy" || m == "nltk" {
+			t.Errorf("%s is imported on demand, not before the first fork", m)
+		}
+	}
+	if len(want) > 0 || len(got) < 30 {
+		t.Errorf("ZygoteModules() = %v; missing %v", got, want)
+	}
+}

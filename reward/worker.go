@@ -27,6 +27,23 @@ import (
 //go:embed worker.py
 var workerSource string
 
+// ZygoteModules lists the modules every worker's zygote imports before its first fork
+// (worker.py's PRELOAD and OPTIONAL; not the HEAVY ones it imports on demand), for a
+// benchmark that forks an equally loaded interpreter.
+func ZygoteModules() []string {
+	var out []string
+	for _, name := range []string{"PRELOAD", "OPTIONAL"} {
+		block := regexp.MustCompile(`(?ms)^` + name + ` = \((.*?)\)$`).FindStringSubmatch(workerSource)
+		if block == nil {
+			continue
+		}
+		for _, m := range regexp.MustCompile(`"([A-Za-z0-9_.]+)"`).FindAllStringSubmatch(block[1], -1) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
 // Progress slot phases (Python's PHASE_TOPLEVEL, plus pending, which only Go writes).
 const (
 	phaseTopLevel = -1

@@ -1,7 +1,7 @@
 // Package rewardbench measures the reward sandbox against the two obvious alternatives on the
 // same workload of real AutoIF verification functions and responses: in-process exec in one
 // Python process (the reference scripts' way, unsandboxed) and one fresh Python process per
-// evaluation.
+// evaluation; and against the floor of its own design, a bare fork per function.
 package rewardbench
 
 import (
@@ -143,17 +143,27 @@ type Figures struct {
 	Inprocess1EvalsPerS float64 `json:"inprocess_1_evals_per_s"`
 	SandboxOverInproc1  float64 `json:"sandbox_over_inprocess_1"`
 	// Workers workers against Workers interpreters.
-	SandboxSeconds            float64      `json:"sandbox_s"`
-	SandboxEvalsPerS          float64      `json:"sandbox_evals_per_s"`
-	InprocessSeconds          float64      `json:"inprocess_s"`
-	InprocessEvalsPerS        float64      `json:"inprocess_evals_per_s"`
-	ProcessPerEvalSampled     int          `json:"process_per_eval_sampled"`
-	ProcessPerEvalSeconds     float64      `json:"process_per_eval_s"`
-	ProcessPerEvalEvalsPerS   float64      `json:"process_per_eval_evals_per_s"`
-	SandboxOverInprocess      float64      `json:"sandbox_over_inprocess"`
-	SandboxOverProcessPerEval float64      `json:"sandbox_over_process_per_eval"`
-	VerdictAgreement          float64      `json:"verdict_agreement"` // sandbox vs in-process
-	SandboxStats              reward.Stats `json:"sandbox_stats"`
+	SandboxSeconds            float64 `json:"sandbox_s"`
+	SandboxEvalsPerS          float64 `json:"sandbox_evals_per_s"`
+	InprocessSeconds          float64 `json:"inprocess_s"`
+	InprocessEvalsPerS        float64 `json:"inprocess_evals_per_s"`
+	ProcessPerEvalSampled     int     `json:"process_per_eval_sampled"`
+	ProcessPerEvalSeconds     float64 `json:"process_per_eval_s"`
+	ProcessPerEvalEvalsPerS   float64 `json:"process_per_eval_evals_per_s"`
+	SandboxOverInprocess      float64 `json:"sandbox_over_inprocess"`
+	SandboxOverProcessPerEval float64 `json:"sandbox_over_process_per_eval"`
+	// The floor of any design that gives each function a process of its own: an unsandboxed
+	// interpreter that imports what the zygote imports and runs each function in a fresh fork
+	// of itself (no sandbox, no protocol, no Go), against in-process exec on as many cores. How
+	// far the sandbox is from it is what its own machinery costs.
+	Fork1EvalsPerS     float64      `json:"fork_1_evals_per_s"`
+	ForkEvalsPerS      float64      `json:"fork_evals_per_s"`
+	ForkOverInprocess1 float64      `json:"fork_over_inprocess_1"`
+	ForkOverInprocess  float64      `json:"fork_over_inprocess"`
+	SandboxOverFork1   float64      `json:"sandbox_over_fork_1"`
+	SandboxOverFork    float64      `json:"sandbox_over_fork"`
+	VerdictAgreement   float64      `json:"verdict_agreement"` // sandbox vs in-process
+	SandboxStats       reward.Stats `json:"sandbox_stats"`
 }
 
 // Run measures the three ways on w.
@@ -193,7 +203,7 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 		return nil, err
 	}
 	fig.Sandbox1EvalsPerS = float64(fig.Evals) / secs
-	_, secs, err = runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, 1)
+	_, secs, err = runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, 1, false)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +219,7 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 	}
 	fig.SandboxEvalsPerS = float64(fig.Evals) / fig.SandboxSeconds
 	fig.SandboxStats = pool.Stats()
-	verdicts, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, fig.Workers)
+	verdicts, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, fig.Workers, false)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +237,30 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 		}
 	}
 	fig.VerdictAgreement = float64(agree) / float64(len(w.Funcs)*len(w.Responses))
+
+	fmt.Fprintf(opts.Progress, "fork per function, unsandboxed (the floor)...\n")
+	for _, procs := range slices.Compact([]int{1, fig.Workers}) {
+		forked, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, procs, true)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(forked, verdicts) {
+			return nil, fmt.Errorf("fork floor: its verdicts differ from in-process exec's")
+		}
+		if procs == 1 {
+			fig.Fork1EvalsPerS = float64(fig.Evals) / secs
+		}
+		if procs == fig.Workers {
+			fig.ForkEvalsPerS = float64(fig.Evals) / secs
+		}
+	}
+	fig.ForkOverInprocess1 = fig.Fork1EvalsPerS / fig.Inprocess1EvalsPerS
+	fig.ForkOverInprocess = fig.ForkEvalsPerS / fig.InprocessEvalsPerS
+	fig.SandboxOverFork1 = fig.Sandbox1EvalsPerS / fig.Fork1EvalsPerS
+	fig.SandboxOverFork = fig.SandboxEvalsPerS / fig.ForkEvalsPerS
+	fmt.Fprintf(opts.Progress, "fork floor: 1 process %.0f evals/s (%.2fx in-process), %d processes %.0f evals/s (%.2fx); the sandbox reaches %.2f and %.2f of it\n",
+		fig.Fork1EvalsPerS, fig.ForkOverInprocess1, fig.Workers, fig.ForkEvalsPerS, fig.ForkOverInprocess,
+		fig.SandboxOverFork1, fig.SandboxOverFork)
 
 	fmt.Fprintf(opts.Progress, "process per evaluation: %d sampled evaluations...\n", opts.ProcessSample)
 	n, secs, err := runProcessPerEval(ctx, pool.Python(), w, opts.ProcessSample, fig.Workers)
@@ -270,8 +304,9 @@ func verdictChar(e reward.Eval) byte {
 
 // runInprocess runs the workload in procs unsandboxed interpreters at once, each taking every
 // procs-th function, and returns the verdicts (one string per function) and the seconds the
-// slowest spent on its share.
-func runInprocess(ctx context.Context, python string, w *Workload, deadline time.Duration, rounds, procs int) ([]string, float64, error) {
+// slowest spent on its share. With fork, each interpreter runs each function in a fresh fork
+// of itself, loaded with the zygote's modules.
+func runInprocess(ctx context.Context, python string, w *Workload, deadline time.Duration, rounds, procs int, fork bool) ([]string, float64, error) {
 	verdicts := make([]string, len(w.Funcs))
 	elapsed := make([]float64, procs)
 	errs := make([]error, procs)
@@ -286,7 +321,7 @@ func runInprocess(ctx context.Context, python string, w *Workload, deadline time
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, secs, err := runInprocessOne(ctx, python, funcs, w.Responses, deadline, rounds)
+			v, secs, err := runInprocessOne(ctx, python, funcs, w.Responses, deadline, rounds, fork)
 			if err != nil {
 				errs[p] = err
 				return
@@ -306,9 +341,10 @@ func runInprocess(ctx context.Context, python string, w *Workload, deadline time
 	return verdicts, slices.Max(elapsed), nil
 }
 
-func runInprocessOne(ctx context.Context, python string, funcs, responses []string, deadline time.Duration, rounds int) ([]string, float64, error) {
+func runInprocessOne(ctx context.Context, python string, funcs, responses []string, deadline time.Duration, rounds int, fork bool) ([]string, float64, error) {
 	in, err := json.Marshal(map[string]any{"funcs": funcs, "responses": responses,
-		"timeout": max(1, int(deadline/time.Second)), "rounds": rounds})
+		"timeout": max(1, int(deadline/time.Second)), "rounds": rounds,
+		"fork": fork, "preload": reward.ZygoteModules()})
 	if err != nil {
 		return nil, 0, err
 	}

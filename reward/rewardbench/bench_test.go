@@ -26,7 +26,8 @@ func TestBenchmarkOnRealData(t *testing.T) {
 		t.Fatal(err)
 	}
 	if fig.SandboxEvalsPerS <= 0 || fig.InprocessEvalsPerS <= 0 || fig.ProcessPerEvalEvalsPerS <= 0 ||
-		fig.Sandbox1EvalsPerS <= 0 || fig.Inprocess1EvalsPerS <= 0 {
+		fig.Sandbox1EvalsPerS <= 0 || fig.Inprocess1EvalsPerS <= 0 || fig.Fork1EvalsPerS <= 0 ||
+		fig.ForkEvalsPerS <= 0 || fig.SandboxOverFork <= 0 {
 		t.Errorf("figures %+v", fig)
 	}
 	if fig.VerdictAgreement != 1 {
