@@ -112,6 +112,7 @@ var flagBounds = map[string]bound{
 	"ref-refresh-every": atLeast(0, maxSteps), // 0: frozen reference
 	"torch-micro-batch": atLeast(0, 1<<16),
 	"rounds":            atLeast(1, 1000),
+	"trials":            atLeast(1, 100),
 	"comply":            atLeast(0, 1),
 
 	// Model shape.

@@ -280,12 +280,13 @@ func rewardCrossvalCommand() *cli.Command {
 func benchRewardCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reward",
-		Usage: "score real AutoIF functions × responses three ways: sandbox pool, in-process exec, process per evaluation",
+		Usage: "score real AutoIF functions × responses in the sandbox pool, in-process exec, a bare fork per function and a process per evaluation",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "AutoIF reference data directory (query_rft.jsonl, dpo_query_w_funcs.jsonl, back_trans.jsonl); default: the built-in copy of the AutoIF sample data"},
 			&cli.IntFlag{Name: "responses", Usage: "use at most this many responses (0: all)"},
 			&cli.IntFlag{Name: "process-sample", Usage: "evaluations for the process-per-evaluation baseline", Value: 64},
 			&cli.IntFlag{Name: "rounds", Usage: "repeat the workload this many times for the sandbox and in-process runs", Value: 10},
+			&cli.IntFlag{Name: "trials", Usage: "measure the sandbox, in-process exec and the fork floor this many times in turn and keep each one's best", Value: 3},
 			&cli.StringFlag{Name: "ifeval", Usage: "instead: native IFEval checks against the same constraints as Python functions in the sandbox, on this official-format responses file (e.g. the bundled ifeval/testdata/official_gpt4/input_response_data_gpt4_20231107_145030.jsonl; --responses caps it, --rounds best of)"},
 		}, rewardPoolFlags()...),
 		Action: func(c *cli.Context) error {
@@ -330,7 +331,8 @@ func benchRewardCommand() *cli.Command {
 				opts.Deadline = 5 * time.Second
 			}
 			fig, err := rewardbench.Run(c.Context, w, rewardbench.Options{
-				Pool: opts, ProcessSample: c.Int("process-sample"), Rounds: c.Int("rounds"), Progress: c.App.ErrWriter,
+				Pool: opts, ProcessSample: c.Int("process-sample"), Rounds: c.Int("rounds"), Trials: c.Int("trials"),
+				Progress: c.App.ErrWriter,
 			})
 			if err != nil {
 				return err

@@ -21,7 +21,7 @@ func TestBenchmarkOnRealData(t *testing.T) {
 	w.Responses = w.Responses[:40]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	fig, err := Run(ctx, w, Options{Pool: reward.Options{Workers: 2}, ProcessSample: 4, Rounds: 2})
+	fig, err := Run(ctx, w, Options{Pool: reward.Options{Workers: 2}, ProcessSample: 4, Rounds: 2, Trials: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
