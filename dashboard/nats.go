@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/autoif/autoif/natsbus"
 	"github.com/autoif/autoif/orchestrator"
 	"github.com/autoif/autoif/proto"
 )
@@ -22,30 +24,13 @@ func (h *Hub) Follow(ctx context.Context, metrics jetstream.Stream, name string)
 	h.mu.Lock()
 	h.run(name)
 	h.mu.Unlock()
-	cons, err := metrics.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return fmt.Errorf("dashboard: follow %s: %w", name, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("dashboard: follow %s: %w", name, err)
-	}
-	defer it.Stop()
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("dashboard: follow %s: %w", name, err)
-		}
-		events, err := proto.MetricEvents.DecodeMsg(m.Headers(), m.Data())
-		if err != nil {
-			slog.Warn("dashboard: skipping an undecodable metrics batch", "run", name, "err", err)
-			continue
+	err := natsbus.ReadOrdered(ctx, metrics, proto.MetricEvents, 0, func(_ uint64, header nats.Header, events []proto.MetricEvent, decodeErr error) error {
+		if decodeErr != nil {
+			slog.Warn("dashboard: skipping an undecodable metrics batch", "run", name, "err", decodeErr)
+			return nil
 		}
 		version := int64(-1)
-		if v, err := strconv.ParseInt(m.Headers().Get(proto.HeaderPolicyVersion), 10, 64); err == nil {
+		if v, err := strconv.ParseInt(header.Get(proto.HeaderPolicyVersion), 10, 64); err == nil {
 			version = v
 		}
 		rows := make([]orchestrator.MetricRow, len(events))
@@ -54,5 +39,10 @@ func (h *Hub) Follow(ctx context.Context, metrics jetstream.Stream, name string)
 				Name: strings.Clone(e.Name), Value: e.Value, Label: strings.Clone(e.Label), PolicyVersion: version}
 		}
 		h.AddMetrics(name, rows)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dashboard: follow %s: %w", name, err)
 	}
+	return nil
 }

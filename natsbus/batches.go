@@ -422,3 +422,41 @@ func NewPairConsumer(ctx context.Context, r *RunResources, o ConsumerOptions) (*
 func NewPairPublisher(js jetstream.JetStream, run proto.Run, o PublisherOptions) *Publisher[proto.Pair] {
 	return NewPublisher(js, proto.Pairs, run.Pairs(), o)
 }
+
+// ReadOrdered reads stream s in order through an ordered (ephemeral, unacknowledged)
+// consumer, from stream sequence from on (0 or 1: from the first message), and hands fn each
+// message's sequence, headers and rows as codec decodes them, until ctx ends (then nil) or fn
+// or the read fails. A message that does not decode comes with its error and no rows, for fn
+// to skip: one bad batch must not stop a reader that follows a run.
+func ReadOrdered[T any](ctx context.Context, s jetstream.Stream, codec *proto.Codec[T], from uint64,
+	fn func(seq uint64, h nats.Header, rows []T, decodeErr error) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err == nil {
+			var md *jetstream.MsgMetadata
+			if md, err = m.Metadata(); err == nil {
+				rows, decodeErr := codec.DecodeMsg(m.Headers(), m.Data())
+				err = fn(md.Sequence.Stream, m.Headers(), rows, decodeErr)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}

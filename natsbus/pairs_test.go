@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/autoif/autoif/proto"
+	"github.com/nats-io/nats.go"
 )
 
 // The consumer that gets killed runs in a child process (this test binary, re-executed), so
@@ -319,5 +321,58 @@ func TestEnsureRunIsIdempotentAndRejectsConflicts(t *testing.T) {
 	}
 	if _, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: true}); err == nil {
 		t.Fatal("switching an existing file-backed run to memory storage was accepted")
+	}
+}
+
+// An ordered reader starts where it is told, hands an undecodable batch over with its error
+// instead of stopping, and ends without an error when its context does.
+func TestReadOrderedFromASequenceThroughABadBatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus, err := Connect(ctx, Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	run, _ := proto.NewRun("ordered")
+	res, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := NewPairPublisher(bus.JS, run, PublisherOptions{})
+	if err := pub.Publish(ctx, "first", testPairs(0, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.JS.Publish(ctx, run.Pairs(), []byte("not arrow")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, "third", testPairs(1, 3), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		seq  uint64
+		rows int
+		bad  bool
+	}
+	var got []seen
+	rctx, stop := context.WithCancel(ctx)
+	err = ReadOrdered(rctx, res.Pairs, proto.Pairs, 2, func(seq uint64, _ nats.Header, rows []proto.Pair, decodeErr error) error {
+		got = append(got, seen{seq, len(rows), decodeErr != nil})
+		if len(got) == 2 {
+			stop()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ReadOrdered after its context ended: %v, want nil", err)
+	}
+	if want := []seen{{2, 0, true}, {3, 2, false}}; !slices.Equal(got, want) {
+		t.Fatalf("read %+v, want %+v", got, want)
 	}
 }

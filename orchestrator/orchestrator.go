@@ -545,44 +545,24 @@ func (orc *Orchestrator) closeVersion(ctx context.Context, now time.Time, force 
 // there, so a crash can neither skip nor repeat a batch.
 func readStream[T any](ctx context.Context, s jetstream.Stream, codec *proto.Codec[T], next uint64, kind string,
 	out chan<- event, set func(*event, []T)) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if next > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
-	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", kind, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("read %s: %w", kind, err)
-	}
-	defer it.Stop()
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("read %s: %w", kind, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", kind, err)
-		}
-		e := event{kind: kind, seq: md.Sequence.Stream, header: m.Headers()}
-		rows, err := codec.DecodeMsg(m.Headers(), m.Data())
-		if err != nil {
+	err := natsbus.ReadOrdered(ctx, s, codec, next, func(seq uint64, h nats.Header, rows []T, decodeErr error) error {
+		e := event{kind: kind, seq: seq, header: h}
+		if decodeErr != nil {
 			// Skipped, not fatal: one bad batch must not stop a run's bookkeeping.
-			slog.Warn("skipping undecodable batch", "stream", kind, "seq", e.seq, "err", err)
+			slog.Warn("skipping undecodable batch", "stream", kind, "seq", seq, "err", decodeErr)
 		}
 		set(&e, rows)
 		select {
 		case out <- e:
-		case <-ctx.Done():
 			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", kind, err)
 	}
+	return nil
 }
 
 // currentVersion reads the policy bucket's current key once; false when none is published.
