@@ -94,7 +94,10 @@ type ServerStats struct {
 	// since start.
 	EvalsPerSec      float64 `json:"evals_per_sec"`
 	EvalsPerSecTotal float64 `json:"evals_per_sec_total"`
-	Pool             Stats   `json:"pool"`
+	// Reconnects counts the server's NATS connection's reconnections (a member of the cluster
+	// lost, a network blip): requests in flight then are resent by their clients.
+	Reconnects int64 `json:"nats_reconnects"`
+	Pool       Stats `json:"pool"`
 }
 
 // Server answers proto.RewardService requests from a Pool, as one member of a queue group:
@@ -471,7 +474,7 @@ func (s *Server) Stats() ServerStats {
 		Requests: s.stats.requests.Load(), Scored: s.stats.scored.Load(), Failed: s.stats.failed.Load(),
 		BadRequests: s.stats.bad.Load(), Rejected: s.stats.rejected.Load(),
 		InFlight: s.stats.inFlight.Load(), Queued: s.stats.queued.Load(),
-		Pool: ps,
+		Reconnects: int64(s.nc.Stats().Reconnects), Pool: ps,
 	}
 	if up > 0 {
 		st.EvalsPerSecTotal = float64(ps.Evals) / up.Seconds()

@@ -649,3 +649,36 @@ func TestTheCallersDeadlineBoundsTheServersWork(t *testing.T) {
 		t.Fatalf("server stats %+v: want the request failed and nothing in flight", st)
 	}
 }
+
+// A server whose NATS connection drops and comes back says so in its stats, and serves on.
+func TestStatsCountTheServersReconnects(t *testing.T) {
+	_, connect := testBus(t)
+	pool := newTestPool(t, Options{Workers: 1})
+	nc := connect("server")
+	srv := startServer(t, nc, pool, ServerOptions{})
+	client := newTestClient(t, connect("client"), ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if got := srv.Stats().Reconnects; got != 0 {
+		t.Fatalf("reconnects before any: %d", got)
+	}
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	for nc.Stats().Reconnects == 0 || !nc.IsConnected() {
+		if ctx.Err() != nil {
+			t.Fatal("the server's connection did not come back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := client.Score(ctx, []string{"def evaluate(response):\n    return True\n"}, []string{"x"}); err != nil {
+		t.Fatalf("score after the server reconnected: %v", err)
+	}
+	stats, err := CollectStats(ctx, connect("stats"), 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats) != 1 || stats[0].Stats.Reconnects != 1 {
+		t.Fatalf("stats %+v, want one server with 1 reconnect", stats)
+	}
+}

@@ -452,13 +452,14 @@ func printRewardStats(c *cli.Context, reports []reward.ServerReport) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SERVER\tUPTIME\tWORKERS\tEVALS/S\tEVALS\tREQUESTS\tSCORED\tFAILED\tBAD\tREFUSED\tIN FLIGHT\tQUEUED\tERRORS\tTIMEOUTS\tCRASHES\tRESTARTED\t")
+	fmt.Fprintln(tw, "SERVER\tUPTIME\tWORKERS\tEVALS/S\tEVALS\tREQUESTS\tSCORED\tFAILED\tBAD\tREFUSED\tIN FLIGHT\tQUEUED\tERRORS\tTIMEOUTS\tCRASHES\tRESTARTED\tRECONNECTS\t")
 	var total reward.ServerStats
 	for _, r := range reports {
 		s := r.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
 			r.ID, s.Uptime.Round(time.Second), s.Workers, s.EvalsPerSec, s.Pool.Evals, s.Requests, s.Scored, s.Failed,
-			s.BadRequests, s.Rejected, s.InFlight, s.Queued, s.Pool.Errors, s.Pool.Timeouts, s.Pool.Crashes, s.Pool.WorkersRestarted)
+			s.BadRequests, s.Rejected, s.InFlight, s.Queued, s.Pool.Errors, s.Pool.Timeouts, s.Pool.Crashes, s.Pool.WorkersRestarted,
+			s.Reconnects)
 		total.Workers += s.Workers
 		total.EvalsPerSec += s.EvalsPerSec
 		total.Pool.Evals += s.Pool.Evals
@@ -473,12 +474,14 @@ func printRewardStats(c *cli.Context, reports []reward.ServerReport) error {
 		total.Pool.Timeouts += s.Pool.Timeouts
 		total.Pool.Crashes += s.Pool.Crashes
 		total.Pool.WorkersRestarted += s.Pool.WorkersRestarted
+		total.Reconnects += s.Reconnects
 	}
 	if len(reports) > 1 {
 		s := total
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
 			fmt.Sprintf("all %d", len(reports)), "", s.Workers, s.EvalsPerSec, s.Pool.Evals, s.Requests, s.Scored, s.Failed,
-			s.BadRequests, s.Rejected, s.InFlight, s.Queued, s.Pool.Errors, s.Pool.Timeouts, s.Pool.Crashes, s.Pool.WorkersRestarted)
+			s.BadRequests, s.Rejected, s.InFlight, s.Queued, s.Pool.Errors, s.Pool.Timeouts, s.Pool.Crashes, s.Pool.WorkersRestarted,
+			s.Reconnects)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
