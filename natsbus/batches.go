@@ -161,6 +161,11 @@ type ConsumerStats struct {
 	MissedHeartbeats int64
 }
 
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
 // Consumer is a durable pull consumer of row batches: a batch is acknowledged only when the
 // caller says it is done with it, so a consumer that dies mid-batch loses nothing.
 type Consumer[T any] struct {
@@ -216,7 +221,11 @@ func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *pro
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch))
+	// Pulls that expire every 10 s with a heartbeat every 2 s: a pull parked on a member that
+	// died is noticed (two missed heartbeats) and replaced in ~4 s rather than the client's
+	// default 30 s, at the cost of a few small messages a second per idle consumer.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch),
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}

@@ -12,7 +12,10 @@ import (
 // RetryOptions bound Retry.
 type RetryOptions struct {
 	// Attempt bounds one attempt (default 5s): a JetStream request whose reply was lost to a
-	// failover would otherwise wait for the caller's whole deadline.
+	// failover would otherwise wait for the caller's whole deadline. Negative: no bound, for
+	// calls made of steps that each time out by themselves, like an object put (each chunk's
+	// ack has the client's default timeout when the context has no deadline, and a deadline
+	// would replace those with itself: a chunk whose ack was lost then held the put for it).
 	Attempt time.Duration
 	// For bounds all attempts together (default 60s, within the streams' 2-minute duplicate
 	// window, so a retried publish is still recognised).
@@ -27,7 +30,7 @@ type RetryOptions struct {
 // responders, a disconnected client, and JetStream's 503 (no stream or meta leader yet).
 // f must be idempotent: a publish carries its message id, a put its full value.
 func Retry(ctx context.Context, o RetryOptions, f func(ctx context.Context) error) error {
-	if o.Attempt <= 0 {
+	if o.Attempt == 0 {
 		o.Attempt = 5 * time.Second
 	}
 	if o.For <= 0 {
@@ -36,7 +39,10 @@ func Retry(ctx context.Context, o RetryOptions, f func(ctx context.Context) erro
 	deadline := time.Now().Add(o.For)
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, o.Attempt)
+		actx, cancel := context.WithCancel(ctx)
+		if o.Attempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, o.Attempt)
+		}
 		err := f(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !Transient(err) || time.Now().Add(wait).After(deadline) {
@@ -60,6 +66,7 @@ func Transient(err error) bool {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout),
 		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, jetstream.ErrNoHeartbeat):
 		return true

@@ -291,8 +291,12 @@ var publishedFiles = []string{"config.json", "generation_config.json", "model.sa
 // moves the KV `current` pointer: a reader that sees the version finds every file.
 func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv jetstream.KeyValue, version int64, dir string) error {
 	// Each put is retried through a cluster's failover: an object put again under its name
-	// replaces the first copy, and the pointer moves only after every file is in.
-	objects := natsbus.RetryOptions{Attempt: 2 * time.Minute, For: 10 * time.Minute}
+	// replaces the first copy, and the pointer moves only after every file is in. An attempt
+	// has no deadline of its own, however large the file: each chunk's ack then times out by
+	// itself (the client's 5 s), so a chunk lost with a killed member fails the attempt in
+	// seconds (with a deadline, the put waited for it until the deadline: 2 minutes, seen in
+	// the cluster kill test).
+	objects := natsbus.RetryOptions{Attempt: -1, For: 10 * time.Minute}
 	for _, name := range publishedFiles {
 		path := filepath.Join(dir, name)
 		if _, err := os.Stat(path); os.IsNotExist(err) {

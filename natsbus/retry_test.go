@@ -1,0 +1,45 @@
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// An attempt is bounded by Attempt, or not at all when it is negative: an object put then
+// keeps the client's own timeout on each chunk's ack, and a lost ack is an error worth another
+// attempt.
+func TestRetryAttemptDeadlines(t *testing.T) {
+	ctx := context.Background()
+	deadlines := func(o RetryOptions) (has bool, left time.Duration) {
+		_ = Retry(ctx, o, func(ctx context.Context) error {
+			var d time.Time
+			d, has = ctx.Deadline()
+			left = time.Until(d)
+			return nil
+		})
+		return has, left
+	}
+	if has, left := deadlines(RetryOptions{}); !has || left <= 4*time.Second || left > 5*time.Second {
+		t.Errorf("default attempt: deadline %v in %v, want 5s", has, left)
+	}
+	if has, left := deadlines(RetryOptions{Attempt: time.Minute}); !has || left <= 59*time.Second {
+		t.Errorf("1m attempt: deadline %v in %v", has, left)
+	}
+	if has, _ := deadlines(RetryOptions{Attempt: -1}); has {
+		t.Error("a negative Attempt still gave the attempt a deadline")
+	}
+	calls := 0
+	err := Retry(ctx, RetryOptions{Attempt: -1}, func(context.Context) error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("put: %w", jetstream.ErrAsyncPublishTimeout)
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Errorf("a lost chunk ack: %d calls, err %v; want a third attempt to succeed", calls, err)
+	}
+}
