@@ -259,19 +259,26 @@ func readLines(t *testing.T, path string) []string {
 	return strings.Fields(string(data))
 }
 
-func TestPoisonMessagesAreTerminatedNotRedelivered(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// memoryRun starts an embedded server and a run named name on it, in memory, for the test.
+func memoryRun(t *testing.T, ctx context.Context, name string) (*Bus, proto.Run, *RunResources) {
+	t.Helper()
 	bus, err := Connect(ctx, Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bus.Close()
-	run, _ := proto.NewRun("poison")
+	t.Cleanup(bus.Close)
+	run, _ := proto.NewRun(name)
 	res, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bus, run, res
+}
+
+func TestPoisonMessagesAreTerminatedNotRedelivered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus, run, res := memoryRun(t, ctx, "poison")
 	if _, err := bus.JS.Publish(ctx, run.Pairs(), []byte("not arrow")); err != nil {
 		t.Fatal(err)
 	}
@@ -329,16 +336,7 @@ func TestEnsureRunIsIdempotentAndRejectsConflicts(t *testing.T) {
 func TestReadOrderedFromASequenceThroughABadBatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus, err := Connect(ctx, Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	run, _ := proto.NewRun("ordered")
-	res, err := EnsureRun(ctx, bus.JS, run, RunOptions{Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bus, run, res := memoryRun(t, ctx, "ordered")
 	pub := NewPairPublisher(bus.JS, run, PublisherOptions{})
 	if err := pub.Publish(ctx, "first", testPairs(0, 1), nil); err != nil {
 		t.Fatal(err)
@@ -362,7 +360,7 @@ func TestReadOrderedFromASequenceThroughABadBatch(t *testing.T) {
 	}
 	var got []seen
 	rctx, stop := context.WithCancel(ctx)
-	err = ReadOrdered(rctx, res.Pairs, proto.Pairs, 2, func(seq uint64, _ nats.Header, rows []proto.Pair, decodeErr error) error {
+	err := ReadOrdered(rctx, res.Pairs, proto.Pairs, 2, func(seq uint64, _ nats.Header, rows []proto.Pair, decodeErr error) error {
 		got = append(got, seen{seq, len(rows), decodeErr != nil})
 		if len(got) == 2 {
 			stop()
