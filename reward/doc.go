@@ -40,7 +40,10 @@
 //	                         its call. Request bytes live only in buffers the zygote zeroes
 //	                         once handed over, held response sets in a memfd, so a function
 //	                         finds no other request's data even in freed memory (a test reads
-//	                         the zygote's and the spare's memory from outside to check). The
+//	                         the zygote's and the spare's memory from outside to check). A
+//	                         spare may decode a large held set ahead of its call (after a few
+//	                         calls in a row on it); if its call is on another set, it is
+//	                         killed unused and a fresh fork serves the call. The
 //	                         zygote re-frames the child's results and ends each call once every
 //	                         process of the call is dead, so forged or late writes cannot reach
 //	                         another call. The next call's child is forked while a call runs;
@@ -88,6 +91,6 @@
 // development VM): on the AutoIF workload (28 functions × 458 responses) about as much CPU as
 // the evaluations. `autoif bench reward` measures that floor, a bare fork per function with
 // no sandbox, protocol or Go, next to the sandbox and in-process exec: there, with both cores
-// busy, the floor reached 0.45–0.51x of in-process exec and the sandbox 0.62–0.73 of the floor
+// busy, the floor reached 0.47–0.54x of in-process exec and the sandbox 0.56–0.70 of the floor
 // (README, Benchmarks).
 package reward

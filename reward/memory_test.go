@@ -38,8 +38,11 @@ func TestNoRequestDataStaysInTheWorker(t *testing.T) {
 			src := "def evaluate(response):\n    print(response)\n    try:\n        open('/tmp/left', 'w').write(response)\n    except OSError:\n        pass\n" +
 				"    if len(response) > 500:\n        raise ValueError(response)\n" +
 				"    return response == '" + srcMark + "'\n"
-			responses := []string{respMark, respMark + "-2", strings.Repeat(respMark, 50)}
-			for range 3 {
+			// A set large enough, and called on often enough, that spares decode it ahead of
+			// their calls (worker.py's PRELOAD_BYTES and PRELOAD_STREAK): the spare waiting
+			// when the other data comes holds these responses, and must go.
+			responses := []string{respMark, respMark + "-2", strings.Repeat(respMark, 50), strings.Repeat("filler ", 6000)}
+			for range 4 {
 				if _, err := p.Score(ctx, []string{src, src}, responses); err != nil {
 					t.Fatal(err)
 				}

@@ -313,3 +313,43 @@ func TestSandboxSetupFailureIsOneLine(t *testing.T) {
 		t.Errorf("took %v: the failure should be seen when the init exits, not at the start timeout", elapsed)
 	}
 }
+
+// Many functions on one large response set: once the set has had several calls in a row, each
+// spare decodes it ahead of its call. Every function still sees exactly the set it is called
+// on, in order, and sees another set when the next calls bring one, however large.
+func TestLargeHeldSetsScoreTheSameWhenDecodedAhead(t *testing.T) {
+	p := newTestPool(t, Options{Workers: 1})
+	set := func(tag string) []string {
+		out := make([]string, 90)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s %03d %s", tag, i, strings.Repeat("ü", 300)) // ~600 bytes each
+		}
+		return out
+	}
+	for _, tag := range []string{"first", "second"} {
+		responses := set(tag)
+		// The first call on each set is the one a spare that decoded the previous set must
+		// not serve: its function tells the sets apart.
+		funcs := []string{fmt.Sprintf("def evaluate(response):\n    return response.startswith(%q)\n", tag+" ")}
+		for k := 1; k <= 10; k++ {
+			funcs = append(funcs, fmt.Sprintf("def evaluate(response):\n    return int(response.split()[1]) %% %d == 0\n", k))
+		}
+		for round := range 2 {
+			res, err := p.Score(context.Background(), funcs, responses)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for f := range funcs {
+				for r := range responses {
+					want := Fail
+					if f == 0 || r%f == 0 {
+						want = Pass
+					}
+					if got := res.Evals[f][r].Outcome; got != want {
+						t.Fatalf("set %s, round %d: function %d on response %d: %v, want %v", tag, round, f, r, res.Evals[f][r], want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -363,12 +363,30 @@ def main():
         return fork_child(progress, out_limit, audit, resource, unimport, init, roots,
                           fresh_builtins)
 
-    spare = spawn()
+    def spawn_for(rset, fd, length):
+        """A spare that decodes the held response set (rset, in memfd fd) while it waits, so
+        that a call on the same set does not decode it on its path; one called on another set
+        is discarded unused. Only for sets worth it, large and already called on several times
+        in a row: a discarded spare costs a fork on the next call's path."""
+        child = spawn()
+        if rset == 0 or length < PRELOAD_BYTES:
+            return child, 0
+        try:
+            write_all(child[1], CALL_HDR.pack(0, 0, length))
+            sent = 0
+            while sent < length:
+                sent += os.sendfile(child[1], fd, sent, length - sent)
+        except OSError:
+            return child, 0  # the spare is gone; the call finds out and replaces it
+        return child, rset
+
+    spare, spare_set = spawn(), 0
     hdr = bytearray(HDR.size)
     # The response set later calls may name lives in a memfd, not in this process's memory:
     # a child forked ahead of its request inherits the zygote's memory, and must not find
     # another call's responses there.
     held_fd, held_set, held_len = -1, 0, 0
+    streak = 0  # calls in a row on the held set
     heavy = False
     while True:
         if not read_exact(REQ_FD, hdr):
@@ -390,7 +408,7 @@ def main():
             unimport = unimportable()
             gc.freeze()
             heavy = True
-            spare = spawn()
+            spare, spare_set = spawn(), 0
         opts = memoryview(req)[REQ_HDR.size:REQ_HDR.size + src_len]
         responses = None
         if flags & REQ_RESPONSES:
@@ -401,8 +419,11 @@ def main():
                 held_fd = os.memfd_create("responses", os.MFD_CLOEXEC)
                 write_all(held_fd, responses)
                 held_set, held_len = rset, len(responses)
+            streak = 1
         elif rset == 0 or rset != held_set:
             os._exit(70)  # Go's bookkeeping and ours disagree: start afresh
+        else:
+            streak += 1
         # The spare was forked while the previous call's child ran: that child is dead now
         # (killed before Go heard the call was over), but it may have stopped or killed the
         # spare (signals are all it could reach: the spare blocks the rest, is not dumpable,
@@ -410,13 +431,20 @@ def main():
         if init:
             wipe("/tmp")
         call_len = len(responses) if responses is not None else held_len
+        if spare_set and (responses is not None or rset != spare_set):
+            # The spare holds a set this call is not on: it never runs a function.
+            discard(spare)
+            spare, spare_set = spawn(), 0
         for attempt in (0, 1):
             if attempt or not alive(spare):
                 discard(spare)
-                spare = spawn()
+                spare, spare_set = spawn(), 0
             pid, req_w, res_r = spare
             progress.set_call_pid(pid)
             try:
+                if spare_set:
+                    write_all(req_w, CALL_HDR.pack(rid, src_len, 0), opts)
+                    break
                 write_all(req_w, CALL_HDR.pack(rid, src_len, call_len), opts)
                 if responses is not None:
                     write_all(req_w, responses)
@@ -433,8 +461,8 @@ def main():
         zero(req)
         del req
         # The next call's child is forked now, while this one runs: its fork and preparation
-        # are then off the next call's path.
-        spare = spawn()
+        # (and the held set's decoding) are then off the next call's path.
+        spare, spare_set = spawn_for(held_set if streak >= PRELOAD_STREAK else 0, held_fd, held_len)
         garbled, ended = relay(res_r, rid)
         os.close(res_r)
         # The pipe is closed everywhere: nothing of this call can reach Go any more. A child
@@ -512,8 +540,14 @@ def wipe(top):
 
 
 # What the zygote hands a child: request id, length of the options JSON, length of the
-# responses; then those bytes.
+# responses; then those bytes. Id 0 (no options) hands a spare the held response set ahead of
+# its call, whose own header then has no responses.
 CALL_HDR = struct.Struct("<qII")
+# A held set is decoded by the spare ahead of its call (spawn_for) from this size on, once it has
+# had this many calls in a row: scoring many functions on one large set (cross-validation, the
+# reference scripts' every function on every response), not a prompt's few responses.
+PRELOAD_BYTES = 32 << 10
+PRELOAD_STREAK = 4
 
 
 def fork_child(progress, out_limit, audit, resource, unimport, init, roots, fresh_builtins):
@@ -621,18 +655,28 @@ def child(req_r, w, progress, out_limit, audit, resource, unimport, roots, fresh
         sys.addaudithook(_make_hook(roots, STATE, DENY_IMPORT, DENY_EVENTS, DENY_FAMILIES,
                                     WRITE_FLAGS))
     call = bytearray(CALL_HDR.size)
-    if not read_exact(req_r, call):
-        exit_(0)  # no request: the zygote is replacing this spare or shutting down
-    rid, src_len, resp_len = CALL_HDR.unpack(call)
-    body = bytearray(src_len + resp_len)
-    if not read_exact(req_r, body):
-        exit_(71)
+    responses = None
+    while True:
+        if not read_exact(req_r, call):
+            exit_(0)  # no request: the zygote is replacing this spare or shutting down
+        rid, src_len, resp_len = CALL_HDR.unpack(call)
+        body = bytearray(src_len + resp_len)
+        if not read_exact(req_r, body):
+            exit_(71)
+        try:
+            if resp_len:
+                if responses is not None:
+                    exit_(71)
+                responses = split_responses(memoryview(body)[src_len:])
+            if rid == 0:
+                continue  # the held set, ahead of the call
+            opts = json.loads(bytes(memoryview(body)[:src_len]))
+        except Exception:
+            exit_(71)
+        if responses is None:
+            exit_(71)
+        break
     close(req_r)
-    try:
-        opts = json.loads(bytes(memoryview(body)[:src_len]))
-        responses = split_responses(memoryview(body)[src_len:])
-    except Exception:
-        exit_(71)
     del body
     flush_s = opts.get("flush_ms", 2) / 1000.0
     verdict = VERDICTS.get(opts.get("returns"), verdict_strict)
