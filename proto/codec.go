@@ -328,7 +328,15 @@ func listOf(typ arrow.DataType, offsets []int32, child arrow.ArrayData) *array.L
 }
 
 func tokenListCol[T any](name string, get func(*T) []int32, set func(*T, []int32)) column[T] {
-	typ := arrow.ListOfNonNullable(arrow.PrimitiveTypes.Int32)
+	return numListCol(name, arrow.PrimitiveTypes.Int32, func(a arrow.Array) []int32 { return a.(*array.Int32).Int32Values() }, get, set)
+}
+
+// numListCol is a list<int32> or list<float64> column: every row's values back to back in one
+// child buffer, and offsets into it.
+func numListCol[T any, V int32 | float64](name string, elem arrow.DataType, values func(arrow.Array) []V,
+	get func(*T) []V, set func(*T, []V)) column[T] {
+	typ := arrow.ListOfNonNullable(elem)
+	width := elem.(arrow.FixedWidthDataType).BitWidth() / 8
 	return column[T]{
 		field: arrow.Field{Name: name, Type: typ},
 		build: func(rows []T) arrow.Array {
@@ -337,12 +345,12 @@ func tokenListCol[T any](name string, get func(*T) []int32, set func(*T, []int32
 				total += len(get(&rows[i]))
 			}
 			offsets := make([]int32, len(rows)+1)
-			vals := make([]int32, 0, total)
+			vals := make([]V, 0, total)
 			for i := range rows {
 				vals = append(vals, get(&rows[i])...)
 				offsets[i+1] = int32(len(vals))
 			}
-			child := array.NewData(arrow.PrimitiveTypes.Int32, len(vals), []*memory.Buffer{nil, bufferOf(vals)}, nil, 0, 0)
+			child := array.NewData(elem, len(vals), []*memory.Buffer{nil, bufferOf(vals)}, nil, 0, 0)
 			defer child.Release()
 			return listOf(typ, offsets, child)
 		},
@@ -351,14 +359,14 @@ func tokenListCol[T any](name string, get func(*T) []int32, set func(*T, []int32
 			if err := l.ValidateFull(); err != nil {
 				return err
 			}
-			return checkFixedWidth(4)(l.ListValues())
+			return checkFixedWidth(width)(l.ListValues())
 		},
 		read: func(a arrow.Array, rows []T) {
 			l := a.(*array.List)
-			vals := l.ListValues().(*array.Int32).Int32Values()
+			vals := values(l.ListValues())
 			for i := range rows {
 				start, end := l.ValueOffsets(i)
-				// Capacity is capped so that appending to one row's ids copies instead of
+				// Capacity is capped so that appending to one row's values copies instead of
 				// overwriting the next row's.
 				set(&rows[i], vals[start:end:end])
 			}
@@ -495,38 +503,5 @@ func int32ListCol[T any](name string, get func(*T) []int32, set func(*T, []int32
 }
 
 func float64ListCol[T any](name string, get func(*T) []float64, set func(*T, []float64)) column[T] {
-	typ := arrow.ListOfNonNullable(arrow.PrimitiveTypes.Float64)
-	return column[T]{
-		field: arrow.Field{Name: name, Type: typ},
-		build: func(rows []T) arrow.Array {
-			total := 0
-			for i := range rows {
-				total += len(get(&rows[i]))
-			}
-			offsets := make([]int32, len(rows)+1)
-			vals := make([]float64, 0, total)
-			for i := range rows {
-				vals = append(vals, get(&rows[i])...)
-				offsets[i+1] = int32(len(vals))
-			}
-			child := array.NewData(arrow.PrimitiveTypes.Float64, len(vals), []*memory.Buffer{nil, bufferOf(vals)}, nil, 0, 0)
-			defer child.Release()
-			return listOf(typ, offsets, child)
-		},
-		check: func(a arrow.Array) error {
-			l := a.(*array.List)
-			if err := l.ValidateFull(); err != nil {
-				return err
-			}
-			return checkFixedWidth(8)(l.ListValues())
-		},
-		read: func(a arrow.Array, rows []T) {
-			l := a.(*array.List)
-			vals := l.ListValues().(*array.Float64).Float64Values()
-			for i := range rows {
-				start, end := l.ValueOffsets(i)
-				set(&rows[i], vals[start:end:end])
-			}
-		},
-	}
+	return numListCol(name, arrow.PrimitiveTypes.Float64, func(a arrow.Array) []float64 { return a.(*array.Float64).Float64Values() }, get, set)
 }
