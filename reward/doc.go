@@ -91,6 +91,6 @@
 // development VM): on the AutoIF workload (28 functions × 458 responses) about as much CPU as
 // the evaluations. `autoif bench reward` measures that floor, a bare fork per function with
 // no sandbox, protocol or Go, next to the sandbox and in-process exec: there, with both cores
-// busy, the floor reached 0.47–0.54x of in-process exec and the sandbox 0.56–0.70 of the floor
+// busy, the floor reached 0.44–0.54x of in-process exec and the sandbox 0.56–0.75 of the floor
 // (README, Benchmarks).
 package reward
