@@ -102,34 +102,18 @@ func scoreNative(ctx context.Context, funcs, responses []string, workers int) (*
 		res.Evals[f] = make([]reward.Eval, len(responses))
 	}
 	s := reward.WithNative(nil)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for g := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				r := int(next.Add(1) - 1)
-				if r >= len(responses) {
-					return
-				}
-				got, err := s.Score(ctx, funcs, responses[r:r+1])
-				if err != nil {
-					errs[g] = err
-					return
-				}
-				for f := range funcs {
-					res.Evals[f][r] = got.Evals[f][0]
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
+	err := forEach(len(responses), workers, func(r int) error {
+		got, err := s.Score(ctx, funcs, responses[r:r+1])
 		if err != nil {
-			return nil, err
+			return err
 		}
+		for f := range funcs {
+			res.Evals[f][r] = got.Evals[f][0]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -138,6 +122,15 @@ func scoreNative(ctx context.Context, funcs, responses []string, workers int) (*
 // functions shared among workers goroutines as the sandbox pool shares them among its workers.
 func scoreNativeUnshared(ctx context.Context, funcs, responses []string, workers int) error {
 	s := reward.WithNative(nil)
+	return forEach(len(funcs), workers, func(f int) error {
+		_, err := s.Score(ctx, funcs[f:f+1], responses)
+		return err
+	})
+}
+
+// forEach calls do(i) for every i below n on workers goroutines, each taking the next i as it
+// finishes one; a goroutine stops at its first error, and the errors are returned joined.
+func forEach(n, workers int, do func(i int) error) error {
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -146,11 +139,11 @@ func scoreNativeUnshared(ctx context.Context, funcs, responses []string, workers
 		go func() {
 			defer wg.Done()
 			for {
-				f := int(next.Add(1) - 1)
-				if f >= len(funcs) {
+				i := int(next.Add(1) - 1)
+				if i >= n {
 					return
 				}
-				if _, err := s.Score(ctx, funcs[f:f+1], responses); err != nil {
+				if err := do(i); err != nil {
 					errs[g] = err
 					return
 				}
