@@ -65,9 +65,9 @@ func runReplicatedLoop(t *testing.T, modelDir string, fault clusterFault) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// A kill used to cost up to 2.5 minutes: the policy's object put waited out its 2-minute
-	// attempt for a chunk ack lost with the killed member, and a pull parked on it took 30 s
-	// to notice. Both now time out in seconds (trainer.Publish, natsbus.NewConsumer): a kill
-	// run takes 15-30 s on the 2-core VM. The bound stays generous for slow CI machines.
+	// attempt for a chunk ack lost with the killed member. Its chunks' acks now time out in
+	// 5 s (trainer.Publish); a pull parked on the member still takes ~30 s to notice. A kill
+	// run takes 15-45 s on the 2-core VM; the bound stays generous for slow CI machines.
 	stopAt := time.AfterFunc(5*time.Minute, cancel)
 	defer stopAt.Stop()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -161,11 +161,6 @@ type ConsumerStats struct {
 	MissedHeartbeats int64
 }
 
-const (
-	pullExpiry    = 10 * time.Second
-	pullHeartbeat = 2 * time.Second
-)
-
 // Consumer is a durable pull consumer of row batches: a batch is acknowledged only when the
 // caller says it is done with it, so a consumer that dies mid-batch loses nothing.
 type Consumer[T any] struct {
@@ -221,11 +216,12 @@ func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *pro
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}
-	// Pulls that expire every 10 s with a heartbeat every 2 s: a pull parked on a member that
-	// died is noticed (two missed heartbeats) and replaced in ~4 s rather than the client's
-	// default 30 s, at the cost of a few small messages a second per idle consumer.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch),
-		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
+	// The client's default pull expiry and heartbeat (30 s, 15 s): the iterator buffers only
+	// PullBatch messages, heartbeats included, while the caller works on a batch, so shorter
+	// heartbeats overflowed it during a rollout worker's minute-long sampling step ("slow
+	// consumer, messages dropped", then a missed-heartbeat re-pull every step at the
+	// Qwen2.5-0.5B shape). A pull parked on a dead cluster member costs ~30 s instead.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch))
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}
