@@ -27,7 +27,8 @@ type RetryOptions struct {
 // Retry calls f until it succeeds, fails in a way a retry cannot mend, ctx ends or o.For
 // has passed. Between attempts it waits 100 ms, doubling up to 2 s. Failures worth a retry
 // are those of a cluster in failover or a connection between servers: timeouts, no
-// responders, a disconnected client, and JetStream's 503 (no stream or meta leader yet).
+// responders, a disconnected client, JetStream's 503 (no stream or meta leader yet), and its
+// 409 for a message id whose earlier attempt the stream is still proposing.
 // f must be idempotent: a publish carries its message id, a put its full value.
 func Retry(ctx context.Context, o RetryOptions, f func(ctx context.Context) error) error {
 	if o.Attempt == 0 {
@@ -60,6 +61,12 @@ func Retry(ctx context.Context, o RetryOptions, f func(ctx context.Context) erro
 	}
 }
 
+// errCodeDuplicateInProcess is JetStream's 409 "duplicate message id is in process": a
+// clustered stream is still proposing an earlier attempt with the same message id (one whose
+// ack was lost as the client disconnected). A later attempt finds it stored, as a duplicate,
+// or stores the message if the proposal failed. nats.go names no constant for it.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
 // Transient reports whether err is one that a retry after a failover can mend.
 func Transient(err error) bool {
 	var apiErr *jetstream.APIError
@@ -71,7 +78,7 @@ func Transient(err error) bool {
 		errors.Is(err, jetstream.ErrNoHeartbeat):
 		return true
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503
+		return apiErr.Code == 503 || apiErr.ErrorCode == errCodeDuplicateInProcess
 	}
 	return false
 }

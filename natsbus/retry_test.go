@@ -43,3 +43,26 @@ func TestRetryAttemptDeadlines(t *testing.T) {
 		t.Errorf("a lost chunk ack: %d calls, err %v; want a third attempt to succeed", calls, err)
 	}
 }
+
+// A failover can leave an earlier attempt of a publish in the stream's proposal queue; the
+// server then answers a retry with a 409 "duplicate message id is in process", which the next
+// attempt resolves. Other conflicts, like a wrong last sequence, are final.
+func TestTransientErrors(t *testing.T) {
+	inProcess := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 409, ErrorCode: 10158, Description: "duplicate message id is in process"})
+	wrongSeq := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence})
+	noLeader := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008})
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{inProcess, true},
+		{noLeader, true},
+		{wrongSeq, false},
+		{fmt.Errorf("publish: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("bad batch"), false},
+	} {
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
