@@ -66,8 +66,9 @@ func runReplicatedLoop(t *testing.T, modelDir string, fault clusterFault) {
 	defer cancel()
 	// A kill used to cost up to 2.5 minutes: the policy's object put waited out its 2-minute
 	// attempt for a chunk ack lost with the killed member. Its chunks' acks now time out in
-	// 5 s (trainer.Publish); a pull parked on the member still takes ~30 s to notice. A kill
-	// run takes 15-45 s on the 2-core VM; the bound stays generous for slow CI machines.
+	// 5 s (trainer.Publish); a pull parked on the member is noticed within 10 s (two missed
+	// heartbeats). A kill run takes 15-18 s on the 2-core VM; the bound stays generous for
+	// slow CI machines.
 	stopAt := time.AfterFunc(5*time.Minute, cancel)
 	defer stopAt.Stop()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -143,6 +143,10 @@ type ConsumerOptions struct {
 	MaxAckPending int
 	// PullBatch is how many messages one pull asks for (default 8).
 	PullBatch int
+	// Heartbeat is how often the server says that a waiting pull is still alive (default
+	// 5s, 500ms to 15s); after two missed, the pull is issued anew (its member died, or the
+	// consumer's leader moved without telling it).
+	Heartbeat time.Duration
 	// SeenCapacity bounds the remembered ids (default 1,000,000); the oldest are forgotten.
 	SeenCapacity int
 	// Logger receives warnings about poison messages; default slog.Default().
@@ -159,17 +163,24 @@ type ConsumerStats struct {
 	// MissedHeartbeats counts pulls the server stopped answering (its member died or the
 	// consumer's leader moved); each was re-issued.
 	MissedHeartbeats int64
+	// Pulls counts the pull requests issued, one per PullBatch messages at most.
+	Pulls int64
 }
 
 // Consumer is a durable pull consumer of row batches: a batch is acknowledged only when the
-// caller says it is done with it, so a consumer that dies mid-batch loses nothing.
+// caller says it is done with it, so a consumer that dies mid-batch loses nothing. It pulls
+// up to PullBatch messages at a time (see pull), issuing the next pull when the caller asks
+// for a batch and none is left from the last one.
 type Consumer[T any] struct {
-	codec *proto.Codec[T]
-	cons  jetstream.Consumer
-	iter  jetstream.MessagesContext
-	o     ConsumerOptions
-	rowID func(*T) string
-	log   *slog.Logger
+	codec   *proto.Codec[T]
+	nc      *nats.Conn
+	subject string // the consumer's pull request subject
+	o       ConsumerOptions
+	rowID   func(*T) string
+	log     *slog.Logger
+
+	pullMu sync.Mutex
+	pull   *pull // the open pull; nil when none
 
 	mu     sync.Mutex
 	seen   *idSet
@@ -177,10 +188,13 @@ type Consumer[T any] struct {
 	closed atomic.Bool
 }
 
-// NewConsumer creates or attaches to the durable consumer o.Durable on stream. With rowID
-// (may be nil) the consumer drops rows whose id it has already seen acknowledged, so
-// redeliveries and re-published rows are applied once.
-func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *proto.Codec[T], o ConsumerOptions, rowID func(*T) string) (*Consumer[T], error) {
+// ErrConsumerClosed is what Next returns after Close.
+var ErrConsumerClosed = errors.New("consumer closed")
+
+// NewConsumer creates or attaches to the durable consumer o.Durable on stream, to pull from
+// it over nc. With rowID (may be nil) the consumer drops rows whose id it has already seen
+// acknowledged, so redeliveries and re-published rows are applied once.
+func NewConsumer[T any](ctx context.Context, nc *nats.Conn, stream jetstream.Stream, codec *proto.Codec[T], o ConsumerOptions, rowID func(*T) string) (*Consumer[T], error) {
 	if o.Durable == "" {
 		return nil, errors.New("consumer: a durable name is required")
 	}
@@ -192,6 +206,13 @@ func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *pro
 	}
 	if o.PullBatch <= 0 {
 		o.PullBatch = 8
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 5 * time.Second
+	}
+	// The server takes 500ms to 30s; two must fit in a pull's expiry.
+	if o.Heartbeat < 500*time.Millisecond || o.Heartbeat > pullExpiry/2 {
+		return nil, fmt.Errorf("consumer %s: heartbeat %v is outside 500ms..%v", o.Durable, o.Heartbeat, pullExpiry/2)
 	}
 	if o.SeenCapacity <= 0 {
 		o.SeenCapacity = 1_000_000
@@ -216,16 +237,106 @@ func NewConsumer[T any](ctx context.Context, stream jetstream.Stream, codec *pro
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}
-	// The client's default pull expiry and heartbeat (30 s, 15 s): the iterator buffers only
-	// PullBatch messages, heartbeats included, while the caller works on a batch, so shorter
-	// heartbeats overflowed it during a rollout worker's minute-long sampling step ("slow
-	// consumer, messages dropped", then a missed-heartbeat re-pull every step at the
-	// Qwen2.5-0.5B shape). A pull parked on a dead cluster member costs ~30 s instead.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(o.PullBatch))
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
+	subject := "$JS.API.CONSUMER.MSG.NEXT." + cons.CachedInfo().Stream + "." + o.Durable
+	return &Consumer[T]{codec: codec, nc: nc, subject: subject, o: o, rowID: rowID, log: o.Logger, seen: newIDSet(o.SeenCapacity)}, nil
+}
+
+// open returns the open pull, or issues a new one.
+func (c *Consumer[T]) open() (*pull, error) {
+	c.pullMu.Lock()
+	defer c.pullMu.Unlock()
+	if c.closed.Load() {
+		return nil, ErrConsumerClosed
 	}
-	return &Consumer[T]{codec: codec, cons: cons, iter: iter, o: o, rowID: rowID, log: o.Logger, seen: newIDSet(o.SeenCapacity)}, nil
+	if c.pull == nil {
+		p, err := startPull(c.nc, c.subject, c.o.PullBatch, c.o.Heartbeat)
+		if err != nil {
+			return nil, err
+		}
+		c.pull = p
+		c.mu.Lock()
+		c.stats.Pulls++
+		c.mu.Unlock()
+	}
+	return c.pull, nil
+}
+
+// ended forgets p, whose messages are all taken, so the next open issues a new pull.
+func (c *Consumer[T]) ended(p *pull) {
+	c.pullMu.Lock()
+	defer c.pullMu.Unlock()
+	if c.pull == p {
+		c.pull = nil
+	}
+}
+
+// next is the next message of the open pull, pulling anew as each one ends.
+func (c *Consumer[T]) next(ctx context.Context) (*nats.Msg, error) {
+	// Pulls that fail again and again (a consumer without a leader for seconds) back off.
+	wait := 50 * time.Millisecond
+	pause := func() error {
+		wait = min(2*wait, 2*time.Second)
+		select {
+		case <-time.After(wait):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		p, err := c.open()
+		switch {
+		case errors.Is(err, ErrConsumerClosed), errors.Is(err, nats.ErrConnectionClosed):
+			return nil, err
+		case err != nil:
+			// The request could not be sent (a reconnect buffer full, say): try again.
+			c.log.Warn("consumer could not pull; pulling again", "consumer", c.o.Durable, "err", err)
+			if err := pause(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		select {
+		case m, ok := <-p.msgs:
+			if ok {
+				return m, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// The pull has ended: its batch delivered, its request expired, or it failed.
+		c.ended(p)
+		err = p.Err()
+		switch {
+		case err == nil:
+		case c.closed.Load():
+			return nil, ErrConsumerClosed
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			// The pull was parked on a member that died or lost the consumer's
+			// leadership; the durable position holds, so nothing is lost by going on.
+			c.mu.Lock()
+			c.stats.MissedHeartbeats++
+			c.mu.Unlock()
+			c.log.Warn("consumer missed heartbeats; pulling again", "consumer", c.o.Durable)
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrBadRequest):
+			return nil, err
+		case errors.Is(err, jetstream.ErrConsumerLeadershipChanged):
+			c.log.Info("consumer has a new leader; pulling again", "consumer", c.o.Durable)
+		case errors.Is(err, nats.ErrNoResponders):
+			// A failover: no member leads the consumer until one is elected.
+			c.log.Debug("consumer has no leader; pulling again", "consumer", c.o.Durable)
+			if err := pause(); err != nil {
+				return nil, err
+			}
+		default:
+			// Another status the server ends a pull with (too many waiting pulls, say):
+			// the next pull goes on, after a pause in case it repeats.
+			c.log.Warn("consumer pull ended; pulling again", "consumer", c.o.Durable, "err", err)
+			if err := pause(); err != nil {
+				return nil, err
+			}
+		}
+	}
 }
 
 // Batch is one delivered message's rows. Ack it once its rows are applied.
@@ -241,7 +352,7 @@ type Batch[T any] struct {
 	// Duplicates is how many of its rows were dropped as already seen.
 	Duplicates int
 
-	msg jetstream.Msg
+	msg *nats.Msg
 	c   *Consumer[T]
 }
 
@@ -249,20 +360,10 @@ type Batch[T any] struct {
 // acknowledged and skipped; undecodable messages are terminated, logged and skipped.
 func (c *Consumer[T]) Next(ctx context.Context) (*Batch[T], error) {
 	for {
-		m, err := c.iter.Next(jetstream.NextContext(ctx))
+		m, err := c.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
-			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The pull was parked on a member that died or lost the consumer's
-				// leadership: the iterator issues a new one, and the durable position
-				// holds, so nothing is lost by going on.
-				c.mu.Lock()
-				c.stats.MissedHeartbeats++
-				c.mu.Unlock()
-				c.log.Warn("consumer missed heartbeats; pulling again", "consumer", c.o.Durable)
-				continue
 			}
 			return nil, fmt.Errorf("consumer %s: %w", c.o.Durable, err)
 		}
@@ -271,7 +372,7 @@ func (c *Consumer[T]) Next(ctx context.Context) (*Batch[T], error) {
 			c.mu.Lock()
 			c.stats.Poison++
 			c.mu.Unlock()
-			c.log.Error("dropping undecodable batch", "consumer", c.o.Durable, "subject", m.Subject(), "err", err)
+			c.log.Error("dropping undecodable batch", "consumer", c.o.Durable, "subject", m.Subject, "err", err)
 			_ = m.Term()
 			continue
 		}
@@ -285,16 +386,16 @@ func (c *Consumer[T]) Next(ctx context.Context) (*Batch[T], error) {
 	}
 }
 
-func (c *Consumer[T]) batch(m jetstream.Msg) (*Batch[T], error) {
-	rows, err := c.codec.DecodeMsg(m.Headers(), m.Data())
+func (c *Consumer[T]) batch(m *nats.Msg) (*Batch[T], error) {
+	rows, err := c.codec.DecodeMsg(m.Header, m.Data)
 	if err != nil {
 		return nil, err
 	}
-	b := &Batch[T]{Rows: rows, Header: m.Headers(), MsgID: m.Headers().Get(proto.HeaderMsgID), msg: m, c: c}
+	b := &Batch[T]{Rows: rows, Header: m.Header, MsgID: m.Header.Get(proto.HeaderMsgID), msg: m, c: c}
 	if md, err := m.Metadata(); err == nil {
 		b.Seq, b.Delivered = md.Sequence.Stream, md.NumDelivered
 	}
-	if ns, err := strconv.ParseInt(m.Headers().Get(proto.HeaderSentAt), 10, 64); err == nil {
+	if ns, err := strconv.ParseInt(m.Header.Get(proto.HeaderSentAt), 10, 64); err == nil {
 		b.SentAt = time.Unix(0, ns)
 	}
 	c.mu.Lock()
@@ -332,7 +433,7 @@ func (b *Batch[T]) Ack() error {
 // AckSync acknowledges the batch and waits until the server confirms, after which it is
 // never delivered again (e.g. before a checkpoint records the consumer's position).
 func (b *Batch[T]) AckSync(ctx context.Context) error {
-	if err := b.msg.DoubleAck(ctx); err != nil {
+	if err := b.msg.AckSync(nats.Context(ctx)); err != nil {
 		return fmt.Errorf("ack batch %d: %w", b.Seq, err)
 	}
 	b.c.markSeen(b.Rows)
@@ -374,19 +475,23 @@ func (c *Consumer[T]) Stats() ConsumerStats {
 }
 
 // Close stops pulling and hands back every message pulled but not yet given to the caller,
-// so a restarted consumer gets them at once instead of after the ack wait. Batches already
-// returned by Next can still be acknowledged or handed back after it; Nak them after Close,
-// or the server may deliver them again to this consumer's pull. Close is idempotent.
+// and any still on its way, so a restarted consumer gets them at once instead of after the
+// ack wait. The server has dropped the pull by the time it returns (or 2 s have passed), so
+// batches returned by Next and handed back after it go to the next consumer, not to this
+// one's dead pull. Close is idempotent; Next then returns ErrConsumerClosed.
 func (c *Consumer[T]) Close() {
+	c.pullMu.Lock()
 	if !c.closed.CompareAndSwap(false, true) {
+		c.pullMu.Unlock()
 		return
 	}
-	c.iter.Drain()
-	for {
-		m, err := c.iter.Next()
-		if err != nil {
-			return
-		}
+	p := c.pull
+	c.pull = nil
+	c.pullMu.Unlock()
+	if p == nil {
+		return
+	}
+	for _, m := range p.stop(2 * time.Second) {
 		_ = m.Nak()
 	}
 }
@@ -420,7 +525,7 @@ func (s *idSet) add(id string) {
 // NewPairConsumer is the trainer's consumer of a run's preference pairs, de-duplicated by
 // pair id.
 func NewPairConsumer(ctx context.Context, r *RunResources, o ConsumerOptions) (*Consumer[proto.Pair], error) {
-	return NewConsumer(ctx, r.Pairs, proto.Pairs, o, func(p *proto.Pair) string { return p.PairID })
+	return NewConsumer(ctx, r.Conn, r.Pairs, proto.Pairs, o, func(p *proto.Pair) string { return p.PairID })
 }
 
 // NewPairPublisher publishes preference-pair batches to a run.

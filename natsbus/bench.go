@@ -183,7 +183,7 @@ func benchArrow(ctx context.Context, bus *Bus, res *RunResources, gen *pairGen, 
 			return fmt.Errorf("consumer after %d of %d pairs: %w", got, o.Pairs, err)
 		}
 		latencies = append(latencies, float64(time.Since(b.SentAt).Microseconds())/1000)
-		payloadBytes.Add(int64(len(b.msg.Data())))
+		payloadBytes.Add(int64(len(b.msg.Data)))
 		got += len(b.Rows)
 		if err := b.Ack(); err != nil {
 			return err

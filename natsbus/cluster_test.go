@@ -138,6 +138,7 @@ func TestPairsSurviveTheLossOfTheStreamLeader(t *testing.T) {
 	const batches, perBatch = 30, 5
 	got := map[string]int{}
 	consumed := make(chan error, 1)
+	var consStats ConsumerStats
 	go func() {
 		cons, err := NewPairConsumer(ctx, consRes, ConsumerOptions{Durable: "trainer", AckWait: 2 * time.Second})
 		if err != nil {
@@ -145,6 +146,7 @@ func TestPairsSurviveTheLossOfTheStreamLeader(t *testing.T) {
 			return
 		}
 		defer cons.Close()
+		defer func() { consStats = cons.Stats() }()
 		for len(got) < batches*perBatch {
 			b, err := cons.Next(ctx)
 			if err != nil {
@@ -201,7 +203,7 @@ func TestPairsSurviveTheLossOfTheStreamLeader(t *testing.T) {
 	if Reconnects(pubBus.NC) == 0 {
 		t.Error("the publisher never reconnected after its server died")
 	}
-	t.Logf("publisher reconnects %d, retried batches %d, new leader %s", Reconnects(pubBus.NC), pub.Retried(), info.Cluster.Leader)
+	t.Logf("publisher reconnects %d, retried batches %d, new leader %s; consumer %+v", Reconnects(pubBus.NC), pub.Retried(), info.Cluster.Leader, consStats)
 }
 
 // A cluster member is refused, in one line and before it listens, when its cluster options

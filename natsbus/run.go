@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/autoif/autoif/proto"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -35,6 +36,8 @@ type RunResources struct {
 	Metrics     jetstream.Stream
 	Policy      jetstream.KeyValue
 	Checkpoints jetstream.ObjectStore
+	// Conn is the connection the handles use; consumers pull over it.
+	Conn *nats.Conn
 }
 
 // EnsureRun creates the run's streams, KV bucket and object store, or verifies that existing
@@ -94,7 +97,7 @@ func EnsureRun(ctx context.Context, js jetstream.JetStream, run proto.Run, o Run
 		}
 		return s, nil
 	}
-	r := &RunResources{Run: run}
+	r := &RunResources{Run: run, Conn: js.Conn()}
 	if r.Prompts, err = stream(run.PromptsStream(), run.Prompts(), jetstream.WorkQueuePolicy, 0); err != nil {
 		return nil, err
 	}

@@ -135,7 +135,7 @@ func (r *testRun) work(n int, version int64, score func(k int) float64, pairsPer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if r.cons == nil {
-		c, err := natsbus.NewConsumer(ctx, r.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{Durable: "rollout", MaxAckPending: 1000, PullBatch: 1}, nil)
+		c, err := natsbus.NewConsumer(ctx, r.res.Conn, r.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{Durable: "rollout", MaxAckPending: 1000, PullBatch: 1}, nil)
 		if err != nil {
 			r.t.Fatal(err)
 		}

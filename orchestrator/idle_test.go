@@ -136,7 +136,7 @@ func TestIdleWatchWarnsResetsAndStops(t *testing.T) {
 // makes them, and no pairs: a rollout worker whose prompts teach nothing.
 func (r *testRun) idleWorker(ctx context.Context, fill func(u proto.PromptUnit, k int, ro *proto.ScoredRollout)) <-chan int {
 	taken := make(chan int, 1)
-	cons, err := natsbus.NewConsumer(ctx, r.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{Durable: "rollout", MaxAckPending: 1000, PullBatch: 1}, nil)
+	cons, err := natsbus.NewConsumer(ctx, r.res.Conn, r.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{Durable: "rollout", MaxAckPending: 1000, PullBatch: 1}, nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -268,7 +268,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.loadInitial(ctx); err != nil {
 		return err
 	}
-	cons, err := natsbus.NewConsumer(ctx, w.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{
+	cons, err := natsbus.NewConsumer(ctx, w.res.Conn, w.res.Prompts, proto.PromptUnits, natsbus.ConsumerOptions{
 		Durable: w.o.Durable, AckWait: w.o.AckWait,
 		// Shared by every worker of the run: the cap bounds prompts in flight over all of them.
 		MaxAckPending: 4096,
