@@ -27,8 +27,9 @@ type RetryOptions struct {
 // Retry calls f until it succeeds, fails in a way a retry cannot mend, ctx ends or o.For
 // has passed. Between attempts it waits 100 ms, doubling up to 2 s. Failures worth a retry
 // are those of a cluster in failover or a connection between servers: timeouts, no
-// responders, a disconnected client, JetStream's 503 (no stream or meta leader yet), and its
-// 409 for a message id whose earlier attempt the stream is still proposing.
+// responders, a disconnected client, JetStream's 503 (no stream or meta leader yet), its 429
+// and the client's stall (publishes faster than the stream stores them), and its 409 for a
+// message id whose earlier attempt the stream is still proposing.
 // f must be idempotent: a publish carries its message id, a put its full value.
 func Retry(ctx context.Context, o RetryOptions, f func(ctx context.Context) error) error {
 	if o.Attempt == 0 {
@@ -73,12 +74,12 @@ func Transient(err error) bool {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, jetstream.ErrTooManyStalledMsgs),
 		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, jetstream.ErrNoHeartbeat):
 		return true
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 || apiErr.ErrorCode == errCodeDuplicateInProcess
+		return apiErr.Code == 503 || apiErr.Code == 429 || apiErr.ErrorCode == errCodeDuplicateInProcess
 	}
 	return false
 }

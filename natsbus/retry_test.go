@@ -51,12 +51,15 @@ func TestTransientErrors(t *testing.T) {
 	inProcess := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 409, ErrorCode: 10158, Description: "duplicate message id is in process"})
 	wrongSeq := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence})
 	noLeader := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008})
+	tooMany := fmt.Errorf("nats: %w", &jetstream.APIError{Code: 429, ErrorCode: 10167, Description: "too many requests"})
 	for _, c := range []struct {
 		err  error
 		want bool
 	}{
 		{inProcess, true},
 		{noLeader, true},
+		{tooMany, true},
+		{fmt.Errorf("put: %w", jetstream.ErrTooManyStalledMsgs), true},
 		{wrongSeq, false},
 		{fmt.Errorf("publish: %w", context.DeadlineExceeded), true},
 		{fmt.Errorf("bad batch"), false},

@@ -308,7 +308,7 @@ func Publish(ctx context.Context, run proto.Run, store jetstream.ObjectStore, kv
 				return err
 			}
 			defer f.Close()
-			_, err = store.Put(ctx, jetstream.ObjectMeta{Name: run.CheckpointObject(version, name)}, f)
+			_, err = natsbus.PutObject(ctx, store, jetstream.ObjectMeta{Name: run.CheckpointObject(version, name)}, f)
 			return err
 		})
 		if err != nil {
