@@ -28,18 +28,17 @@ import (
 //     the dead pull, and the messages still on their way were dropped.
 //
 // A pull's callback takes heartbeats as they come, so nothing but messages waits for the
-// caller; Stop drains the subscription and hands back, after the server has dropped the
+// caller; stop drains the subscription and hands back, after the server has dropped the
 // subscription, whatever reaches it.
 type pull struct {
 	sub  *nats.Subscription
 	msgs chan *nats.Msg // up to n messages; closed when the pull ends
 
-	mu       sync.Mutex
-	left     int   // messages the server may still send
-	ended    bool  // msgs is closed
-	err      error // why it ended early; nil when its batch was delivered or it expired
-	stopping bool  // Stop was called: hand back what still comes
-	hb       *time.Timer
+	mu    sync.Mutex
+	left  int   // messages the server may still send
+	ended bool  // msgs is closed
+	err   error // why it ended early; nil when its batch was delivered or it expired
+	hb    *time.Timer
 }
 
 // pullRequest is the body of $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>.
@@ -80,13 +79,12 @@ func startPull(nc *nats.Conn, subject string, n int, heartbeat time.Duration) (*
 func (p *pull) receive(m *nats.Msg, heartbeat time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopping {
+	if p.ended {
+		// Stopped, or given up on (missed heartbeats of a server that was only slow): a
+		// message still on its way goes back at once rather than after its ack wait.
 		if m.Reply != "" {
 			_ = m.Nak()
 		}
-		return
-	}
-	if p.ended {
 		return
 	}
 	p.hb.Reset(2 * heartbeat)
@@ -157,7 +155,6 @@ func (p *pull) Err() error {
 // server has confirmed the unsubscribe, waiting at most wait for it.
 func (p *pull) stop(wait time.Duration) []*nats.Msg {
 	p.mu.Lock()
-	p.stopping = true
 	p.finish(ErrConsumerClosed, false)
 	var held []*nats.Msg
 	for m := range p.msgs {
