@@ -20,7 +20,7 @@ const ObjectAhead = 64 << 20
 // checkpoint failed with the stream's "429 too many requests" or the client's "stalled with
 // too many outstanding async published messages", in two of three puts of 1 GB on an idle
 // 2-core VM. PutObject reads r only while the bucket has stored all but ObjectAhead bytes of
-// what it read, asking the server every few chunks.
+// what it read, asking the server for the bucket's size about once per ObjectAhead/2 bytes.
 func PutObject(ctx context.Context, store jetstream.ObjectStore, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	info, _, err := putObject(ctx, store, meta, r, ObjectAhead)
 	return info, err

@@ -39,6 +39,7 @@ type pull struct {
 	ended bool  // msgs is closed
 	err   error // why it ended early; nil when its batch was delivered or it expired
 	hb    *time.Timer
+	beat  time.Duration // the heartbeat interval asked for
 }
 
 // pullRequest is the body of $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>.
@@ -54,7 +55,7 @@ const pullExpiry = 30 * time.Second
 
 // startPull subscribes to a new inbox and sends the request.
 func startPull(nc *nats.Conn, subject string, n int, heartbeat time.Duration) (*pull, error) {
-	p := &pull{msgs: make(chan *nats.Msg, n), left: n}
+	p := &pull{msgs: make(chan *nats.Msg, n), left: n, beat: heartbeat}
 	body, err := json.Marshal(pullRequest{Batch: n, Expires: pullExpiry, Heartbeat: heartbeat})
 	if err != nil {
 		return nil, err
@@ -62,7 +63,7 @@ func startPull(nc *nats.Conn, subject string, n int, heartbeat time.Duration) (*
 	inbox := nc.NewInbox()
 	// The callback may run before Subscribe returns, so the timer exists first.
 	p.hb = time.AfterFunc(2*heartbeat, func() { p.end(jetstream.ErrNoHeartbeat) })
-	p.sub, err = nc.Subscribe(inbox, func(m *nats.Msg) { p.receive(m, heartbeat) })
+	p.sub, err = nc.Subscribe(inbox, p.receive)
 	if err != nil {
 		p.hb.Stop()
 		return nil, err
@@ -76,7 +77,7 @@ func startPull(nc *nats.Conn, subject string, n int, heartbeat time.Duration) (*
 }
 
 // receive runs on the subscription's goroutine, one message at a time.
-func (p *pull) receive(m *nats.Msg, heartbeat time.Duration) {
+func (p *pull) receive(m *nats.Msg) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ended {
@@ -87,7 +88,7 @@ func (p *pull) receive(m *nats.Msg, heartbeat time.Duration) {
 		}
 		return
 	}
-	p.hb.Reset(2 * heartbeat)
+	p.hb.Reset(2 * p.beat)
 	if status := m.Header.Get("Status"); status != "" && len(m.Data) == 0 && m.Reply == "" {
 		switch status {
 		case "100": // idle heartbeat

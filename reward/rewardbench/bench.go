@@ -208,7 +208,10 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 	// Each trial measures every way once, in turn; each way keeps its best trial. On a shared
 	// machine a burst of load then costs one trial, not one way's whole figure.
 	evals := float64(fig.Evals)
-	keep := func(best *float64, secs float64) { *best = max(*best, evals/secs) }
+	keep := func(best *float64, secs float64) float64 {
+		*best = max(*best, evals/secs)
+		return evals / secs
+	}
 	var res *reward.Result
 	var verdicts []string
 	for trial := 1; trial <= opts.Trials; trial++ {
@@ -216,23 +219,19 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 		if err != nil {
 			return nil, err
 		}
-		keep(&fig.Sandbox1EvalsPerS, secs)
-		s1 := evals / secs
+		s1 := keep(&fig.Sandbox1EvalsPerS, secs)
 		if _, secs, err = runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, 1, false); err != nil {
 			return nil, err
 		}
-		keep(&fig.Inprocess1EvalsPerS, secs)
-		i1 := evals / secs
+		i1 := keep(&fig.Inprocess1EvalsPerS, secs)
 		if secs, res, err = runSandbox(ctx, pool, w, opts.Rounds); err != nil {
 			return nil, err
 		}
-		keep(&fig.SandboxEvalsPerS, secs)
-		sn := evals / secs
+		sn := keep(&fig.SandboxEvalsPerS, secs)
 		if verdicts, secs, err = runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, fig.Workers, false); err != nil {
 			return nil, err
 		}
-		keep(&fig.InprocessEvalsPerS, secs)
-		in := evals / secs
+		in := keep(&fig.InprocessEvalsPerS, secs)
 		var f1, fn float64
 		for _, procs := range slices.Compact([]int{1, fig.Workers}) {
 			forked, secs, err := runInprocess(ctx, pool.Python(), w, opts.Pool.Deadline, opts.Rounds, procs, true)
@@ -243,12 +242,10 @@ func Run(ctx context.Context, w *Workload, opts Options) (*Figures, error) {
 				return nil, fmt.Errorf("fork floor: its verdicts differ from in-process exec's")
 			}
 			if procs == 1 {
-				keep(&fig.Fork1EvalsPerS, secs)
-				f1 = evals / secs
+				f1 = keep(&fig.Fork1EvalsPerS, secs)
 			}
 			if procs == fig.Workers {
-				keep(&fig.ForkEvalsPerS, secs)
-				fn = evals / secs
+				fn = keep(&fig.ForkEvalsPerS, secs)
 			}
 		}
 		fmt.Fprintf(opts.Progress, "trial %d/%d, evaluations/s: 1 worker: sandbox %.0f, in-process %.0f, fork floor %.0f; %d workers: sandbox %.0f, in-process %.0f, fork floor %.0f\n",
